@@ -1,0 +1,23 @@
+"""The exact, matrix-free curvature engine: operators, eigensolvers, tracking and densities."""
+
+from landscope.curvature.density import hutchinson_trace, spectral_density
+from landscope.curvature.lanczos import eigenpairs
+from landscope.curvature.operators import (
+    CurvatureOperator,
+    DenseOperator,
+    GGNOperator,
+    HessianOperator,
+    PreconditionedOperator,
+    adam_preconditioner,
+)
+from landscope.curvature.params import LayerSelection, layers, resolve_params
+from landscope.curvature.power import power_iteration
+from landscope.curvature.results import Density, EigenResult, TraceEstimate
+from landscope.curvature.tracking import EigenTracker, subspace_overlap
+
+__all__ = [
+    "CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
+    "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
+    "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
+    "LayerSelection", "resolve_params", "EigenResult", "Density", "TraceEstimate",
+]

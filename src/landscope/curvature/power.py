@@ -1,0 +1,85 @@
+"""Power iteration with deflation: a cheap λ₁ and a cross-check of Lanczos.
+
+It converges at the rate |λ₂/λ₁| per product, so on Hessians with close top eigenvalues it needs
+many more products than Lanczos for the same residual; PyHessian's default (relative change of the
+eigenvalue below 1e-3) stops it with eigenvalues off by up to ~1% and no warning. Here it stops on the
+measured residual ``‖Hv − λv‖ ≤ tol · |λ₁|`` and returns that residual, so its accuracy is known.
+It finds the largest-magnitude eigenvalues; deflation orthogonalises against the pairs found.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+
+from landscope.curvature.lanczos import check_k, check_operator, check_start, random_vector
+from landscope.curvature.operators import CurvatureOperator
+from landscope.curvature.results import EigenResult
+
+
+def power_iteration(op: CurvatureOperator | torch.Tensor, k: int = 1, tol: float = 1e-6,
+                    seed: int = 0, v0: torch.Tensor | None = None,
+                    max_matvecs: int | None = None, return_vectors: bool = True) -> EigenResult:
+    """The ``k`` largest-magnitude eigenpairs by deflated power iteration.
+
+    Args:
+        op: a :class:`CurvatureOperator` or square symmetric tensor.
+        k: number of eigenpairs.
+        tol: stop each pair when ``‖Hv − λv‖ ≤ tol · |λ₁|``.
+        seed: seeds the start vectors.
+        v0: start vector of the first pair.
+        max_matvecs: total budget (default 1000 per pair); exceeding it warns and marks the result
+            not converged.
+        return_vectors: keep the eigenvectors.
+    """
+    op = check_operator(op)
+    k = check_k(k, op.dim)
+    v0 = check_start(v0, op.dim)
+    budget = max_matvecs if max_matvecs is not None else 1000 * k
+    gen = torch.Generator().manual_seed(int(seed))
+    n, device = op.dim, op.device
+    found_v: list[torch.Tensor] = []
+    found_l: list[float] = []
+    found_r: list[float] = []
+    n_matvecs, scale, ok = 0, 0.0, True
+    for i in range(k):
+        v = v0.to(device) if (i == 0 and v0 is not None) else random_vector(n, gen, device)
+        basis = torch.stack(found_v) if found_v else None
+        lam, res = 0.0, float("inf")
+        while True:
+            if basis is not None:
+                v = v - basis.T @ (basis @ v)
+            v = v / v.norm()
+            Hv = op.matvec(v)
+            n_matvecs += 1
+            if basis is not None:
+                Hv = Hv - basis.T @ (basis @ Hv)  # deflate: the found pairs drop out
+            lam = float(v @ Hv)
+            res = float((Hv - lam * v).norm())
+            scale = max(scale, abs(lam))
+            if res <= tol * max(scale, 1e-300):
+                break
+            if n_matvecs >= budget:
+                warnings.warn(f"power iteration stopped after max_matvecs={budget} with relative "
+                              f"residual {res / max(scale, 1e-300):.2e} > tol={tol:g}",
+                              RuntimeWarning, stacklevel=2)
+                ok = False
+                break
+            nrm = Hv.norm()
+            if nrm == 0:  # v lies in the null space: eigenvalue 0, exactly
+                break
+            v = Hv / nrm
+        found_v.append(v)
+        found_l.append(lam)
+        found_r.append(res)
+        if not ok:
+            break
+    values = torch.tensor(found_l, dtype=torch.float64)
+    order = torch.argsort(values, descending=True)
+    vectors = torch.stack(found_v, dim=1)[:, order.to(device)]
+    residuals = torch.tensor(found_r, dtype=torch.float64)[order]
+    converged = ok and bool((residuals <= tol * max(scale, 1e-300)).all()) and len(found_l) == k
+    return EigenResult(values=values[order], vectors=vectors if return_vectors else None,
+                       residuals=residuals, n_matvecs=n_matvecs, converged=converged, tol=tol,
+                       scale=scale, which="LM", method="power")

@@ -1,0 +1,98 @@
+"""Warm-started tracking of the top eigenpairs across training steps.
+
+Between two measurements a few optimiser steps apart the top eigen-subspace moves little, so the
+next Lanczos solve starts from the previous Ritz vectors (their sum plus a small random part that
+keeps new directions reachable) and converges in a fraction of a cold solve's products. The
+overlap of consecutive subspaces (the landscape-shift signal of [W&R]) comes for free.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from landscope.curvature.lanczos import WHICH, check_operator, eigenpairs, random_vector
+from landscope.curvature.operators import CurvatureOperator
+from landscope.curvature.results import EigenResult
+from landscope.errors import InputError
+
+
+def subspace_overlap(U: torch.Tensor, V: torch.Tensor) -> float:
+    """``‖UᵀV‖²_F / k`` for orthonormal columns: 1 for the same subspace, 0 for orthogonal ones.
+
+    Invariant to rotations within either subspace. ``U`` and ``V`` are ``(dim, k)`` (or 1-D for
+    k = 1); with different ``k`` the smaller one divides.
+    """
+    if U.dim() == 1:
+        U = U[:, None]
+    if V.dim() == 1:
+        V = V[:, None]
+    if U.shape[0] != V.shape[0]:
+        raise InputError(f"subspace_overlap: U has {U.shape[0]} rows but V has {V.shape[0]}")
+    k = min(U.shape[1], V.shape[1])
+    if k == 0:
+        raise InputError("subspace_overlap needs at least one column in each subspace")
+    M = U.to(torch.float64).T @ V.to(device=U.device, dtype=torch.float64)
+    return float((M**2).sum() / k)
+
+
+class EigenTracker:
+    """Top-k eigenpairs of a changing operator, each solve warm-started from the last.
+
+    ``trk = EigenTracker(k=10, tol=1e-6); res = trk.update(op)``; ``res.overlap`` is the overlap of
+    this solve's subspace with the previous one (``None`` on the first call).
+
+    Args:
+        k: number of eigenpairs.
+        tol: relative residual tolerance of each solve.
+        which: ``"LA"``, ``"SA"`` or ``"LM"``.
+        seed: seeds the random part of the start vectors (one stream for the tracker's life).
+        random_part: norm of the random component added to the start vector, relative to it.
+        max_basis: passed to :func:`eigenpairs`.
+    """
+
+    def __init__(self, k: int = 10, tol: float = 1e-6, which: str = "LA", seed: int = 0,
+                 random_part: float = 1e-2, max_basis: int | None = None) -> None:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise InputError(f"EigenTracker: k must be a positive integer, got {k!r}")
+        if which not in WHICH:
+            raise InputError(f"EigenTracker: which must be one of {WHICH}, got {which!r}")
+        if not 0 <= random_part < 1:
+            raise InputError(f"EigenTracker: random_part must be in [0, 1), got {random_part!r}")
+        self.k, self.tol, self.which = k, tol, which
+        self.random_part = random_part
+        self.max_basis = max_basis
+        self.seed = seed
+        self._gen = torch.Generator().manual_seed(int(seed))
+        self.previous: EigenResult | None = None
+        self.n_updates = 0
+
+    def start_vector(self, dim: int, device: torch.device) -> torch.Tensor | None:
+        """The sum of the previous Ritz vectors plus a small random part (``None`` when cold)."""
+        prev = self.previous
+        if prev is None or prev.vectors is None or prev.vectors.shape[0] != dim:
+            return None
+        v = prev.vectors.to(device).sum(dim=1)
+        v = v / v.norm()
+        if self.random_part > 0:
+            r = random_vector(dim, self._gen, device)
+            v = v + self.random_part * r / r.norm()
+        return v
+
+    def update(self, op: CurvatureOperator) -> EigenResult:
+        """Solve for the top-k pairs of ``op``, warm-started; return them with the overlap."""
+        op = check_operator(op)
+        v0 = self.start_vector(op.dim, op.device)
+        res = eigenpairs(op, k=self.k, which=self.which, tol=self.tol,
+                         seed=self.seed + self.n_updates, v0=v0, max_basis=self.max_basis)
+        overlap = None
+        if self.previous is not None and self.previous.vectors is not None and \
+                self.previous.vectors.shape[0] == op.dim:
+            overlap = subspace_overlap(self.previous.vectors, res.vectors)
+        res = EigenResult(**{**res.__dict__, "overlap": overlap})
+        self.previous = res
+        self.n_updates += 1
+        return res
+
+    def reset(self) -> None:
+        """Forget the previous subspace: the next update is a cold solve."""
+        self.previous = None

@@ -1,0 +1,6 @@
+"""Models of the experiments: MLP and a small CNN now; ResNet-lite, inits follow (DESIGN §5)."""
+
+from landscope.models.cnn import cnn1d
+from landscope.models.mlp import mlp
+
+__all__ = ["mlp", "cnn1d"]
