@@ -9,8 +9,8 @@ The public API (pinned in DESIGN §2)::
 
 from landscope.curvature import (
     CurvatureOperator,
-    Density,
     DenseOperator,
+    Density,
     EigenResult,
     EigenTracker,
     GGNOperator,

@@ -89,7 +89,7 @@ def spectral_density(op: CurvatureOperator | torch.Tensor, n_probes: int = 8, n_
     # Probes that stopped early get zero-weight padding, so every row still sums to one.
     nodes = np.zeros((n_probes, width))
     weights = np.zeros((n_probes, width))
-    for i, (a, w) in enumerate(zip(all_nodes, all_weights)):
+    for i, (a, w) in enumerate(zip(all_nodes, all_weights, strict=True)):
         nodes[i, :len(a)], weights[i, :len(w)] = a, w
         nodes[i, len(a):] = a[-1]
     lo, hi = float(nodes.min()), float(nodes.max())

@@ -153,51 +153,39 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
     max_basis = min(max_basis, op.dim)
     if max_matvecs is None:
         max_matvecs = max(20 * max_basis, 2 * op.dim, 1000)
-    with _progress_reporter(progress, f"Lanczos top-{k} ({which})") as report:
+    with _Reporter(progress, f"Lanczos top-{k} ({which})") as report:
         return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
                                       return_vectors, confirm, report)
 
 
-class _NoProgress:
-    def __enter__(self):
-        return lambda n, r: None
+class _Reporter:
+    """Context manager yielding ``report(n_matvecs, max_rel_residual)``; a rich bar if asked."""
 
-    def __exit__(self, *exc):
-        return False
+    def __init__(self, progress: bool | Callable[[int, float], None], title: str) -> None:
+        self.progress, self.title, self._bar = progress, title, None
 
-
-class _RichProgress:
-    """A transient rich bar: matvecs so far and how far the worst residual is from ``tol``."""
-
-    def __init__(self, title: str) -> None:
-        self.title = title
-
-    def __enter__(self):
+    def __enter__(self) -> Callable[[int, float], None]:
+        if callable(self.progress):
+            return self.progress
+        if self.progress is not True:
+            return lambda n, r: None
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-        self._p = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                           TextColumn("matvecs {task.completed:.0f}"),
-                           TextColumn("residual {task.fields[res]}"), TimeElapsedColumn(),
-                           transient=True)
-        self._p.__enter__()
-        self._task = self._p.add_task(self.title, total=None, res="-")
+        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                             TextColumn("matvecs {task.completed:.0f}"),
+                             TextColumn("residual {task.fields[res]}"), TimeElapsedColumn(),
+                             transient=True)
+        self._bar.__enter__()
+        task = self._bar.add_task(self.title, total=None, res="-")
+        bar = self._bar
 
         def report(n: int, res: float) -> None:
-            self._p.update(self._task, completed=n, res=f"{res:.1e}")
+            bar.update(task, completed=n, res=f"{res:.1e}")
         return report
 
-    def __exit__(self, *exc):
-        return self._p.__exit__(*exc)
-
-
-def _progress_reporter(progress, title):
-    if progress is True:
-        return _RichProgress(title)
-    if callable(progress):
-        class _Call(_NoProgress):
-            def __enter__(self_inner):
-                return progress
-        return _Call()
-    return _NoProgress()
+    def __exit__(self, *exc: object) -> bool:
+        if self._bar is not None:
+            self._bar.__exit__(*exc)
+        return False
 
 
 def _finish(op: CurvatureOperator, Y: torch.Tensor, theta: np.ndarray,

@@ -275,7 +275,7 @@ class _ModelCurvatureOperator(CurvatureOperator):
         """A flat vector (or ``(b, dim)`` batch) as a dict of parameter-shaped views."""
         lead = v.shape[:-1]
         return {n: t.reshape(*lead, *s) for n, t, s in
-                zip(self.names, torch.split(v, self._numels, dim=-1), self._shapes)}
+                zip(self.names, torch.split(v, self._numels, dim=-1), self._shapes, strict=True)}
 
     def flatten(self, d: dict[str, torch.Tensor], batched: bool = False) -> torch.Tensor:
         """Inverse of :meth:`split`."""
@@ -290,7 +290,7 @@ class _ModelCurvatureOperator(CurvatureOperator):
             t = t.detach()
             return t.to(self.dtype) if t.is_floating_point() else t
         chosen = set(self.names)
-        p = {n: cast(t).clone() for n, t in zip(self.names, self._selected)}
+        p = {n: cast(t).clone() for n, t in zip(self.names, self._selected, strict=True)}
         fixed = {n: cast(t) for n, t in self.model.named_parameters() if n not in chosen}
         fixed.update({n: cast(b) for n, b in self.model.named_buffers()})
         return p, fixed
@@ -324,7 +324,7 @@ class _ModelCurvatureOperator(CurvatureOperator):
                     self.model.eval()
                 yield
         finally:
-            for m, f in zip(modules, flags):
+            for m, f in zip(modules, flags, strict=True):
                 m.training = f
             for m, t in tracked.items():
                 m.track_running_stats = t

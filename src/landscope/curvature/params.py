@@ -114,7 +114,8 @@ def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
             chosen.update(hits)
         elif isinstance(item, torch.Tensor):
             if id(item) not in by_id:
-                raise InputError(f"params tensor of shape {tuple(item.shape)} is not a parameter of the model")
+                raise InputError(f"params tensor of shape {tuple(item.shape)} is not a parameter "
+                                 "of the model")
             chosen.add(by_id[id(item)])
         else:
             raise InputError(f"params entries must be names, glob patterns, modules or parameters, "

@@ -1,9 +1,11 @@
 """Warm-started tracking of the top eigenpairs across training steps.
 
-Between two measurements a few optimiser steps apart the top eigen-subspace moves little, so the
-next Lanczos solve starts from the previous Ritz vectors (their sum plus a small random part that
-keeps new directions reachable) and converges in a fraction of a cold solve's products. The
-overlap of consecutive subspaces (the landscape-shift signal of [W&R]) comes for free.
+Between two measurements a few optimiser steps apart the top eigen-subspace moves little and
+smoothly, so the next Lanczos solve starts from a prediction of the new Ritz vectors: the last ones
+extrapolated linearly from the two last solves (after aligning their bases: signs and rotations
+inside clusters), summed, plus a small random part that keeps new directions reachable. When the
+subspace turned too much for a linear prediction (overlap < 0.9), the last vectors are used as they
+are. The overlap of consecutive subspaces (the landscape-shift signal of [W&R]) comes for free.
 """
 
 from __future__ import annotations
@@ -48,10 +50,12 @@ class EigenTracker:
         seed: seeds the random part of the start vectors (one stream for the tracker's life).
         random_part: norm of the random component added to the start vector, relative to it.
         max_basis: passed to :func:`eigenpairs`.
+        extrapolate: predict the new vectors from the last two solves (see the module docstring).
     """
 
     def __init__(self, k: int = 10, tol: float = 1e-6, which: str = "LA", seed: int = 0,
-                 random_part: float = 1e-2, max_basis: int | None = None) -> None:
+                 random_part: float = 1e-4, max_basis: int | None = None,
+                 extrapolate: bool = True) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InputError(f"EigenTracker: k must be a positive integer, got {k!r}")
         if which not in WHICH:
@@ -63,15 +67,40 @@ class EigenTracker:
         self.max_basis = max_basis
         self.seed = seed
         self._gen = torch.Generator().manual_seed(int(seed))
+        self.extrapolate = extrapolate
         self.previous: EigenResult | None = None
+        self._history: list[torch.Tensor] = []  # vectors of the last (up to) two solves
         self.n_updates = 0
 
-    def start_vector(self, dim: int, device: torch.device) -> torch.Tensor | None:
-        """The sum of the previous Ritz vectors plus a small random part (``None`` when cold)."""
-        prev = self.previous
-        if prev is None or prev.vectors is None or prev.vectors.shape[0] != dim:
+    def predict(self, dim: int, device: torch.device) -> torch.Tensor | None:
+        """Predicted Ritz vectors ``(dim, k)`` of the next solve (``None`` when cold).
+
+        Linear extrapolation through the last two solves' vectors, the older basis first aligned
+        to the newer (orthogonal Procrustes: fixes signs and rotations among close eigenvalues).
+        Used only while consecutive subspaces overlap by more than 0.9, i.e. while the motion is
+        smooth enough to extrapolate. (A quadratic prediction was tried: it amplifies the
+        tol-level noise of the previous solves and needed more products, not fewer.)
+        """
+        if not self._history or self._history[-1].shape[0] != dim:
             return None
-        v = prev.vectors.to(device).sum(dim=1)
+        U = self._history[-1].to(device)
+        smooth = self.previous is not None and self.previous.overlap is not None and \
+            self.previous.overlap > 0.9
+        if not self.extrapolate or not smooth or len(self._history) < 2:
+            return U
+
+        def aligned(old: torch.Tensor) -> torch.Tensor:
+            W, _, Zt = torch.linalg.svd(old.to(device).T @ U)
+            return old.to(device) @ (W @ Zt)
+        P = 2 * U - aligned(self._history[-2])
+        return P / P.norm(dim=0, keepdim=True)
+
+    def start_vector(self, dim: int, device: torch.device) -> torch.Tensor | None:
+        """The sum of the predicted vectors plus a small random part (``None`` when cold)."""
+        U = self.predict(dim, device)
+        if U is None:
+            return None
+        v = U.sum(dim=1)
         v = v / v.norm()
         if self.random_part > 0:
             r = random_vector(dim, self._gen, device)
@@ -81,14 +110,14 @@ class EigenTracker:
     def update(self, op: CurvatureOperator) -> EigenResult:
         """Solve for the top-k pairs of ``op``, warm-started; return them with the overlap."""
         op = check_operator(op)
-        v0 = self.start_vector(op.dim, op.device)
         res = eigenpairs(op, k=self.k, which=self.which, tol=self.tol,
-                         seed=self.seed + self.n_updates, v0=v0, max_basis=self.max_basis)
+                         seed=self.seed + self.n_updates, v0=self.start_vector(op.dim, op.device),
+                         max_basis=self.max_basis)
         overlap = None
-        if self.previous is not None and self.previous.vectors is not None and \
-                self.previous.vectors.shape[0] == op.dim:
-            overlap = subspace_overlap(self.previous.vectors, res.vectors)
+        if self._history and self._history[-1].shape[0] == op.dim:
+            overlap = subspace_overlap(self._history[-1], res.vectors)
         res = EigenResult(**{**res.__dict__, "overlap": overlap})
+        self._history = [*self._history[-1:], res.vectors]
         self.previous = res
         self.n_updates += 1
         return res
@@ -96,3 +125,4 @@ class EigenTracker:
     def reset(self) -> None:
         """Forget the previous subspace: the next update is a cold solve."""
         self.previous = None
+        self._history = []
