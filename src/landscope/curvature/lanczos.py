@@ -144,8 +144,8 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
         if which == "SA":
             raise InputError("method='power' finds the largest-magnitude eigenvalues; "
                              "use method='lanczos' for which='SA'")
-        return power_iteration(op, k=k, tol=tol, seed=seed, v0=v0,
-                               max_matvecs=max_matvecs, return_vectors=return_vectors)
+        return power_iteration(op, k=k, tol=tol, seed=seed, v0=v0, max_matvecs=max_matvecs,
+                               return_vectors=return_vectors, which=which)
     if max_basis is None:
         max_basis = max(3 * k, k + 40)
     if not isinstance(max_basis, int) or max_basis <= k:

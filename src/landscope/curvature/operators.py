@@ -248,12 +248,11 @@ class _ModelCurvatureOperator(CurvatureOperator):
         self.dropout_seed = int(dropout_seed)
         self.names = resolve_params(model, params)
         named = dict(model.named_parameters())
-        self._selected = [named[n] for n in self.names]
-        self._shapes = [p.shape for p in self._selected]
-        self._numels = [p.numel() for p in self._selected]
+        self._shapes = [named[n].shape for n in self.names]
+        self._numels = [named[n].numel() for n in self.names]
         self.dim = sum(self._numels)
-        self.dtype = dtype or self._selected[0].dtype
-        self.device = self._selected[0].device
+        self.dtype = dtype or named[self.names[0]].dtype
+        self.device = named[self.names[0]].device
         self.data = HessianSet(data, chunk_size=chunk_size, check_deterministic=check_deterministic)
         self.n_samples = self.data.n_samples
         self.cache = (self.data._tensors is not None and chunk_size is None) if cache == "auto" \
@@ -263,6 +262,20 @@ class _ModelCurvatureOperator(CurvatureOperator):
         self._check_model_and_loss()
 
     # -- parameters -------------------------------------------------------------------------
+    @property
+    def _selected(self) -> list[torch.Tensor]:
+        """The selected parameters, looked up by name: a parameter replaced on the model is seen."""
+        named = dict(self.model.named_parameters())
+        missing = [n for n in self.names if n not in named]
+        if missing:
+            raise InputError(f"the model no longer has the parameters {missing} this operator acts on")
+        tensors = [named[n] for n in self.names]
+        for n, t, shape in zip(self.names, tensors, self._shapes, strict=True):
+            if t.shape != shape:
+                raise InputError(f"parameter {n!r} changed shape from {tuple(shape)} to "
+                                 f"{tuple(t.shape)}; build a new operator")
+        return tensors
+
     def parameters(self) -> list[torch.Tensor]:
         """The selected parameter tensors of the model, in the operator's order."""
         return list(self._selected)
@@ -382,9 +395,13 @@ class _ModelCurvatureOperator(CurvatureOperator):
 
     def _build(self) -> Iterator[_Linearisation]:
         p, fixed = self._state()
-        for c in self.data.chunks(device=self.device, dtype=self.dtype):
-            with self._mode():
-                lin = self._linearise(p, fixed, c.inputs, c.targets, c.weight)
+        for i, c in enumerate(self.data.chunks(device=self.device, dtype=self.dtype)):
+            try:
+                with self._mode():
+                    lin = self._linearise(p, fixed, c.inputs, c.targets, c.weight)
+            except (RuntimeError, ValueError) as e:
+                raise DataError(f"the model or loss failed on chunk {i} ({len(c.inputs)} samples,"
+                                f" model_mode={self.model_mode!r}): {e}") from e
             yield lin
 
     def clear_cache(self) -> None:
