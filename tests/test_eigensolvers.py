@@ -11,10 +11,6 @@ from reference import dense_hessian, max_rel_err, with_spectrum
 
 import landscope as ls
 
-# Known limitation, kept visible: strict xfail turns into a failure the day it is fixed.
-MULTIPLICITY = pytest.mark.xfail(strict=True, reason="single-vector Lanczos sees one copy of an "
-                                  "exactly repeated eigenvalue (open work, issue 3)")
-
 VALUE_RTOL = 1e-6
 OVERLAP = 1 - 1e-6
 
@@ -142,13 +138,15 @@ def test_distinct_known_spectrum(which):
     assert_vectors_match(res.vectors, res.values, A)
 
 
-@pytest.mark.parametrize("k", [pytest.param(4, marks=MULTIPLICITY), 6])
-def test_repeated_eigenvalues(k):
-    """Multiplicities are found: 10 three times, 5 twice (a single Krylov vector sees each once)."""
+@pytest.mark.parametrize("small_basis", [False, True])
+@pytest.mark.parametrize("k", [1, 4, 6])
+def test_repeated_eigenvalues(k, small_basis):
+    """With check_multiplicity, every copy is found: 10 three times, 5 twice."""
     lam = torch.cat([torch.tensor([10.0, 10.0, 10.0, 7.0, 5.0, 5.0, 3.0]),
                      torch.linspace(0.0, 2.0, 43)]).double()
     A, _ = with_spectrum(lam, seed=2)
-    res = ls.eigenpairs(ls.DenseOperator(A), k=k)
+    res = ls.eigenpairs(ls.DenseOperator(A), k=k, check_multiplicity=True,
+                        max_basis=k + 3 if small_basis else None)
     exp = lam.sort(descending=True).values[:k]
     assert torch.allclose(res.values, exp, rtol=VALUE_RTOL, atol=0), res.values
     assert_vectors_match(res.vectors, res.values, A)
@@ -175,13 +173,12 @@ def test_low_rank_k_larger_than_rank(which):
     assert res.converged
 
 
-@MULTIPLICITY
 def test_low_rank_sa_and_rank_one():
     u = torch.randn(25, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     A = torch.outer(u, u)
-    res = ls.eigenpairs(A, k=2, which="SA")  # a plain tensor is accepted
+    res = ls.eigenpairs(A, k=2, which="SA", check_multiplicity=True)  # a plain tensor is accepted
     assert res.values.abs().max() <= 1e-10 * float(u @ u)
-    res = ls.eigenpairs(A, k=3)
+    res = ls.eigenpairs(A, k=3, check_multiplicity=True)
     assert float(res.values[0]) == pytest.approx(float(u @ u), rel=1e-10)
     assert res.values[1:].abs().max() <= 1e-10 * float(u @ u)
 

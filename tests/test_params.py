@@ -8,10 +8,6 @@ from reference import max_rel_err, names_to_index
 
 import landscope as ls
 
-# Known limitation, kept visible: strict xfail turns into a failure the day it is fixed.
-MULTIPLICITY = pytest.mark.xfail(strict=True, reason="single-vector Lanczos sees one copy of an "
-                                  "exactly repeated eigenvalue (open work, issue 3)")
-
 TOL = 1e-10
 
 
@@ -94,15 +90,13 @@ def test_frozen_parameters_are_skipped_by_default(mlp_case, ce, mlp_ce_H):
     assert max_rel_err(op.to_dense(), _block(mlp_ce_H, m, op.names), ref=mlp_ce_H) <= TOL
 
 
-def test_subset_eigenpairs_are_eigenpairs_of_the_block(case, loss_fn, dense_H, request):
-    if request.node.callspec.id.endswith("mse"):
-        # MSE last-layer blocks are Kronecker products with the identity: repeated eigenvalues.
-        request.applymarker(MULTIPLICITY)
+def test_subset_eigenpairs_are_eigenpairs_of_the_block(case, loss_fn, dense_H):
+    # MSE last-layer blocks are Kronecker products with the identity: repeated eigenvalues.
     sel = ls.layers(case.model, last=1)
     op = ls.HessianOperator(case.model, loss_fn, (case.X, case.y), params=sel)
     block = _block(dense_H, case.model, sel.names)
     ref = torch.linalg.eigvalsh(block).flip(0)[:2]
-    res = ls.eigenpairs(op, k=2)
+    res = ls.eigenpairs(op, k=2, check_multiplicity=True)
     assert torch.allclose(res.values, ref, rtol=1e-6, atol=0)
 
 
