@@ -345,3 +345,17 @@ def test_hessian_changes_are_seen_by_eigenpairs(mlp_case, ce):
     ref, _ = reference_top(dense_hessian(c.model, ce, c.X, c.y), 1, "LA")
     assert abs(float(before.values[0] - ref[0])) > 1e-3
     assert float(after.values[0]) == pytest.approx(float(ref[0]), rel=VALUE_RTOL)
+
+
+def test_float32_operator_residuals_include_its_rounding():
+    """Below float64 the default adds what one explicit product shows the relation missed."""
+    lam = torch.linspace(0.0, 5.0, 60).double()
+    A, _ = with_spectrum(lam, seed=7)
+    op = ls.DenseOperator(A.float())
+    relation = ls.eigenpairs(op, k=3, confirm=False)
+    default = ls.eigenpairs(op, k=3)
+    explicit = ls.eigenpairs(op, k=3, confirm=True)
+    assert default.n_matvecs == relation.n_matvecs + 1
+    assert explicit.n_matvecs == relation.n_matvecs + 3
+    assert torch.all(default.residuals >= relation.residuals)
+    assert float(default.residuals[0]) == pytest.approx(float(explicit.residuals[0]), rel=1e-6)

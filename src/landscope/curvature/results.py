@@ -19,9 +19,10 @@ class EigenResult:
         values: (k,) float64, sorted descending (also for ``which="SA"``).
         vectors: (dim, k) float64, orthonormal columns, ``vectors[:, i]`` belongs to
             ``values[i]``; ``None`` when the solver was asked not to return them.
-        residuals: (k,) float64, ``‖H v_i − λ_i v_i‖``: measured with explicit products at the end
-            (``confirm``, the default for float32 operators), or, for float64 operators, from the
-            Krylov relation of the products actually computed (exact up to float64 rounding).
+        residuals: (k,) float64, ``‖H v_i − λ_i v_i‖``: from the Krylov relation of the products
+            actually computed (exact up to float64 rounding for float64 operators; for lower
+            precision plus the rounding measured by one explicit product), or measured with ``k``
+            explicit products (``confirm=True``). See :func:`eigenpairs`.
         n_matvecs: operator applications used, the confirming ones included.
         converged: every residual is within ``tol · scale``.
         tol: the relative tolerance asked for.
