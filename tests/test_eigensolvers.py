@@ -358,4 +358,6 @@ def test_float32_operator_residuals_include_its_rounding():
     assert default.n_matvecs == relation.n_matvecs + 1
     assert explicit.n_matvecs == relation.n_matvecs + 3
     assert torch.all(default.residuals >= relation.residuals)
-    assert float(default.residuals[0]) == pytest.approx(float(explicit.residuals[0]), rel=1e-6)
+    y, lam1 = default.vectors[:, 0], default.values[0]
+    probed = float((op.matvec(y) - lam1 * y).norm())  # the one explicit product it took
+    assert float(default.residuals[0]) == pytest.approx(max(probed, float(relation.residuals[0])))
