@@ -97,7 +97,7 @@ class HessianSet:
             if len(second) != len(first):
                 raise DataError(f"data yields {len(first)} batches on one pass and {len(second)} on "
                                 "the next; it must yield the same batches every pass")
-            for i, (a, b) in enumerate(zip(first, second, strict=False)):
+            for i, (a, b) in enumerate(zip(first, second, strict=True)):
                 if a[0] != b[0] or abs(a[1] - b[1]) > 1e-6 * (1 + abs(a[1])) or a[2] != b[2]:
                     raise DataError(f"data batch {i} differs between two passes (a shuffling "
                                     "DataLoader?); the Hessian set must yield the same batches "

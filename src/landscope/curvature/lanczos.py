@@ -5,13 +5,14 @@ Gram–Schmidt), whatever the operator's dtype, so Ritz values do not suffer the
 Lanczos. The projected matrix ``T = QᵀHQ`` is assembled from the products actually computed, and
 the basis is compressed to the best Ritz vectors when it would exceed ``max_basis`` (thick restart,
 equivalent to Krylov–Schur for symmetric matrices). Memory: ``(max_basis + 1) × dim`` float64 for
-the basis, plus the ``k`` returned vectors.
+the basis, plus the ``k`` returned vectors; with ``check_multiplicity`` the basis grows instead of
+restarting while a fresh chain is verified.
 
 A pair is converged when ``‖H v − θ v‖ ≤ tol · scale`` with ``scale`` the largest Ritz value in
 magnitude (≈ |λ₁|, for ``which="LA"`` on a Hessian exactly |θ₁|). While iterating the residual is
-estimated from the recurrence (``β_m |s_{m,i}|``); the residuals returned are computed from the
-Krylov relation of the products actually taken (the projections are kept unsymmetrised), or
-re-measured with ``k`` explicit products with ``confirm=True``.
+estimated from the Krylov relation of the products actually taken (``β_m |s_{m,i}|`` plus what
+earlier chain ends left outside the basis, see :func:`_chain_residuals`); below float64 one explicit
+product adds the operator's own rounding, and ``confirm=True`` re-measures all ``k`` explicitly.
 """
 
 from __future__ import annotations
@@ -286,7 +287,7 @@ def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float,
 
 def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
                            v0: torch.Tensor | None, m: int, max_matvecs: int,
-                           return_vectors: bool, confirm: bool, check_multiplicity: bool,
+                           return_vectors: bool, confirm: bool | str, check_multiplicity: bool,
                            report: Callable[[int, float], None]) -> EigenResult:
     n, device = op.dim, op.device
     gen = torch.Generator().manual_seed(int(seed))
