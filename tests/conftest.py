@@ -97,6 +97,14 @@ def make_bn_dropout() -> Case:
 MAKERS = {"mlp": make_mlp, "cnn_bn": make_cnn_bn, "bn_dropout": make_bn_dropout}
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _data_cache(tmp_path_factory):
+    """Generated data sets (MNIST-1D) cached once per test session, never in the user's cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("LANDSCOPE_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+        yield
+
+
 @pytest.fixture(params=["mlp", "cnn_bn"])
 def case(request) -> Case:
     """The tiny tanh MLP (5→6→3, 57 parameters) and the CNN with BatchNorm (81 parameters)."""

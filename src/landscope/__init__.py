@@ -5,6 +5,10 @@ The public API (pinned in DESIGN §2)::
     import landscope as ls
     op = ls.HessianOperator(model, loss_fn, (X, y))
     res = ls.eigenpairs(op, k=10)
+    run = ls.train("configs/eos_mlp.yaml", "runs/eos")   # train while measuring; resumes
+
+``landscope.train`` is both a subpackage and (as ``ls.train``) the function that trains a config;
+import the package's other names with ``from landscope.train import RunStore, Trainer, …``.
 """
 
 from landscope.curvature import (
@@ -27,6 +31,16 @@ from landscope.curvature import (
     subspace_overlap,
 )
 from landscope.errors import ConfigError, DataError, InputError, LandscopeError
+from landscope.train import (
+    OptimizerSpec,
+    Run,
+    RunConfig,
+    Trainer,
+    load_config,
+    load_run,
+    stability_threshold,
+    train,
+)
 
 __version__ = "0.1.0"
 
@@ -35,5 +49,6 @@ __all__ = [
     "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
-    "DataError", "ConfigError", "__version__",
+    "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
+    "load_config", "load_run", "stability_threshold", "train",
 ]

@@ -110,6 +110,46 @@ def eigs(
                   f"({'beyond' if lam1 > 2 / lr else 'within'} the stable region)")
 
 
+@app.command()
+@_user_errors
+def train(
+    config: str = typer.Argument(..., help="Run config (YAML; see configs/ and DESIGN §2)."),
+    out: str = typer.Option(None, "--out", "-o",
+                            help="Run folder (default runs/<config name>); an existing run resumes."),
+) -> None:
+    """Train the run CONFIG describes, measuring the landscope as it goes; resumes an existing run."""
+    from pathlib import Path
+
+    import landscope as ls
+    from landscope.train import load_config
+
+    cfg = load_config(config)
+    folder = Path(out) if out else Path("runs") / Path(config).stem
+    console.print(f"[bold]run folder[/] {folder}")
+    run = ls.train(cfg, folder, progress=True)
+    _summary(run)
+
+
+def _summary(run) -> None:
+    """A table of how the run ended."""
+    meas = run.measurements
+    last = meas[-1] if meas else (run.metrics[-1] if run.metrics else {})
+    table = Table(title=f"{run.path} · {run.state}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("status", run.state + (f" at step {run.status.get('diverged_step')}"
+                                         if run.state == "diverged" else ""))
+    table.add_row("steps", str(run.metrics[-1]["step"] if run.metrics else 0))
+    for key, label in (("train_loss", "train loss"), ("test_loss", "test loss"),
+                       ("test_acc", "test accuracy"), ("lambda1", "λ₁"), ("threshold", "threshold")):
+        if last.get(key) is not None:
+            table.add_row(label, f"{last[key]:.5g}")
+    if "clip_count" in run.status:
+        table.add_row("clipping fired", str(run.status["clip_count"]))
+    console.print(table)
+    console.print(f"metrics: {run.path / 'metrics.jsonl'}")
+
+
 def main() -> None:
     """Entry point of the ``landscope`` script."""
     app()

@@ -122,6 +122,18 @@ class EigenTracker:
         self.n_updates += 1
         return res
 
+    def state_dict(self) -> dict:
+        """Everything the next update depends on, so a resumed run solves exactly as before."""
+        return {"history": [U.cpu() for U in self._history], "previous": self.previous,
+                "generator": self._gen.get_state(), "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self._history = list(state["history"])
+        self.previous = state["previous"]
+        self._gen.set_state(state["generator"])
+        self.n_updates = int(state["n_updates"])
+
     def reset(self) -> None:
         """Forget the previous subspace: the next update is a cold solve."""
         self.previous = None

@@ -1,0 +1,261 @@
+"""The training loop that measures the landscape as it goes (DESIGN §4).
+
+Step ``t`` of the loop evaluates the loss at θ_t on batch t, measures θ_t when ``t`` is a
+measurement step, then updates to θ_{t+1} with η_t. Row ``t`` of ``metrics.jsonl`` therefore
+describes θ_t and the η that moved it; the last row (``t = steps``) describes the final θ.
+Everything the loop draws is a pure function of the step (batch order, dropout masks, η), and
+the rest of the state is in the checkpoint, so a resumed run writes the same rows as an
+uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscope.curvature import EigenResult
+from landscope.errors import InputError
+from landscope.train.config import MeasureConfig, OptimizerSpec, ScheduleConfig
+from landscope.train.measure import Measurer, hessian_subset
+from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
+from landscope.train.schedules import make_schedule
+from landscope.train.store import RunStore
+
+Data = tuple[torch.Tensor, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What :meth:`Trainer.fit` returns: the status, the last step and every row it wrote."""
+
+    status: str                      # "completed" or "diverged"
+    step: int                        # last step evaluated
+    metrics: list[dict[str, Any]]
+    eigen: dict[int, EigenResult] = field(default_factory=dict)  # in-memory runs only
+    clip_count: int = 0
+
+
+def _check_data(name: str, data: object) -> Data:
+    if not (isinstance(data, tuple | list) and len(data) == 2
+            and all(isinstance(t, torch.Tensor) for t in data)):
+        raise InputError(f"{name} must be a tuple (X, y) of tensors, got {type(data).__name__}")
+    X, y = data
+    if X.shape[0] != y.shape[0] or X.shape[0] == 0:
+        raise InputError(f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}"
+                         if X.shape[0] != y.shape[0] else f"{name} is empty")
+    return X, y
+
+
+class Trainer:
+    """Train any ``nn.Module`` on ``(X, y)`` tensors while measuring its curvature.
+
+    Args:
+        model, loss_fn: the model and a mean-reduced loss ``loss_fn(outputs, targets)``.
+        train_data, test_data: ``(X, y)`` tensors (on the model's device).
+        optimizer: an :class:`OptimizerSpec` (the trainer builds the ``torch.optim`` optimiser)
+            or a ready ``torch.optim`` optimiser over ``model``'s parameters.
+        schedule: a :class:`ScheduleConfig`, any callable ``step → η``, or ``None`` (constant η).
+        steps: number of updates; ``batch_size`` ``None`` means full batch (GD).
+        measure: what to measure and how often (``None``: losses only, no measurements).
+        clip_norm / clip_value: gradient clipping; how often it fired is recorded.
+        diverge_factor: the run ends as ``diverged`` when the loss is NaN/inf or exceeds this
+            factor times the initial loss.
+        seed: seeds the batch order, dropout masks, the Hessian set and the eigensolver.
+        store: a :class:`RunStore` (held) to write the run to; ``None`` keeps it in memory.
+        progress: called with each row as it is written (the CLI's progress bar).
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, train_data: Data, *,
+                 optimizer: OptimizerSpec | torch.optim.Optimizer | None = None,
+                 schedule: ScheduleConfig | Callable[[int], float] | None = None,
+                 steps: int = 100, batch_size: int | None = None, test_data: Data | None = None,
+                 measure: MeasureConfig | None = None, clip_norm: float | None = None,
+                 clip_value: float | None = None, diverge_factor: float = 1000.0, seed: int = 0,
+                 checkpoint_every: int | None = None, store: RunStore | None = None,
+                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        self.X, self.y = _check_data("train_data", train_data)
+        self.test_data = _check_data("test_data", test_data) if test_data is not None else None
+        if not isinstance(steps, int) or steps < 1:
+            raise InputError(f"steps must be a positive integer, got {steps!r}")
+        n = self.X.shape[0]
+        if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= n):
+            raise InputError(f"batch_size must be an integer in [1, {n}] (the training set size) or "
+                             f"None for full batch, got {batch_size!r}")
+        for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
+            if v is not None and not v > 0:
+                raise InputError(f"{name} must be positive, got {v!r}")
+        if not diverge_factor > 1:
+            raise InputError(f"diverge_factor must exceed 1, got {diverge_factor!r}")
+        self.model, self.loss_fn = model, loss_fn
+        self.steps, self.batch_size, self.seed = steps, batch_size, int(seed)
+        self.clip_norm, self.clip_value, self.diverge_factor = clip_norm, clip_value, diverge_factor
+        spec = optimizer if optimizer is not None else OptimizerSpec()
+        if isinstance(spec, torch.optim.Optimizer):
+            self.optimizer = spec
+        else:
+            self.optimizer = make_optimizer(model.parameters(), spec)
+        self.base_lr = float(self.optimizer.param_groups[0]["lr"])
+        if schedule is None or isinstance(schedule, ScheduleConfig):
+            self.schedule = make_schedule(schedule, self.base_lr, steps)
+        elif callable(schedule):
+            self.schedule = schedule
+        else:
+            raise InputError(f"schedule must be a ScheduleConfig or a callable step → lr, got "
+                             f"{type(schedule).__name__}")
+        self.measure_config = measure
+        self.checkpoint_every = checkpoint_every or (measure.every if measure else max(steps // 10, 1))
+        self.store, self.progress = store, progress
+        self.measurer = None
+        if measure is not None:
+            self.measurer = Measurer(
+                model, loss_fn, hessian_subset(self.X, self.y, measure.hessian_samples, self.seed),
+                measure, batch_size=batch_size, seed=self.seed, test_data=self.test_data,
+                train_data=(self.X, self.y) if batch_size is not None else None,
+                preconditioned=is_preconditioned(self.optimizer) if measure.preconditioned is None
+                else measure.preconditioned)
+        self._has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+        self._epoch: tuple[int, torch.Tensor] | None = None
+
+    # -- pure functions of the step ------------------------------------------------------------
+    def batch(self, step: int) -> Data:
+        """Batch ``step``: a fresh seeded permutation each epoch (last partial batch dropped)."""
+        if self.batch_size is None:
+            return self.X, self.y
+        n = self.X.shape[0]
+        per_epoch = n // self.batch_size
+        epoch, i = divmod(step, per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
+            self._epoch = (epoch, torch.randperm(n, generator=g).to(self.X.device))
+        idx = self._epoch[1][i * self.batch_size:(i + 1) * self.batch_size]
+        return self.X[idx], self.y[idx]
+
+    @contextmanager
+    def _step_rng(self, step: int) -> Iterator[None]:
+        """Dropout masks seeded by the step, without touching the caller's RNG."""
+        if not self._has_dropout:
+            yield
+            return
+        devices = [self.X.device] if self.X.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed((self.seed * 7_368_787 + step) % 2**63)
+            yield
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self, step: int, theta0: torch.Tensor, initial_loss: float | None, clip_count: int,
+               metrics_offset: int) -> dict[str, Any]:
+        return {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "measurer": self.measurer.state_dict() if self.measurer else None, "theta0": theta0,
+                "initial_loss": initial_loss, "clip_count": clip_count, "metrics_offset": metrics_offset}
+
+    def _flat_params(self) -> torch.Tensor:
+        return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
+
+    def _clip(self) -> tuple[float, bool]:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])))
+        fired = False
+        if self.clip_value is not None:
+            fired = any(bool((p.grad.abs() > self.clip_value).any()) for p in params)
+            torch.nn.utils.clip_grad_value_(params, self.clip_value)
+        if self.clip_norm is not None and norm > self.clip_norm:
+            torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
+            fired = True
+        return norm, fired
+
+    # -- the loop ----------------------------------------------------------------------------
+    def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
+        """Run (or, given a checkpoint's state, resume) the loop to the end or to divergence."""
+        store, measure = self.store, self.measure_config
+        if resume is not None:
+            self.model.load_state_dict(resume["model"])
+            self.optimizer.load_state_dict(resume["optimizer"])
+            if self.measurer is not None and resume["measurer"] is not None:
+                self.measurer.load_state_dict(resume["measurer"])
+            start, theta0 = int(resume["step"]), resume["theta0"]
+            initial_loss, clip_count = resume["initial_loss"], int(resume["clip_count"])
+            if store is not None:
+                store.open_metrics(truncate_at=int(resume["metrics_offset"]))
+        else:
+            start, theta0, initial_loss, clip_count = 0, self._flat_params(), None, 0
+            if store is not None:
+                store.open_metrics(truncate_at=0)
+        rows: list[dict[str, Any]] = []
+        eigen: dict[int, EigenResult] = {}
+        status, t = "completed", start
+        timing = {"train_seconds": 0.0, "measure_seconds": 0.0}
+        for t in range(start, self.steps + 1):
+            if store is not None and t > start and t % self.checkpoint_every == 0:
+                state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
+                store.save_checkpoint(state)
+                store.write_status("running", step=t, steps=self.steps, clip_count=clip_count, **timing)
+            tic = time.perf_counter()
+            lr = float(self.schedule(t))
+            for g in self.optimizer.param_groups:
+                g["lr"] = lr
+            Xb, yb = self.batch(t)
+            self.model.train()
+            with self._step_rng(t):
+                loss = self.loss_fn(self.model(Xb), yb)
+            loss_val = float(loss.detach())
+            if initial_loss is None:
+                initial_loss = loss_val
+            row: dict[str, Any] = {"step": t, "lr": lr, "train_loss": loss_val if math.isfinite(loss_val)
+                                   else None}
+            diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(initial_loss)
+            if not diverged and t < self.steps:
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                gnorm, fired = self._clip()
+                row["grad_norm"] = gnorm if math.isfinite(gnorm) else None
+                diverged = not math.isfinite(gnorm)
+                if self.clip_norm is not None or self.clip_value is not None:
+                    row["clipped"] = fired
+                    clip_count += int(fired)
+            timing["train_seconds"] += time.perf_counter() - tic
+            if measure is not None and not diverged and (t % measure.every == 0 or t == self.steps):
+                tic = time.perf_counter()
+                m = self.measurer.measure(self.optimizer, stability_threshold(self.optimizer), theta0)
+                row.update(m.row)
+                if self.clip_norm is not None or self.clip_value is not None:
+                    row["clip_count"] = clip_count
+                if m.eigen is not None:
+                    if store is not None:
+                        store.save_eigen(t, m.eigen.values.numpy(), m.eigen.residuals.numpy(),
+                                         m.eigen.vectors.cpu().numpy() if measure.save_vectors else None)
+                    else:
+                        eigen[t] = m.eigen
+                timing["measure_seconds"] += time.perf_counter() - tic
+            if diverged:
+                row["diverged"] = True
+                status = "diverged"
+            rows.append(row)
+            if store is not None:
+                store.append(row)
+            if self.progress is not None:
+                self.progress(row)
+            if diverged or t == self.steps:
+                break
+            tic = time.perf_counter()
+            self.optimizer.step()
+            timing["train_seconds"] += time.perf_counter() - tic
+        if store is not None:
+            if status == "completed":
+                state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
+                store.save_checkpoint(state)
+            extra = {"diverged_step": t} if status == "diverged" else {}
+            store.write_status(status, step=t, steps=self.steps, clip_count=clip_count, **extra, **timing)
+        return TrainResult(status=status, step=t, metrics=rows, eigen=eigen, clip_count=clip_count)
+
+
