@@ -221,6 +221,8 @@ class _Linearisation:
 class _ModelCurvatureOperator(CurvatureOperator):
     """Shared machinery of operators defined by a model, a loss and a Hessian set."""
 
+    _apply_runs_model = True  # whether a product runs the model (then it needs the mode)
+
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: object,
                  params: ParamSpec = None, model_mode: Literal["eval", "train"] = "eval",
                  chunk_size: int | None = None, dtype: torch.dtype | None = None,
@@ -412,7 +414,7 @@ class _ModelCurvatureOperator(CurvatureOperator):
         t = self.split(v)
         out = torch.zeros_like(v)
         for lin in self._linearisations():
-            with self._mode():
+            with self._mode() if self._apply_runs_model else contextlib.nullcontext():
                 out.add_(self.flatten(lin.apply(t)), alpha=lin.weight)
         return out
 
@@ -455,6 +457,10 @@ class HessianOperator(_ModelCurvatureOperator):
     one chunk) each matvec rebuilds them chunk by chunk.
     """
 
+    # A product is a backward pass through the graph built (in the operator's mode) by
+    # _linearisations: no module runs, so no mode switch or RNG fork is needed per product.
+    _apply_runs_model = False
+
     def _linearise(self, p, fixed, X, y, weight):
         loss_fn = self._loss_of(fixed, X, y)
 
@@ -473,6 +479,8 @@ class GGNOperator(_ModelCurvatureOperator):
     losses (MSE, cross-entropy) and equals the Hessian minus the term weighted by the loss's
     gradient w.r.t. the outputs.
     """
+
+    _apply_runs_model = True  # each product re-runs the model forward (jvp of the outputs)
 
     def _linearise(self, p, fixed, X, y, weight):
         model, loss_fn = self.model, self.loss_fn

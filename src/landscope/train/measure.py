@@ -139,6 +139,8 @@ class Measurer:
                 row["test_acc"] = acc
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
         row["dist_from_init"] = float((theta - theta0.to(theta)).norm())
+        if threshold is not None and not math.isfinite(threshold):
+            threshold = None  # η = 0: nothing to compare with (and JSON has no infinity)
         row["threshold"] = threshold
         eigen = None
         if self.tracker is not None:

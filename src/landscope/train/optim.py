@@ -15,6 +15,7 @@ loss's own Hessian is lowered by ``wd``; AdamW's decoupled decay is ignored (it 
 
 from __future__ import annotations
 
+import math
 import reprlib
 from collections.abc import Iterable
 
@@ -40,8 +41,10 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec) ->
 
 def _threshold(kind: str, lr: float, momentum: float = 0.0, dampening: float = 0.0,
                beta1: float = 0.9, weight_decay: float = 0.0) -> float:
-    if lr <= 0:
-        raise InputError(f"stability_threshold: learning rate must be positive, got {lr!r}")
+    if not lr >= 0:
+        raise InputError(f"stability_threshold: learning rate must be non-negative, got {lr!r}")
+    if lr == 0:
+        return math.inf  # no step, no instability (a schedule's final η can be 0)
     if kind in ("gd", "sgd"):
         return 2.0 / lr - weight_decay
     if kind == "momentum":

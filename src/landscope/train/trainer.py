@@ -164,7 +164,7 @@ class Trainer:
 
     def _clip(self) -> tuple[float, bool]:
         params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(torch.stack([p.grad.detach().norm() for p in params])))
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params]))))
         fired = False
         if self.clip_value is not None:
             fired = any(bool((p.grad.abs() > self.clip_value).any()) for p in params)
@@ -191,6 +191,7 @@ class Trainer:
             start, theta0, initial_loss, clip_count = 0, self._flat_params(), None, 0
             if store is not None:
                 store.open_metrics(truncate_at=0)
+        self.model.train()  # measurements restore the flags they change
         rows: list[dict[str, Any]] = []
         eigen: dict[int, EigenResult] = {}
         status, t = "completed", start
@@ -205,7 +206,6 @@ class Trainer:
             for g in self.optimizer.param_groups:
                 g["lr"] = lr
             Xb, yb = self.batch(t)
-            self.model.train()
             with self._step_rng(t):
                 loss = self.loss_fn(self.model(Xb), yb)
             loss_val = float(loss.detach())
