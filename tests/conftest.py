@@ -8,6 +8,7 @@ Every fixture builds fresh objects, so a test may mutate them.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 import torch
@@ -103,6 +104,18 @@ def _data_cache(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LANDSCOPE_DATA", str(tmp_path_factory.getbasetemp() / "data"))
         yield
+
+
+@pytest.fixture(scope="session")
+def eos_run(tmp_path_factory):
+    """configs/eos_mlp.yaml (GD at the edge of stability) with top-3 eigenpairs every 10 steps,
+    parameters and test predictions stored: a real run for the analyses, plots and CLI."""
+    import yaml
+
+    import landscope as ls
+    cfg = yaml.safe_load(open(Path(__file__).parent.parent / "configs" / "eos_mlp.yaml"))
+    cfg["measure"] = {"every": 10, "k": 3, "save_params": True, "save_predictions": True}
+    return ls.train(cfg, tmp_path_factory.mktemp("runs") / "eos", progress=False)
 
 
 @pytest.fixture(params=["mlp", "cnn_bn"])

@@ -11,6 +11,7 @@ The public API (pinned in DESIGN §2)::
 import the package's other names with ``from landscope.train import RunStore, Trainer, …``.
 """
 
+from landscope import analysis
 from landscope.curvature import (
     CurvatureOperator,
     DenseOperator,
@@ -50,5 +51,5 @@ __all__ = [
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
-    "load_config", "load_run", "stability_threshold", "train",
+    "load_config", "load_run", "stability_threshold", "train", "analysis",
 ]

@@ -150,6 +150,51 @@ def _summary(run) -> None:
     console.print(f"metrics: {run.path / 'metrics.jsonl'}")
 
 
+@app.command()
+@_user_errors
+def analyze(
+    runs: list[str] = typer.Argument(..., help="Run folders (written by `landscope train`)."),
+    delta: float = typer.Option(0.1, help="Instability threshold δ: loss > (1+δ) × running minimum."),
+    out: str = typer.Option(None, "--out", "-o", help="Figure folder (default RUN/figures)."),
+) -> None:
+    """Instabilities, flattening and shift of recorded runs, as tables and figures."""
+    from pathlib import Path
+
+    import landscope as ls
+    from landscope.analysis import find_instabilities, flattening, landscape_shift
+    from landscope.errors import InputError
+    from landscope.report import plots
+
+    if not delta > 0:
+        raise InputError(f"--delta must be positive, got {delta}")
+    for path in runs:
+        run = ls.load_run(path)
+        events = find_instabilities(run, delta)
+        table = Table(title=f"{path} · {run.state} · {len(events)} instabilities (δ = {delta:g})")
+        for col in ("#", "start", "peak", "end", "heating", "cooling", "peak / base loss",
+                    "λ₁ > threshold at"):
+            table.add_column(col, justify="right")
+        for ev in events:
+            end = "—" if ev.end is None else str(ev.end)
+            cooling = "—" if ev.end is None else str(ev.end - ev.peak)
+            table.add_row(str(ev.index), str(ev.start), str(ev.peak), end, str(ev.peak - ev.start), cooling,
+                          f"{ev.height:.2f}", "—" if ev.crossing is None else str(ev.crossing))
+        console.print(table)
+        flat = flattening(run, events)
+        console.print(f"flattening: λ₁ after instabilities {[round(v, 4) for v in flat.lambda1.tolist()]}; "
+                      f"Spearman ρ = {flat.rho:.3f}" + (f" (p = {flat.p_value:.2g})" if flat.rho == flat.rho
+                                                         else " (fewer than 3 instabilities)"))
+        try:
+            shift = landscape_shift(run, events)
+            console.print(f"shift: across instabilities {shift.mean_across:.3f} vs stable windows of the "
+                          f"same length {shift.mean_stable:.3f} ({len(shift.across)} instabilities)")
+        except InputError as e:
+            console.print(f"shift: not available ({e})")
+        folder = Path(out) / Path(path).name if out else Path(path) / "figures"
+        figures = plots.run_figures(run, folder, delta)
+        console.print(f"figures: {', '.join(str(p) for p in figures.values())}")
+
+
 def main() -> None:
     """Entry point of the ``landscope`` script."""
     app()

@@ -157,6 +157,8 @@ class MeasureConfig(_Section):
     first_layers: int | None = Field(None, gt=0)
     cache: bool = True                           # keep the linearisation between products
     save_vectors: bool = True
+    save_params: bool = False                    # θ at each measurement (trajectory analyses)
+    save_predictions: bool = False               # test-set predictions at each measurement
     test: bool = True                            # test loss/accuracy at measurements
 
     @model_validator(mode="after")

@@ -60,6 +60,18 @@ def evaluate(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tens
     return total / n, (correct / n if not y.is_floating_point() else None)
 
 
+@torch.no_grad()
+def predictions(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
+    """Predicted classes (argmax of the outputs) in eval mode, flags restored."""
+    flags = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        return torch.cat([model(X[i:i + EVAL_CHUNK]).argmax(-1) for i in range(0, X.shape[0], EVAL_CHUNK)])
+    finally:
+        for m, f in flags.items():
+            m.training = f
+
+
 def _finite(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else x
 
@@ -70,6 +82,7 @@ class Measurement:
 
     row: dict[str, Any]
     eigen: EigenResult | None
+    arrays: dict[str, Any]          # params / test_predictions, when the config asks for them
 
 
 class Measurer:
@@ -139,6 +152,11 @@ class Measurer:
                 row["test_acc"] = acc
         theta = torch.cat([p.detach().reshape(-1) for p in self.model.parameters()])
         row["dist_from_init"] = float((theta - theta0.to(theta)).norm())
+        arrays: dict[str, Any] = {}
+        if self.config.save_params:
+            arrays["params"] = theta.float().cpu().numpy()
+        if self.config.save_predictions and self.test_data is not None:
+            arrays["test_predictions"] = predictions(self.model, self.test_data[0]).cpu().numpy()
         if threshold is not None and not math.isfinite(threshold):
             threshold = None  # η = 0: nothing to compare with (and JSON has no infinity)
         row["threshold"] = threshold
@@ -165,4 +183,4 @@ class Measurer:
                 if gn > 0 and not pre:
                     coords = eigen.vectors.to(g).T @ g
                     row["grad_topk_fraction"] = float(coords.pow(2).sum()) / gn**2
-        return Measurement(row, eigen)
+        return Measurement(row, eigen, arrays)

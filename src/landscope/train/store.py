@@ -161,10 +161,13 @@ class RunStore:
         return self._metrics.tell()
 
     # -- eigenpairs and checkpoints --------------------------------------------------------
-    def save_eigen(self, step: int, values: np.ndarray, residuals: np.ndarray,
-                   vectors: np.ndarray | None = None) -> Path:
-        """Write ``eigen/step_XXXXXXXX.npz`` atomically."""
-        arrays = {"values": np.asarray(values, np.float64), "residuals": np.asarray(residuals, np.float64)}
+    def save_eigen(self, step: int, values: np.ndarray | None = None, residuals: np.ndarray | None = None,
+                   vectors: np.ndarray | None = None, **extra: np.ndarray) -> Path:
+        """Write ``eigen/step_XXXXXXXX.npz`` atomically (eigenpairs and any ``extra`` arrays)."""
+        arrays = {k: np.asarray(v) for k, v in extra.items()}
+        if values is not None:
+            arrays["values"] = np.asarray(values, np.float64)
+            arrays["residuals"] = np.asarray(residuals, np.float64)
         if vectors is not None:
             arrays["vectors"] = np.asarray(vectors, np.float32)
         buf = io.BytesIO()
@@ -217,9 +220,11 @@ class EigenSnapshot:
     """The eigenpairs stored for one measurement step."""
 
     step: int
-    values: np.ndarray
-    residuals: np.ndarray
+    values: np.ndarray | None
+    residuals: np.ndarray | None
     vectors: np.ndarray | None
+    params: np.ndarray | None = None            # θ at the step (measure.save_params)
+    test_predictions: np.ndarray | None = None  # predicted classes on the test set
 
 
 @dataclass(frozen=True)
@@ -252,7 +257,8 @@ class Run:
             raise InputError(f"run {self.path} has no eigenpairs at step {step} "
                              f"(measured steps: {self.eigen_steps[:5]}…)")
         with np.load(file) as f:
-            return EigenSnapshot(step, f["values"], f["residuals"], f.get("vectors"))
+            return EigenSnapshot(step, f.get("values"), f.get("residuals"), f.get("vectors"),
+                                 f.get("params"), f.get("test_predictions"))
 
     def series(self, key: str, rows: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one metric over the rows that carry it."""

@@ -230,12 +230,13 @@ class Trainer:
                 row.update(m.row)
                 if self.clip_norm is not None or self.clip_value is not None:
                     row["clip_count"] = clip_count
-                if m.eigen is not None:
-                    if store is not None:
-                        store.save_eigen(t, m.eigen.values.numpy(), m.eigen.residuals.numpy(),
-                                         m.eigen.vectors.cpu().numpy() if measure.save_vectors else None)
-                    else:
-                        eigen[t] = m.eigen
+                if store is not None and (m.eigen is not None or m.arrays):
+                    e = m.eigen
+                    store.save_eigen(t, e.values.numpy() if e else None, e.residuals.numpy() if e else None,
+                                     e.vectors.cpu().numpy() if e and measure.save_vectors else None,
+                                     **m.arrays)
+                elif m.eigen is not None:
+                    eigen[t] = m.eigen
                 timing["measure_seconds"] += time.perf_counter() - tic
             if diverged:
                 row["diverged"] = True
