@@ -113,7 +113,7 @@ def eos_run(tmp_path_factory):
     import yaml
 
     import landscope as ls
-    cfg = yaml.safe_load(open(Path(__file__).parent.parent / "configs" / "eos_mlp.yaml"))
+    cfg = yaml.safe_load((Path(__file__).parent.parent / "configs" / "eos_mlp.yaml").read_text())
     cfg["measure"] = {"every": 10, "k": 3, "save_params": True, "save_predictions": True}
     return ls.train(cfg, tmp_path_factory.mktemp("runs") / "eos", progress=False)
 

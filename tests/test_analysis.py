@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import yaml
 
 import landscope as ls
 from landscope.analysis import (
@@ -179,7 +178,8 @@ def test_perturbation_outlier_directions_matter_more():
     ds = load_mnist1d(n_train=500, n_test=300)
     model = build_model("mlp", ds.input_shape, 10, width=32, depth=2, activation="relu", seed=0)
     loss = get_loss("ce")
-    Trainer(model, loss, ds.train, optimizer=OptimizerSpec(name="sgd", lr=0.1), steps=100, batch_size=50).fit()
+    Trainer(model, loss, ds.train, optimizer=OptimizerSpec(name="sgd", lr=0.1), steps=100,
+            batch_size=50).fit()
     res = ls.eigenpairs(ls.HessianOperator(model, loss, ds.train), k=20, tol=1e-4)
     k = outlier_count(res.values)
     before = [p.detach().clone() for p in model.parameters()]

@@ -195,6 +195,126 @@ def analyze(
         console.print(f"figures: {', '.join(str(p) for p in figures.values())}")
 
 
+@app.command("list")
+@_user_errors
+def list_cmd(paper: str = typer.Argument(None, help="wang2023 or gilmer2021 (default: all).")) -> None:
+    """The registered experiments of `landscope reproduce`."""
+    from landscope.experiments import list_experiments
+
+    table = Table(title="Experiments (`landscope reproduce PAPER [NAME] --quick|--smoke`)")
+    table.add_column("name", style="bold")
+    table.add_column("what it shows")
+    for e in list_experiments(paper):
+        table.add_row(e.name, e.what + (" [beyond the paper]" if e.beyond_paper else ""))
+    console.print(table)
+
+
+def _reproduce(names: list[str], variant: str, out: str, workers: int) -> list:
+    """Run and render experiments, printing each claims table."""
+    from landscope.experiments import run_experiment
+    from landscope.report.html import render_experiment
+
+    results = []
+    for name in names:
+        console.rule(f"[bold]{name}[/] ({variant})")
+        result = run_experiment(name, variant, out, workers, log=lambda m: console.print(f"[dim]{m}"))
+        page = render_experiment(result)
+        table = Table(title=f"{name}: claims", show_lines=False)
+        for col in ("claim", "measured", "criterion", "result"):
+            table.add_column(col)
+        for c in result.claims:
+            mark = {True: "[green]pass", False: "[red]fail", None: "[yellow]not measured"}[c.passed]
+            table.add_row(c.text, c.measured, c.criterion, mark)
+        console.print(table)
+        console.print(f"{result.seconds:.0f} s · report: {page}")
+        results.append((result, page))
+    return results
+
+
+def _variant(quick: bool, smoke: bool, full: bool) -> str:
+    from landscope.errors import InputError
+    if quick + smoke + full > 1:
+        raise InputError("choose at most one of --quick, --smoke, --full")
+    return "smoke" if smoke else "full" if full else "quick"
+
+
+@app.command()
+@_user_errors
+def reproduce(
+    paper: str = typer.Argument(..., help="wang2023 or gilmer2021."),
+    name: str = typer.Argument(None, help="One experiment (e.g. lr_sweep); default: all of the paper."),
+    quick: bool = typer.Option(False, "--quick", help="MNIST-1D / synthetic variant, ≤ 15 min on 2 CPU cores "
+                                                        "(the default)."),
+    smoke: bool = typer.Option(False, "--smoke", help="Seconds: checks the pipeline, not the science."),
+    full: bool = typer.Option(False, "--full", help="The papers' data sets (for a GPU or a cluster)."),
+    out: str = typer.Option("results", "--out", "-o", help="Output folder (runs are shared and resumed)."),
+    workers: int = typer.Option(1, help="Processes for sweeps."),
+) -> None:
+    """Run a paper's experiments (or one) and write an HTML report with a claims table for each."""
+    from landscope.errors import InputError
+    from landscope.experiments import PAPERS, list_experiments
+
+    if paper not in PAPERS or paper == "landscope":
+        raise InputError(f"unknown paper {paper!r}; choose wang2023 or gilmer2021")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    names = [e.name for e in list_experiments(paper)]
+    if name is not None:
+        full_name = name if name.startswith(paper + ".") else f"{paper}.{name}"
+        if full_name not in names:
+            raise InputError(f"unknown experiment {name!r} of {paper}; `landscope list {paper}` shows: "
+                             f"{', '.join(n.split('.', 1)[1] for n in names)}")
+        names = [full_name]
+    _reproduce(names, _variant(quick, smoke, full), out, workers)
+
+
+@app.command()
+@_user_errors
+def demo(
+    out: str = typer.Option("results", "--out", "-o", help="Output folder."),
+    smoke: bool = typer.Option(False, "--smoke", help="A few seconds (for tests)."),
+) -> None:
+    """An MNIST-1D run at the edge of stability, ending with the path of its HTML report (~1 min)."""
+    ((_, page),) = _reproduce(["landscope.demo"], "smoke" if smoke else "quick", out, 1)
+    console.print(f"[bold green]open {page}")
+
+
+@app.command()
+@_user_errors
+def sweep(
+    config: str = typer.Argument(..., help="Sweep config: a run config plus `sweep: {key: [values]}`."),
+    out: str = typer.Option(None, "--out", "-o", help="Sweep folder (default sweeps/<config name>)."),
+    workers: int = typer.Option(1, help="Local processes."),
+    backend: str = typer.Option("local", help="local (a process pool)."),
+) -> None:
+    """Run (or resume) every point of a sweep, each in its own run folder, and write a report."""
+    from pathlib import Path
+
+    from landscope.errors import InputError
+    from landscope.experiments.sweep import run_points, sweep_points
+    from landscope.report.html import render_sweep
+
+    if backend != "local":
+        raise InputError(f"--backend {backend!r} is not available yet; use local")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    folder = Path(out) if out else Path("sweeps") / Path(config).stem
+    points = sweep_points(config, folder)
+    console.print(f"{len(points)} points → {folder}")
+    runs = run_points(points, workers, on_done=lambda p, r: console.print(f"  {p.folder.name}: {r.state}"))
+    console.print(f"report: {render_sweep(points, runs, folder)}")
+
+
+@app.command()
+@_user_errors
+def report(run: str = typer.Argument(..., help="Run folder.")) -> None:
+    """Write RUN/report.html: figures, instabilities, config and status of one run."""
+    import landscope as ls
+    from landscope.report.html import render_run
+
+    console.print(f"report: {render_run(ls.load_run(run))}")
+
+
 def main() -> None:
     """Entry point of the ``landscope`` script."""
     app()

@@ -232,3 +232,55 @@ def run_figures(run: Run, folder: str | Path, delta: float = 0.1) -> dict[str, P
     steps, lr = run.series("lr")
     out["schedule"] = schedule(steps, lr, folder / "schedule.png")
     return out
+
+
+def sweep_curves(runs: list[Run], labels: list[str], path: str | Path, ratio: bool = False) -> Path:
+    """Loss and λ₁ of several runs (dashed: each run's threshold, same colour); or λ₁/threshold."""
+    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(9, 6.5), sharex=True)
+    cmap = plt.get_cmap("viridis")
+    for i, (run, label) in enumerate(zip(runs, labels, strict=True)):
+        color = cmap(i / max(len(runs) - 1, 1))
+        tr = trace(run, "train_loss")
+        ax1.plot(tr.loss_steps, tr.loss, color=color, lw=0.9, label=label)
+        if len(tr.lambda_steps):
+            if ratio:
+                ax2.plot(tr.lambda_steps, tr.lambda1 / tr.threshold, color=color, lw=1)
+            else:
+                ax2.plot(tr.lambda_steps, tr.lambda1, color=color, lw=1.1)
+                ax2.plot(tr.lambda_steps, tr.threshold, color=color, lw=0.8, ls="--")
+        if run.state == "diverged":
+            ax1.axvline(run.status.get("diverged_step", tr.loss_steps[-1]), color=color, ls=":", lw=0.8)
+    ax1.set_yscale("log")
+    ax1.set_ylabel("training loss")
+    ax1.legend(fontsize=7, ncol=2, loc="upper right")
+    if ratio:
+        ax2.axhline(1.0, color="k", lw=0.8, ls="--")
+        ax2.set_ylabel("λ₁ / stability threshold")
+    else:
+        ax2.set_yscale("log")
+        ax2.set_ylabel("λ₁ (solid) and threshold (dashed)")
+    ax2.set_xlabel("step")
+    return _save(fig, path)
+
+
+def metric_vs(x: list[float], series: dict[str, list[float]], path: str | Path, xlabel: str, ylabel: str,
+              logx: bool = False, logy: bool = False, title: str = "",
+              marks: dict[str, float] | None = None) -> Path:
+    """One or more measured quantities against a swept parameter; ``marks`` draws labelled verticals."""
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for name, ys in series.items():
+        ax.plot(x, ys, marker="o", label=name)
+    for name, value in (marks or {}).items():
+        ax.axvline(value, color="0.4", ls=":", lw=1)
+        ax.text(value, ax.get_ylim()[1], f" {name}", rotation=90, va="top", fontsize=8, color="0.3")
+    if logx:
+        ax.set_xscale("log")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=10)
+    if len(series) > 1 or next(iter(series), ""):
+        ax.legend(fontsize=8)
+    return _save(fig, path)

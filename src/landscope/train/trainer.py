@@ -178,6 +178,13 @@ class Trainer:
     def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
         """Run (or, given a checkpoint's state, resume) the loop to the end or to divergence."""
         store, measure = self.store, self.measure_config
+        if resume is not None and resume.get("final"):
+            # the run had finished (only its status was lost): nothing to redo
+            if store is not None:
+                store.write_status("completed", step=int(resume["step"]), steps=self.steps,
+                                   clip_count=int(resume["clip_count"]))
+            return TrainResult(status="completed", step=int(resume["step"]), metrics=[],
+                               clip_count=int(resume["clip_count"]))
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
@@ -254,7 +261,7 @@ class Trainer:
         if store is not None:
             if status == "completed":
                 state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
-                store.save_checkpoint(state)
+                store.save_checkpoint({**state, "final": True})
             extra = {"diverged_step": t} if status == "diverged" else {}
             store.write_status(status, step=t, steps=self.steps, clip_count=clip_count, **extra, **timing)
         return TrainResult(status=status, step=t, metrics=rows, eigen=eigen, clip_count=clip_count)

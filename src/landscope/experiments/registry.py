@@ -1,0 +1,130 @@
+"""The registry of named experiments (DESIGN §7) and the context they run in.
+
+An experiment is a function ``fn(ctx) -> ExperimentResult`` registered under a dotted name
+(``wang2023.lr_sweep``). It asks the :class:`Context` for runs; the context puts every run in a
+folder named by a hash of its config under ``<out>/runs``, so experiments that need the same run
+share it, and a re-run (or a resumed one) trains only what is missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from landscope.errors import InputError
+from landscope.experiments.results import ExperimentResult
+from landscope.experiments.sweep import SweepPoint, run_points
+from landscope.train import Run, parse_config
+
+VARIANTS = ("smoke", "quick", "full")
+PAPERS = {"wang2023": "Wang & Roberts (2023), The instabilities of large learning rate training: "
+                      "a loss landscape view",
+          "gilmer2021": "Gilmer et al. (2021), A loss curvature perspective on training instability "
+                        "in deep learning",
+          "landscope": "landscope"}
+_MODULES = ("landscope.experiments.demo", "landscope.experiments.wang2023",
+            "landscope.experiments.gilmer2021")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A named experiment: what it shows and the function that runs it."""
+
+    name: str
+    title: str
+    what: str
+    fn: Callable[[Context], ExperimentResult]
+    beyond_paper: bool = False
+
+    @property
+    def paper(self) -> str:
+        """``wang2023``, ``gilmer2021`` or ``landscope``."""
+        return self.name.split(".")[0]
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+
+
+def experiment(name: str, title: str, what: str, beyond_paper: bool = False
+               ) -> Callable[[Callable[[Context], ExperimentResult]], Callable[[Context], ExperimentResult]]:
+    """Register the decorated function as experiment ``name``."""
+    def register(fn: Callable[[Context], ExperimentResult]) -> Callable[[Context], ExperimentResult]:
+        EXPERIMENTS[name] = Experiment(name, title, what, fn, beyond_paper)
+        return fn
+    return register
+
+
+def _load() -> None:
+    for module in _MODULES:
+        importlib.import_module(module)
+
+
+def list_experiments(paper: str | None = None) -> list[Experiment]:
+    """The registered experiments (of one paper), in registration order."""
+    _load()
+    if paper is not None and paper not in PAPERS:
+        raise InputError(f"unknown paper {paper!r}; choose one of {', '.join(PAPERS)}")
+    return [e for e in EXPERIMENTS.values() if paper is None or e.paper == paper]
+
+
+def get_experiment(name: str) -> Experiment:
+    """The experiment called ``name`` (``paper.experiment``)."""
+    _load()
+    if name not in EXPERIMENTS:
+        raise InputError(f"unknown experiment {name!r}; `landscope list` shows them: "
+                         f"{', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[name]
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """A short hash of a resolved config (what defines a run)."""
+    resolved = parse_config(config).without_versions()
+    return hashlib.sha1(json.dumps(resolved, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class Context:
+    """Where an experiment runs: its variant, folders, worker count and run cache."""
+
+    def __init__(self, variant: str, out: str | Path, workers: int = 1,
+                 log: Callable[[str], None] | None = None) -> None:
+        if variant not in VARIANTS:
+            raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
+        self.variant, self.root, self.workers = variant, Path(out), workers
+        self.log = log or (lambda _msg: None)
+        self.folder = self.root  # set per experiment by run_experiment
+
+    def run_folder(self, config: dict[str, Any], label: str = "run") -> Path:
+        """The shared folder of the run a config describes."""
+        slug = "".join(c if c.isalnum() or c in "._=-" else "_" for c in label)[:60]
+        return self.root / "runs" / f"{slug}-{config_hash(config)}"
+
+    def train(self, config: dict[str, Any], label: str = "run") -> Run:
+        """Train (or reuse) one run."""
+        return self.train_many([config], [label])[0]
+
+    def train_many(self, configs: Sequence[dict[str, Any]], labels: Sequence[str]) -> list[Run]:
+        """Train (or reuse) several runs, in parallel when the context has workers."""
+        points = [SweepPoint({}, c, self.run_folder(c, lab)) for c, lab in zip(configs, labels, strict=True)]
+        self.log(f"{len(points)} run(s): {', '.join(labels)}")
+        def done(p: SweepPoint, r: Run) -> None:
+            self.log(f"  done {p.folder.name}: {r.state}")
+        return run_points(points, self.workers, on_done=done)
+
+
+def run_experiment(name: str, variant: str = "quick", out: str | Path = "results", workers: int = 1,
+                   log: Callable[[str], None] | None = None) -> ExperimentResult:
+    """Run experiment ``name`` in ``variant`` under ``out``; returns its result (not yet rendered)."""
+    exp = get_experiment(name)
+    ctx = Context(variant, out, workers, log)
+    ctx.folder = Path(out) / name
+    ctx.folder.mkdir(parents=True, exist_ok=True)
+    tic = time.perf_counter()
+    result = exp.fn(ctx)
+    return replace(result, name=exp.name, title=exp.title, paper=PAPERS[exp.paper], variant=variant,
+                   folder=ctx.folder, what=exp.what, seconds=time.perf_counter() - tic)

@@ -1,0 +1,805 @@
+"""The experiments of Wang & Roberts (2023) (DESIGN §7), plus two that go beyond the paper.
+
+Most share one learning-rate sweep of [W&R]'s setting (full-batch GD, MSE, tanh MLP; η from 0.01
+to 0.30): the run cache of the context trains it once for all of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from landscope.analysis import (
+    find_instabilities,
+    flattening,
+    landscape_shift,
+    outlier_count,
+    perturbation_test,
+    spectrum,
+    subspace_overlap,
+    trajectory_similarity,
+)
+from landscope.curvature import HessianOperator, eigenpairs, layers, spectral_density
+from landscope.experiments.common import LR_GRID, base_config, final, final_model, fmt, spearman, with_
+from landscope.experiments.registry import Context, experiment
+from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, TableSpec
+from landscope.train import Run
+
+
+def lr_sweep_runs(ctx: Context) -> tuple[list[float], list[Run]]:
+    """The shared learning-rate sweep."""
+    grid = LR_GRID[ctx.variant]
+    base = base_config(ctx.variant)
+    runs = ctx.train_many(
+        [with_(base, **{"optimizer.lr": lr}) for lr in grid], [f"gd_lr{lr:g}" for lr in grid]
+    )
+    return grid, runs
+
+
+def _eos_ratio_after_reaching(run: Run) -> float:
+    """Median λ₁/threshold over the second half of the measurements after λ₁ first reached it."""
+    _, lam = run.series("lambda1", run.measurements)
+    _, thr = run.series("threshold", run.measurements)
+    r = lam / thr
+    if not len(r) or not np.nanmax(r) >= 1:
+        return math.nan
+    after = r[int(np.argmax(r >= 1)) :]
+    return float(np.nanmedian(after[len(after) // 2 :]))
+
+
+def _instability_claim(grid: list[float], counts: list[int]) -> Claim:
+    has = [c > 0 for c in counts]
+    monotone = has == sorted(has)  # all False, then all True
+    passed = monotone and any(has) and not all(has)
+    crit = next((lr for lr, h in zip(grid, has, strict=True) if h), None)
+    return Claim(
+        "Instabilities appear only above a critical η",
+        "instabilities per η: "
+        + ", ".join(f"{lr:g}: {c}" for lr, c in zip(grid, counts, strict=True))
+        + (f" (critical η ≈ {crit:g})" if passed else ""),
+        "none below some η_c, at least one at every η ≥ η_c, with both kinds present",
+        passed,
+    )
+
+
+@experiment(
+    "wang2023.lr_sweep",
+    "Learning-rate sweep from 0.01 to 0.30",
+    "Full-batch GD on the same model and data at η from 0.01 to 0.30: loss, λ₁ against 2/η, "
+    "instabilities, and the final test accuracy.",
+)
+def lr_sweep(ctx: Context) -> ExperimentResult:
+    """Instabilities vs η, λ₁ at the edge of stability, flattening, shift and similarity."""
+    grid, runs = lr_sweep_runs(ctx)
+    events = [find_instabilities(r) for r in runs]
+    counts = [len(e) for e in events]
+    ratios = [_eos_ratio_after_reaching(r) for r in runs]
+    eos = [(lr, x) for lr, x in zip(grid, ratios, strict=True) if np.isfinite(x)]
+    flats = {f"η={lr:g}": flattening(r, e) for lr, r, e in zip(grid, runs, events, strict=True) if len(e)}
+    rho_large = next((f.rho for f in reversed(list(flats.values())) if np.isfinite(f.rho)), math.nan)
+    shifts = [landscape_shift(r, e) for r, e in zip(runs, events, strict=True) if any(x.end for x in e)]
+    across = np.concatenate([s.across for s in shifts]) if shifts else np.array([])
+    stable = np.concatenate([s.stable for s in shifts]) if shifts else np.array([])
+    sim = trajectory_similarity(runs, runs[0], [f"η={lr:g}" for lr in grid])
+    cos_final = sim.final("cosine")
+    rho_sim = spearman(grid[1:], list(cos_final[1:]))
+    claims = [
+        _instability_claim(grid, counts),
+        Claim(
+            "λ₁ tracks 2/η at the edge of stability",
+            "median λ₁/(2/η) after reaching it: "
+            + (", ".join(f"{lr:g}: {fmt(x)}" for lr, x in eos) or "no run reached 2/η"),
+            "within [0.8, 1.2] for every run that reached 2/η",
+            all(0.8 <= x <= 1.2 for _, x in eos) if eos else None,
+        ),
+        Claim(
+            "Landscape flattening at large η: λ₁ after each instability falls",
+            f"Spearman ρ (largest η with ≥ 3 instabilities) = {fmt(rho_large)}",
+            "ρ < 0",
+            bool(rho_large < 0) if np.isfinite(rho_large) else None,
+            rho_large,
+        ),
+        Claim(
+            "Landscape shift: the top subspace turns more across instabilities than over stable windows",
+            f"mean shift across {len(across)} instabilities = {fmt(float(np.nanmean(across)) if len(across) else math.nan)}"  # noqa: E501
+            f" vs stable windows of equal length = {fmt(float(np.nanmean(stable)) if np.isfinite(stable).any() else math.nan)}",  # noqa: E501
+            "across > stable",
+            bool(np.nanmean(across) > np.nanmean(stable))
+            if len(across) and np.isfinite(stable).any()
+            else None,
+        ),
+        Claim(
+            "Similarity to the low-η baseline falls with η",
+            f"Spearman ρ(η, final cos(θ−θ₀, θ_base−θ₀)) = {fmt(rho_sim)}; final cosines "
+            + ", ".join(f"{lr:g}: {fmt(c, 2)}" for lr, c in zip(grid[1:], cos_final[1:], strict=True)),
+            "ρ < 0",
+            bool(rho_sim < 0) if np.isfinite(rho_sim) else None,
+            rho_sim,
+        ),
+    ]
+    acc = [final(r, "test_acc") for r in runs]
+    big = runs[int(np.argmax([c for c in counts]))] if any(counts) else runs[-1]
+    figures = (
+        FigureSpec(
+            "curves",
+            "sweep_curves",
+            {"runs": runs, "labels": [f"η={lr:g}" for lr in grid]},
+            "Training loss, and λ₁ (solid) against 2/η (dashed), for every η.",
+        ),
+        FigureSpec(
+            "outcomes",
+            "metric_vs",
+            {
+                "x": grid,
+                "series": {"instabilities": counts},
+                "xlabel": "η",
+                "ylabel": "number of instabilities (δ = 0.1)",
+            },
+            "Instabilities per run against η.",
+        ),
+        FigureSpec(
+            "accuracy",
+            "metric_vs",
+            {"x": grid, "series": {"final test accuracy": acc}, "xlabel": "η", "ylabel": "test accuracy"},
+            "Final test accuracy against η.",
+        ),
+        FigureSpec("largest", "loss_and_sharpness", {"run": big}, "The run with the most instabilities."),
+        FigureSpec("flattening", "flattening", {"results": flats}, "λ₁ after each instability, per η."),
+        FigureSpec(
+            "similarity", "similarity", {"sim": sim}, "Similarity to the η = 0.01 baseline over time."
+        ),
+    )
+    rows = tuple(
+        (lr, r.state, c, fmt(x), fmt(final(r, "lambda1")), fmt(2 / lr), fmt(a))
+        for lr, r, c, x, a in zip(grid, runs, counts, ratios, acc, strict=True)
+    )
+    return ExperimentResult(
+        claims=tuple(claims),
+        figures=figures,
+        runs=tuple(r.path for r in runs),
+        tables=(
+            TableSpec(
+                "Runs", ("η", "status", "instabilities", "EoS ratio", "final λ₁", "2/η", "test acc"), rows
+            ),
+        ),
+        settings={"base": base_config(ctx.variant), "lr_grid": grid},
+    )
+
+
+@experiment(
+    "wang2023.flattening",
+    "Landscape flattening",
+    "λ₁ measured at the end of each instability, against the instability's index, per η.",
+)
+def flattening_exp(ctx: Context) -> ExperimentResult:
+    """ρ per η."""
+    grid, runs = lr_sweep_runs(ctx)
+    flats = {f"η={lr:g}": flattening(r) for lr, r in zip(grid, runs, strict=True)}
+    rows = tuple(
+        (k, len(f.index), fmt(f.rho), fmt(f.below_threshold), ", ".join(fmt(v) for v in f.lambda1))
+        for k, f in flats.items()
+    )
+    measured = [(k, f.rho) for k, f in flats.items() if np.isfinite(f.rho)]
+    below = [f.below_threshold for f in flats.values() if len(f.index)]
+    claims = (
+        Claim(
+            "λ₁ after instabilities falls with the instability index (ρ < 0)",
+            ", ".join(f"{k}: ρ = {fmt(r)}" for k, r in measured) or "no η had ≥ 3 instabilities",
+            "ρ < 0 for every η with ≥ 3 instabilities",
+            all(r < 0 for _, r in measured) if measured else None,
+        ),
+        Claim(
+            "λ₁ after an instability sits at or below the threshold",
+            f"fraction below, per η with instabilities: {', '.join(fmt(b, 2) for b in below) or 'none'}",
+            "≥ 0.5 on average",
+            bool(np.mean(below) >= 0.5) if below else None,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "flattening",
+                "flattening",
+                {"results": {k: f for k, f in flats.items() if len(f.index)}},  # noqa: E501
+                "λ₁ after each instability, per η.",
+            ),
+        ),
+        tables=(
+            TableSpec(
+                "Flattening per η",
+                ("run", "instabilities", "Spearman ρ", "fraction ≤ threshold", "λ₁ after each"),
+                rows,
+            ),
+        ),
+        runs=tuple(r.path for r in runs),
+        settings={"lr_grid": grid},
+    )
+
+
+@experiment(
+    "wang2023.shift",
+    "Landscape shift",
+    "Overlap of the top-k eigen-subspaces over time, and the shift across each instability against "
+    "stable windows of the same length.",
+)
+def shift_exp(ctx: Context) -> ExperimentResult:
+    """Shift per instability, per η."""
+    grid, runs = lr_sweep_runs(ctx)
+    rows, per_lr = [], []
+    for lr, run in zip(grid, runs, strict=True):
+        s = landscape_shift(run)
+        for ev, a, b, n in zip(s.events, s.across, s.stable, s.windows, strict=True):
+            rows.append((lr, ev.index, ev.start, ev.end, fmt(a), fmt(b), n))
+        if len(s.across):
+            per_lr.append((lr, float(np.nanmean(s.across))))
+    across = [float(r[4]) for r in rows if r[4] != "n/a"]
+    stable = [float(r[5]) for r in rows if r[5] != "n/a"]
+    rho = spearman([p[0] for p in per_lr], [p[1] for p in per_lr])
+    claims = (
+        Claim(
+            "Shift across instabilities ≫ shift over stable windows",
+            f"mean {fmt(np.mean(across) if across else math.nan)} across vs "
+            f"{fmt(np.mean(stable) if stable else math.nan)} stable ({len(across)} instabilities)",
+            "across > 2 × stable",
+            bool(np.mean(across) > 2 * np.mean(stable)) if across and stable else None,
+        ),
+        Claim(
+            "The shift grows with η",
+            f"Spearman ρ(η, mean shift) = {fmt(rho)} over {len(per_lr)} η",
+            "ρ > 0",
+            bool(rho > 0) if np.isfinite(rho) else None,
+            rho,
+        ),
+    )
+    big = max(runs, key=lambda r: len(find_instabilities(r)))
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "shift_matrix",
+                "shift_matrix",
+                {"run": big},
+                f"Overlap matrix of the run with the most instabilities ({big.path.name}).",
+            ),
+        ),  # noqa: E501
+        tables=(
+            TableSpec(
+                "Shift per instability",
+                ("η", "#", "start", "end", "shift across", "stable (same length)", "windows"),
+                tuple(rows),
+            ),
+        ),
+        runs=tuple(r.path for r in runs),
+        settings={"lr_grid": grid},
+    )
+
+
+@experiment(
+    "wang2023.similarity",
+    "Trajectory similarity across η",
+    "Runs from the same initialisation compared with the η = 0.01 baseline over time: cosine of the "
+    "displacements, overlap of top-k subspaces, agreement of test predictions.",
+)
+def similarity_exp(ctx: Context) -> ExperimentResult:
+    """Heatmaps and the trend with η."""
+    grid, runs = lr_sweep_runs(ctx)
+    sim = trajectory_similarity(runs, runs[0], [f"η={lr:g}" for lr in grid])
+    claims = []
+    for what, label in (
+        ("cosine", "cosine of θ − θ₀"),
+        ("agreement", "test prediction agreement"),
+        ("overlap", "top-k subspace overlap"),
+    ):
+        vals = sim.final(what)[1:]
+        rho = spearman(grid[1:], list(vals))
+        claims.append(
+            Claim(
+                f"Similarity to the low-η baseline falls with η ({label})",
+                f"Spearman ρ = {fmt(rho)}; final values {', '.join(fmt(v, 2) for v in vals)}",
+                "ρ < 0",
+                bool(rho < 0) if np.isfinite(rho) else None,
+                rho,
+            )
+        )
+    beyond = [(lr, c) for lr, c in zip(grid, sim.final("cosine"), strict=True) if lr >= 0.2]
+    claims.append(
+        Claim(
+            "Trajectories are very dissimilar beyond η ≈ 0.20",
+            ", ".join(f"η={lr:g}: cos {fmt(c, 2)}" for lr, c in beyond) or "no η ≥ 0.2 in the grid",
+            "final cosine < 0.5 for η ≥ 0.2",
+            all(c < 0.5 for _, c in beyond) if beyond else None,
+        )
+    )
+    return ExperimentResult(
+        claims=tuple(claims),
+        figures=(
+            FigureSpec("similarity", "similarity", {"sim": sim}, "Similarity to the η = 0.01 baseline."),
+        ),
+        runs=tuple(r.path for r in runs),
+        settings={"lr_grid": grid},
+    )
+
+
+def _outlier_config(ctx: Context) -> dict:
+    """Cross-entropy, ReLU MLP, SGD: the classification setting where C outliers are expected."""
+    base = base_config(ctx.variant)
+    steps = {"smoke": 60, "quick": 600, "full": 3000}[ctx.variant]
+    return with_(
+        base,
+        loss="ce",
+        **{
+            "model.activation": "relu",
+            "model.width": 2 * base["model"]["width"],
+            "optimizer": {"name": "sgd", "lr": 0.1},
+            "train.steps": steps,
+            "train.batch_size": 50,
+            "measure": {"every": steps // 12, "k": _m(ctx)},
+        },
+    )
+
+
+def _m(ctx: Context) -> int:
+    """How many top eigenvalues the outlier experiments compute (m ≥ 3C, fewer for smoke)."""
+    return 10 if ctx.variant == "smoke" else 30
+
+
+@experiment(
+    "wang2023.outliers",
+    "Outliers and bulk of the Hessian spectrum",
+    "Top-30 eigenvalues through training of a cross-entropy classifier (C = 10): the outlier count k* "
+    "over time, the spectrum with its outliers at the end and the SLQ density of the whole spectrum.",
+)
+def outliers(ctx: Context) -> ExperimentResult:
+    """k* over training and the final spectrum."""
+    cfg = _outlier_config(ctx)
+    run = ctx.train(cfg, "ce_relu_sgd")
+    ks = [(r["step"], outlier_count(r["eigenvalues"])) for r in run.measurements if r.get("eigenvalues")]
+    late = [k for s, k in ks if s >= 100]
+    frac = float(np.mean([9 <= k <= 11 for k in late])) if late else math.nan
+    model, loss_fn, ds = final_model(run)
+    n = min(2000 if ctx.variant != "smoke" else 200, ds.X_train.shape[0])
+    op = HessianOperator(model, loss_fn, (ds.X_train[:n], ds.y_train[:n]))
+    dens = spectral_density(
+        op, n_probes=4 if ctx.variant != "smoke" else 1, n_steps=60 if ctx.variant != "smoke" else 15, seed=0
+    )
+    values = run.measurements[-1]["eigenvalues"]
+    spec = spectrum(values)
+    claims = (
+        Claim(
+            "Cross-entropy with C classes gives about C (or C − 1) outlier eigenvalues",
+            f"k* at measurements after step 100: {late}; fraction within 9–11 = {fmt(frac, 2)}",
+            "k* ∈ [9, 11] at ≥ half of those measurements",
+            bool(frac >= 0.5) if late else None,
+            frac,
+        ),
+        Claim(
+            "The outliers are separated from the bulk",
+            f"final log-gap log(λ_k*/λ_k*+1) = {fmt(spec.log_gap)} at k* = {spec.k_star}",
+            "the largest log-gap > 0.3 (a 35 % jump)",
+            bool(spec.log_gap > 0.3),
+            spec.log_gap,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "outliers", "outliers_over_time", {"run": run}, "Top-30 eigenvalues and k* over time."
+            ),
+            FigureSpec(
+                "spectrum",
+                "spectrum_plot",
+                {"values": values, "density": dens, "title": f"step {run.measurements[-1]['step']}"},
+                "Final top-30 (outliers red) and the SLQ density of the whole spectrum.",
+            ),
+        ),
+        runs=(run.path,),
+        settings=cfg,
+    )
+
+
+@experiment(
+    "wang2023.effective_params",
+    "Perturbing the effective parameters",
+    "θ moved by ±ε along each outlier eigenvector, along bulk eigenvectors and along random directions: "
+    "how much the outputs, the test loss and the test accuracy change.",
+)
+def effective_params(ctx: Context) -> ExperimentResult:
+    """Outlier vs bulk vs random directions."""
+    run = ctx.train(_outlier_config(ctx), "ce_relu_sgd")
+    model, loss_fn, ds = final_model(run)
+    n = min(2000 if ctx.variant != "smoke" else 200, ds.X_train.shape[0])
+    m = _m(ctx)
+    res = eigenpairs(HessianOperator(model, loss_fn, (ds.X_train[:n], ds.y_train[:n])), k=m, tol=1e-4)
+    k = outlier_count(res.values)
+    rows, claims = [], []
+    for eps in (0.5, 1.0, 2.0):
+        p = perturbation_test(model, loss_fn, ds.test, res.vectors, k_star=k, eps=eps, n_random=20)
+        for g in p.groups:
+            rows.append(
+                (
+                    eps,
+                    g.name,
+                    g.n_directions,
+                    fmt(g.output_change),
+                    fmt(g.loss_change),
+                    fmt(g.accuracy_change),
+                )
+            )
+        if eps == 1.0:
+            o, b, r = (p.group(x) for x in ("outlier", "bulk", "random"))
+            claims.append(
+                Claim(
+                    "Outlier directions move the test loss far more than bulk or random ones",
+                    f"ε = 1: mean |Δ test loss| outlier {fmt(o.loss_change)}, bulk {fmt(b.loss_change)}, "
+                    f"random {fmt(r.loss_change)}",
+                    "outlier > 3 × max(bulk, random)",
+                    bool(o.loss_change > 3 * max(b.loss_change, r.loss_change)),
+                    o.loss_change / max(b.loss_change, r.loss_change, 1e-30),
+                )
+            )
+            claims.append(
+                Claim(
+                    "… and the outputs",
+                    f"ε = 1: mean ‖Δf‖ outlier {fmt(o.output_change)}, bulk {fmt(b.output_change)}, "
+                    f"random {fmt(r.output_change)}",
+                    "outlier > 3 × max(bulk, random)",
+                    bool(o.output_change > 3 * max(b.output_change, r.output_change)),
+                )
+            )
+    return ExperimentResult(
+        claims=tuple(claims),
+        tables=(
+            TableSpec(
+                f"Perturbations (k* = {k} outliers, {m - k} bulk, 20 random)",
+                ("ε", "directions", "n", "mean ‖Δf‖", "mean |Δ loss|", "mean |Δ acc|"),
+                tuple(rows),
+            ),
+        ),
+        runs=(run.path,),
+        settings={"k_star": k},
+    )
+
+
+@experiment(
+    "wang2023.klayer",
+    "The k-layer Hessian approximation",
+    "Top eigenpairs of the Hessian block of the last (and first) k layers against the full Hessian's, as k "
+    "grows (ours: the block of the last k layers, eigenvectors padded with zeros).",
+)
+def klayer(ctx: Context) -> ExperimentResult:
+    """λ₁ error and eigenvector overlap against k."""
+    base = base_config(ctx.variant)
+    cfg = with_(
+        base,
+        **{
+            "model.depth": 3,
+            "optimizer.lr": 0.1,
+            "train.steps": base["train"]["steps"] // 2,
+            "measure": {"every": base["train"]["steps"] // 2, "k": 1},
+        },
+    )
+    run = ctx.train(cfg, "klayer_mlp4")
+    model, loss_fn, ds = final_model(run)
+    data = ds.train
+    tol, multi = (1e-4, False) if ctx.variant == "smoke" else (1e-6, True)
+    full = eigenpairs(HessianOperator(model, loss_fn, data), k=5, tol=tol, check_multiplicity=multi)
+    n_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear))
+    rows, errs, ovs = [], [], []
+    for side in ("last", "first"):
+        for k in range(1, n_layers + 1):
+            sel = layers(model, **{side: k})
+            op = HessianOperator(model, loss_fn, data, params=sel)
+            res = eigenpairs(op, k=min(5, op.dim), tol=tol, check_multiplicity=multi)
+            padded = torch.zeros(full.vectors.shape[0], res.vectors.shape[1], dtype=full.vectors.dtype)
+            offset, idx = 0, {}
+            for n, p in model.named_parameters():
+                idx[n] = (offset, offset + p.numel())
+                offset += p.numel()
+            row = 0
+            for n in sel.names:
+                a, b = idx[n]
+                padded[a:b] = res.vectors[row : row + b - a].to(padded.dtype)
+                row += b - a
+            err = abs(float(res.values[0]) - float(full.values[0])) / abs(float(full.values[0]))
+            ov = subspace_overlap(full.vectors[:, :5].numpy(), padded.numpy())
+            rows.append((side, k, op.dim, fmt(float(res.values[0])), fmt(err), fmt(ov)))
+            if side == "last":
+                errs.append(err)
+                ovs.append(ov)
+    monotone = all(a >= b - 1e-9 for a, b in zip(errs, errs[1:], strict=False))
+    claims = (
+        Claim(
+            "The last-k-layer block approaches the full Hessian as k grows",
+            "relative λ₁ error for k = 1…L (last layers): "
+            + ", ".join(fmt(e, 2) for e in errs)
+            + "; top-5 overlap: "
+            + ", ".join(fmt(o, 2) for o in ovs),
+            f"error non-increasing in k and ≤ {tol:g} at k = L",
+            bool(monotone and errs[-1] <= tol),
+        ),
+        Claim(
+            "A few last layers already carry the top curvature",
+            f"λ₁ error with the last 2 of {n_layers} layers = {fmt(errs[1] if len(errs) > 1 else math.nan)}",
+            "≤ 0.25",
+            bool(len(errs) > 1 and errs[1] <= 0.25),
+            errs[1] if len(errs) > 1 else None,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "klayer",
+                "metric_vs",
+                {
+                    "x": list(range(1, n_layers + 1)),
+                    "series": {"relative λ₁ error": errs, "top-5 overlap": ovs},
+                    "xlabel": "k (last layers)",
+                    "ylabel": "value",
+                },
+                "λ₁ error and eigenvector overlap of the last-k-layer block.",
+            ),
+        ),
+        tables=(
+            TableSpec(
+                "Blocks",
+                ("side", "k", "dim", "λ₁ of block", "rel. error to full λ₁", "top-5 overlap"),
+                tuple(rows),
+            ),
+        ),
+        runs=(run.path,),
+        settings=cfg,
+    )
+
+
+@experiment(
+    "wang2023.delayed_decay",
+    "Delayed learning-rate decay",
+    "Hold a large η₀ for T_d steps, then decay it tenfold: the final λ₁ and test accuracy against T_d.",
+)
+def delayed_decay(ctx: Context) -> ExperimentResult:
+    """Final sharpness and accuracy against the decay step."""
+    base = base_config(ctx.variant)
+    steps = base["train"]["steps"]
+    grid = [0, steps // 8, steps // 4, steps // 2, 3 * steps // 4]
+    cfgs = [
+        with_(
+            base,
+            **{"optimizer.lr": 0.3, "schedule": {"name": "delayed_decay", "delay": td, "final_factor": 0.1}},
+        )
+        for td in grid
+    ]
+    runs = ctx.train_many(cfgs, [f"delay{td}" for td in grid])
+    lam = [final(r, "lambda1") for r in runs]
+    acc = [final(r, "test_acc") for r in runs]
+    n_inst = [len(find_instabilities(r)) for r in runs]
+    rho_l, rho_a = spearman(grid, lam), spearman(grid, acc)
+    claims = (
+        Claim(
+            "A longer large-η phase ends in a flatter region",
+            f"Spearman ρ(T_d, final λ₁) = {fmt(rho_l)}; final λ₁ {', '.join(fmt(x) for x in lam)}",
+            "ρ < 0",
+            bool(rho_l < 0) if np.isfinite(rho_l) else None,
+            rho_l,
+        ),
+        Claim(
+            "… and generalises better",
+            f"Spearman ρ(T_d, test accuracy) = {fmt(rho_a)}; accuracy {', '.join(fmt(x, 3) for x in acc)}",
+            "ρ > 0",
+            bool(rho_a > 0) if np.isfinite(rho_a) else None,
+            rho_a,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "outcome",
+                "metric_vs",
+                {"x": grid, "series": {"final λ₁": lam}, "xlabel": "T_d (steps)", "ylabel": "final λ₁"},
+                "Final sharpness against T_d.",
+            ),
+            FigureSpec(
+                "accuracy",
+                "metric_vs",
+                {
+                    "x": grid,
+                    "series": {"test accuracy": acc},
+                    "xlabel": "T_d (steps)",
+                    "ylabel": "test accuracy",
+                },
+                "Final test accuracy against T_d.",
+            ),
+            FigureSpec(
+                "curves",
+                "sweep_curves",
+                {"runs": runs, "labels": [f"T_d={t}" for t in grid]},
+                "Loss and λ₁ against the threshold for every T_d.",
+            ),
+        ),
+        tables=(
+            TableSpec(
+                "Runs",
+                ("T_d", "instabilities", "final λ₁", "test acc"),
+                tuple(zip(grid, n_inst, map(fmt, lam), map(fmt, acc), strict=True)),
+            ),
+        ),
+        runs=tuple(r.path for r in runs),
+        settings={"eta0": 0.3, "delays": grid},
+    )
+
+
+@experiment(
+    "wang2023.cyclic",
+    "Cyclic learning rates",
+    "Triangular cycles between η_high/r and η_high = 0.3 for a grid of ratios r: instabilities, flattening "
+    "and shift (and the paper's open question 3: does exploration grow with r?).",
+)
+def cyclic(ctx: Context) -> ExperimentResult:
+    """Instabilities, flattening and shift against the ratio."""
+    base = base_config(ctx.variant)
+    steps = base["train"]["steps"]
+    ratios = [1.0, 2.0, 5.0, 10.0] if ctx.variant != "smoke" else [1.0, 5.0]
+    cfgs = [
+        with_(base, **{"optimizer.lr": 0.3, "schedule": {"name": "cyclic", "ratio": r, "period": steps // 5}})
+        if r > 1
+        else with_(base, **{"optimizer.lr": 0.3})
+        for r in ratios
+    ]
+    runs = ctx.train_many(cfgs, [f"cyclic_r{r:g}" for r in ratios])
+    n_inst = [len(find_instabilities(r)) for r in runs]
+    shifts = [landscape_shift(r) for r in runs]
+    across = [s.mean_across for s in shifts]
+    rhos = [flattening(r).rho for r in runs]
+    rho_shift = spearman(ratios, across)
+    claims = (
+        Claim(
+            "Cycling η produces recurring instabilities",
+            "instabilities per r: " + ", ".join(f"{r:g}: {n}" for r, n in zip(ratios, n_inst, strict=True)),
+            "≥ 2 instabilities at every r > 1",
+            all(n >= 2 for r, n in zip(ratios, n_inst, strict=True) if r > 1),
+        ),
+        Claim(
+            "Open question 3: exploration (shift across instabilities) grows with the ratio r",
+            f"Spearman ρ(r, mean shift) = {fmt(rho_shift)}; shifts {', '.join(fmt(a, 2) for a in across)}",
+            "ρ > 0",
+            bool(rho_shift > 0) if np.isfinite(rho_shift) else None,
+            rho_shift,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "curves",
+                "sweep_curves",
+                {"runs": runs, "labels": [f"r={r:g}" for r in ratios]},
+                "Loss and λ₁ against the threshold (which follows η) for every ratio.",
+            ),
+        ),
+        tables=(
+            TableSpec(
+                "Runs",
+                ("r", "instabilities", "flattening ρ", "mean shift across"),
+                tuple(zip(ratios, n_inst, map(fmt, rhos), map(fmt, across), strict=True)),
+            ),
+        ),
+        runs=tuple(r.path for r in runs),
+        settings={"eta_high": 0.3, "ratios": ratios, "period": steps // 5},
+    )
+
+
+@experiment(
+    "wang2023.long_horizon",
+    "Long high-η runs (beyond the paper)",
+    "Open question 1 of [W&R]: λ₁ and instabilities over a run ten times longer at η = 0.3. Do instabilities "
+    "keep coming and does λ₁ keep falling?",
+    beyond_paper=True,
+)
+def long_horizon(ctx: Context) -> ExperimentResult:
+    """λ₁ and instabilities per quarter of a 10× run."""
+    base = base_config(ctx.variant)
+    steps = 10 * base["train"]["steps"]
+    cfg = with_(
+        base, **{"optimizer.lr": 0.3, "train.steps": steps, "measure": {"every": steps // 200, "k": 1}}
+    )
+    run = ctx.train(cfg, "long_lr0.3")
+    events = find_instabilities(run)
+    quarters = [sum(steps * q / 4 <= e.start < steps * (q + 1) / 4 for e in events) for q in range(4)]
+    s, lam = run.series("lambda1", run.measurements)
+    _, thr = run.series("threshold", run.measurements)
+    half = s >= steps / 2
+    rho = spearman(list(s[half]), list(lam[half]))
+    ratio = float(np.nanmedian(lam[half] / thr[half])) if half.any() else math.nan
+    claims = (
+        Claim(
+            "Instabilities keep occurring late in training",
+            f"instabilities per quarter: {quarters}",
+            "≥ 1 in the last quarter",
+            bool(quarters[-1] >= 1),
+            quarters[-1],
+        ),
+        Claim(
+            "λ₁ keeps falling in the second half",
+            f"Spearman ρ(step, λ₁) over the second half = {fmt(rho)}; median λ₁/(2/η) = {fmt(ratio)}",
+            "ρ < 0",
+            bool(rho < 0) if np.isfinite(rho) else None,
+            rho,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(FigureSpec("long", "loss_and_sharpness", {"run": run}, "The whole run."),),
+        runs=(run.path,),
+        settings=cfg,
+    )
+
+
+@experiment(
+    "wang2023.cooling",
+    "What happens during cooling (beyond the paper)",
+    "Open question 2 of [W&R]: during each instability's cooling phase, how much of the gradient lies in the "
+    "top eigen-subspace, and how λ₁ and the loss move (measured every 2 steps).",
+    beyond_paper=True,
+)
+def cooling(ctx: Context) -> ExperimentResult:
+    """Gradient alignment with the top-k subspace, heating vs cooling vs stable."""
+    base = base_config(ctx.variant)
+    steps = {"smoke": 120, "quick": 800, "full": 2000}[ctx.variant]
+    cfg = with_(base, **{"optimizer.lr": 0.5, "train.steps": steps, "measure": {"every": 2, "k": 3}})
+    run = ctx.train(cfg, "cooling_lr0.5")
+    events = find_instabilities(run)
+    phase = {"heating": [], "cooling": [], "stable": []}
+    for r in run.measurements:
+        if r.get("grad_topk_fraction") is None:
+            continue
+        t = r["step"]
+        where = "stable"
+        for e in events:
+            end = e.end if e.end is not None else steps
+            if e.start <= t < e.peak:
+                where = "heating"
+            elif e.peak <= t <= end:
+                where = "cooling"
+        phase[where].append(r["grad_topk_fraction"])
+    means = {k: float(np.mean(v)) if v else math.nan for k, v in phase.items()}
+    claims = (
+        Claim(
+            "During cooling the gradient aligns with the top eigenvectors more than in stable phases",
+            f"mean fraction of ‖g‖² in the top-3 subspace: cooling {fmt(means['cooling'])} "
+            f"({len(phase['cooling'])} measurements), heating {fmt(means['heating'])}, stable "
+            f"{fmt(means['stable'])}",
+            "cooling > stable",
+            bool(means["cooling"] > means["stable"]) if phase["cooling"] and phase["stable"] else None,
+        ),
+    )
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec(
+                "run",
+                "loss_and_sharpness",
+                {"run": run, "instabilities": events},
+                "Loss and λ₁ measured every 2 steps, phases shaded.",
+            ),
+            FigureSpec(
+                "alignment",
+                "metric_vs",
+                {
+                    "x": [0, 1, 2],
+                    "series": {
+                        "top-3 gradient fraction": [means["stable"], means["heating"], means["cooling"]]
+                    },
+                    "xlabel": "phase (0 stable, 1 heating, 2 cooling)",
+                    "ylabel": "‖U₃ᵀg‖² / ‖g‖²",
+                },
+                "Gradient alignment by phase.",
+            ),
+        ),
+        runs=(run.path,),
+        settings=cfg,
+    )
