@@ -1,0 +1,84 @@
+"""The data-parallel Hessian operator."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from landscope.curvature import CurvatureOperator, HessianOperator
+from landscope.errors import InputError
+
+
+def is_main_process() -> bool:
+    """True on rank 0, or when ``torch.distributed`` is not in use (the rank that writes)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
+
+
+def _local_size(data: Any) -> int:
+    if data is None:
+        return 0
+    if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
+        return int(data[0].shape[0])
+    return sum(int(X.shape[0]) for X, _ in data)
+
+
+class DistributedHessianOperator(CurvatureOperator):
+    """``H = Σ_r (n_r / N) H_r``: the Hessian of the mean loss over every rank's shard.
+
+    ``DistributedHessianOperator(model, loss_fn, local_data, **kwargs)`` under an initialised
+    process group (``torchrun``; gloo on CPU, NCCL on GPUs). ``local_data`` is this rank's shard
+    (a tuple ``(X, y)`` or re-iterable batches; ``None`` or empty for a rank without data);
+    ``kwargs`` go to :class:`~landscope.HessianOperator` (``params``, ``model_mode``,
+    ``chunk_size``, ``dtype``…). The model must be identical on every rank. Each product costs
+    one local product and one all-reduce of ``dim`` floats.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, local_data: Any, group: Any = None,
+                 **kwargs: Any) -> None:
+        if not (dist.is_available() and dist.is_initialized()):
+            raise InputError("DistributedHessianOperator needs torch.distributed initialised "
+                             "(torchrun, or dist.init_process_group); use HessianOperator otherwise")
+        self.group = group
+        n_local = _local_size(local_data)
+        counts = torch.tensor([float(n_local)], dtype=torch.float64)
+        if dist.get_backend(group) == "nccl":
+            counts = counts.cuda()
+        dist.all_reduce(counts, group=group)
+        self.n_local, self.n_total = n_local, int(counts.item())
+        if self.n_total == 0:
+            raise InputError("every rank's shard is empty: the Hessian set has no samples")
+        self.weight = n_local / self.n_total
+        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if n_local else None
+        if self.local is None:  # a rank without data still takes part in every all-reduce
+            if kwargs.get("params") is not None:
+                raise InputError("a rank without data needs params=None (it cannot resolve a subset)")
+            params = list(model.parameters())
+            self.dim = sum(p.numel() for p in params)
+            self.dtype = kwargs.get("dtype") or params[0].dtype
+            self.device = params[0].device
+        else:
+            self.dim, self.dtype, self.device = self.local.dim, self.local.dtype, self.local.device
+
+    def _reduce(self, t: torch.Tensor) -> torch.Tensor:
+        dist.all_reduce(t, group=self.group)
+        return t
+
+    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
+        out = self.local.matvec(v) * self.weight if self.local is not None else torch.zeros_like(v)
+        return self._reduce(out)
+
+    def gradient(self) -> torch.Tensor:
+        """The gradient of the mean loss over all shards."""
+        g = self.local.gradient() * self.weight if self.local is not None else \
+            torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        return self._reduce(g)
+
+    def loss(self) -> float:
+        """The mean loss over all shards."""
+        value = self.local.loss() * self.weight if self.local is not None else 0.0
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        return float(self._reduce(t).item())
