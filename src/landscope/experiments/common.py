@@ -64,6 +64,21 @@ def final(run: Run, key: str) -> float:
     return float(v[-1]) if len(v) else math.nan
 
 
+def eos_ratio_after_reaching(run: Run, preconditioned_only: bool = False) -> float:
+    """Median λ₁/threshold over the second half of the measurements after λ₁ first reached it.
+
+    NaN when λ₁ never reached the threshold. ``preconditioned_only`` keeps Adam's P⁻¹H rows.
+    """
+    rows = [m for m in run.measurements if m.get("preconditioned") or not preconditioned_only]
+    _, lam = run.series("lambda1", rows)
+    _, thr = run.series("threshold", rows)
+    r = lam / thr
+    if not len(r) or not np.nanmax(r) >= 1:
+        return math.nan
+    after = r[int(np.argmax(r >= 1)) :]
+    return float(np.nanmedian(after[len(after) // 2 :]))
+
+
 def largest_stable(values: list[float], runs: list[Run]) -> float:
     """The largest swept value whose run did not diverge (NaN if all diverged)."""
     ok = [v for v, r in zip(values, runs, strict=True) if r.state != "diverged"]

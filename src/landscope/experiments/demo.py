@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from landscope.analysis import find_instabilities, flattening, landscape_shift
-from landscope.experiments.common import fmt
+from landscope.experiments.common import eos_ratio_after_reaching, fmt
 from landscope.experiments.registry import Context, experiment
 from landscope.experiments.results import Claim, ExperimentResult, FigureSpec
 
@@ -39,8 +39,7 @@ def demo(ctx: Context) -> ExperimentResult:
     _, thr = run.series("threshold", run.measurements)
     ratio = lam / thr
     reached = bool(np.nanmax(ratio) >= 1) if len(ratio) else False
-    first = int(np.argmax(ratio >= 1)) if reached else len(ratio)
-    late = ratio[first:][len(ratio[first:]) // 2 :]
+    hover = eos_ratio_after_reaching(run)
     claims = [
         Claim(
             "Progressive sharpening: λ₁ rises to the threshold 2/η",
@@ -51,9 +50,9 @@ def demo(ctx: Context) -> ExperimentResult:
         ),
         Claim(
             "Edge of stability: λ₁ then hovers near 2/η",
-            f"median λ₁ / threshold over the second half after reaching it = {fmt(np.median(late) if len(late) else np.nan)}",  # noqa: E501
+            f"median λ₁ / threshold over the second half after reaching it = {fmt(hover)}",
             "within [0.8, 1.2]",
-            bool(len(late)) and bool(0.8 <= np.median(late) <= 1.2) if reached else None,
+            bool(0.8 <= hover <= 1.2) if reached else None,
         ),
         Claim(
             "Every instability is preceded by λ₁ above the threshold",

@@ -13,7 +13,15 @@ import math
 
 import numpy as np
 
-from landscope.experiments.common import base_config, final, fmt, largest_stable, spearman, with_
+from landscope.experiments.common import (
+    base_config,
+    eos_ratio_after_reaching,
+    final,
+    fmt,
+    largest_stable,
+    spearman,
+    with_,
+)
 from landscope.experiments.registry import Context, experiment
 from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, TableSpec
 from landscope.train import Run
@@ -337,7 +345,7 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
                 ("η", "status", "final test loss"),
                 tuple((g, r.state, fmt(t)) for g, r, t in zip(grid, runs, test, strict=True)),
             ),
-        ),  # noqa: E501
+        ),
         runs=tuple(r.path for r in runs),
         settings={"base": cfg, "grid": grid},
     )
@@ -364,16 +372,7 @@ def adam(ctx: Context) -> ExperimentResult:
         for lr in grid
     ]
     runs = ctx.train_many(cfgs, [f"adam_lr{lr:g}" for lr in grid])
-    ratios = []
-    for r in runs:
-        s, lam = r.series("lambda1", [m for m in r.measurements if m.get("preconditioned")])
-        _, thr = r.series("threshold", [m for m in r.measurements if m.get("preconditioned")])
-        q = lam / thr
-        if len(q) and np.nanmax(q) >= 1:
-            after = q[int(np.argmax(q >= 1)) :]
-            ratios.append(float(np.nanmedian(after[len(after) // 2 :])))
-        else:
-            ratios.append(math.nan)
+    ratios = [eos_ratio_after_reaching(r, preconditioned_only=True) for r in runs]
     reached = [(lr, x) for lr, x in zip(grid, ratios, strict=True) if np.isfinite(x)]
     claims = (
         Claim(

@@ -22,7 +22,16 @@ from landscope.analysis import (
     trajectory_similarity,
 )
 from landscope.curvature import HessianOperator, eigenpairs, layers, spectral_density
-from landscope.experiments.common import LR_GRID, base_config, final, final_model, fmt, spearman, with_
+from landscope.experiments.common import (
+    LR_GRID,
+    base_config,
+    eos_ratio_after_reaching,
+    final,
+    final_model,
+    fmt,
+    spearman,
+    with_,
+)
 from landscope.experiments.registry import Context, experiment
 from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, TableSpec
 from landscope.train import Run
@@ -36,17 +45,6 @@ def lr_sweep_runs(ctx: Context) -> tuple[list[float], list[Run]]:
         [with_(base, **{"optimizer.lr": lr}) for lr in grid], [f"gd_lr{lr:g}" for lr in grid]
     )
     return grid, runs
-
-
-def _eos_ratio_after_reaching(run: Run) -> float:
-    """Median λ₁/threshold over the second half of the measurements after λ₁ first reached it."""
-    _, lam = run.series("lambda1", run.measurements)
-    _, thr = run.series("threshold", run.measurements)
-    r = lam / thr
-    if not len(r) or not np.nanmax(r) >= 1:
-        return math.nan
-    after = r[int(np.argmax(r >= 1)) :]
-    return float(np.nanmedian(after[len(after) // 2 :]))
 
 
 def _instability_claim(grid: list[float], counts: list[int]) -> Claim:
@@ -75,7 +73,7 @@ def lr_sweep(ctx: Context) -> ExperimentResult:
     grid, runs = lr_sweep_runs(ctx)
     events = [find_instabilities(r) for r in runs]
     counts = [len(e) for e in events]
-    ratios = [_eos_ratio_after_reaching(r) for r in runs]
+    ratios = [eos_ratio_after_reaching(r) for r in runs]
     eos = [(lr, x) for lr, x in zip(grid, ratios, strict=True) if np.isfinite(x)]
     flats = {f"η={lr:g}": flattening(r, e) for lr, r, e in zip(grid, runs, events, strict=True) if len(e)}
     rho_large = next((f.rho for f in reversed(list(flats.values())) if np.isfinite(f.rho)), math.nan)
