@@ -52,11 +52,51 @@ def _classifier(ctx: Context) -> dict:
     )
 
 
-def _stable_sweep(ctx: Context, cfg: dict, grid: list[float], label: str) -> tuple[list[Run], float]:
-    runs = ctx.train_many(
-        [with_(cfg, **{"optimizer.lr": lr}) for lr in grid], [f"{label}_lr{lr:g}" for lr in grid]
-    )
-    return runs, largest_stable(grid, runs)
+MAX_DOUBLINGS = 4  # how far a stable sweep extends its grid upwards to find divergence
+
+
+def _stable_sweeps(
+    ctx: Context, cfgs: dict[str, dict], grid: list[float]
+) -> tuple[list[float], dict[str, list[Run]], dict[str, float]]:
+    """Sweep η for several configs on one shared grid, extended until each diverges somewhere.
+
+    The grid's top is doubled while any config's largest η is still stable (at most MAX_DOUBLINGS
+    times), so the largest stable η is measured, not cut off by the grid. A value still at the top
+    of the final grid is censored: NaN.
+    """
+    grid = list(grid)
+    start = len(grid)
+    while True:
+        runs = {
+            label: ctx.train_many(
+                [with_(cfg, **{"optimizer.lr": lr}) for lr in grid], [f"{label}_lr{lr:g}" for lr in grid]
+            )
+            for label, cfg in cfgs.items()
+        }
+        censored = any(rs[-1].state != "diverged" for rs in runs.values())
+        extensions = len(grid) - start
+        if not censored or ctx.variant == "smoke" or extensions >= MAX_DOUBLINGS:
+            break
+        grid.append(grid[-1] * 2)
+    etas = {}
+    for label, rs in runs.items():
+        eta = largest_stable(grid, rs)
+        etas[label] = math.nan if rs[-1].state != "diverged" else eta
+    return grid, runs, etas
+
+
+def _larger(a: float, b: float) -> bool | None:
+    """Whether stable η ``a`` exceeds ``b`` (NaN: censored above the grid); None if both censored."""
+    if not np.isfinite(a) and not np.isfinite(b):
+        return None
+    if not np.isfinite(a) or not np.isfinite(b):
+        return not np.isfinite(a)
+    return bool(a > b)
+
+
+def _eta_text(eta: float, grid: list[float]) -> str:
+    """A largest stable η for a claims table; a censored one says so."""
+    return f"> {grid[-1]:g} (none diverged)" if not np.isfinite(eta) else f"{eta:g}"
 
 
 def _lambda_at(run: Run, step: int) -> float:
@@ -76,10 +116,9 @@ def warmup(ctx: Context) -> ExperimentResult:
     cfg = _short(ctx, with_(_classifier(ctx), **{"model.init": "scaled", "model.init_scale": 2.0}), every=5)
     wsteps = {"smoke": 10, "quick": 100, "full": 500}[ctx.variant]
     grid = _grid(ctx, 0.05, 7)
-    plain, eta_plain = _stable_sweep(ctx, cfg, grid, "nowarm")
-    warm, eta_warm = _stable_sweep(
-        ctx, with_(cfg, **{"schedule": {"name": "constant", "warmup_steps": wsteps}}), grid, "warm"
-    )
+    warm_cfg = with_(cfg, **{"schedule": {"name": "constant", "warmup_steps": wsteps}})
+    grid, runs, etas = _stable_sweeps(ctx, {"nowarm": cfg, "warm": warm_cfg}, grid)
+    (plain, warm), (eta_plain, eta_warm) = (runs["nowarm"], runs["warm"]), (etas["nowarm"], etas["warm"])
     both = [i for i, (a, b) in enumerate(zip(plain, warm, strict=True)) if a.state != "diverged" != b.state]
     i = both[-1] if both else 0
     lam_plain = max(
@@ -100,10 +139,10 @@ def warmup(ctx: Context) -> ExperimentResult:
         ),
         Claim(
             "Warmup raises the largest stable η",
-            f"largest stable η: {fmt(eta_warm)} with warmup vs "
-            f"{fmt(eta_plain)} without (grid {grid[0]:g}…{grid[-1]:g}, ×2)",
+            f"largest stable η: {_eta_text(eta_warm, grid)} with warmup vs "
+            f"{_eta_text(eta_plain, grid)} without (grid {grid[0]:g}…{grid[-1]:g}, ×2)",
             "with > without",
-            bool(eta_warm > eta_plain) if np.isfinite(eta_warm) and np.isfinite(eta_plain) else None,
+            _larger(eta_warm, eta_plain),
         ),
     )
     rows = tuple((lr, a.state, b.state) for lr, a, b in zip(grid, plain, warm, strict=True))
@@ -153,20 +192,21 @@ def init_norm(ctx: Context) -> ExperimentResult:
     base = _short(ctx, base, every=50)
     grid = _grid(ctx, 0.025, 7)
     names = list(VARIANTS) if ctx.variant != "smoke" else ["default", "batchnorm", "fixup"]
+    grid, sweeps, stable = _stable_sweeps(ctx, {f"init_{n}": with_(base, **VARIANTS[n]) for n in names}, grid)
     rows, lam0, etas, runs_all = [], [], [], []
     for name in names:
-        cfg = with_(base, **VARIANTS[name])
-        runs, eta = _stable_sweep(ctx, cfg, grid, f"init_{name}")
+        runs, eta = sweeps[f"init_{name}"], stable[f"init_{name}"]
         l0 = _lambda_at(runs[0], 0)
-        rows.append((name, fmt(l0), fmt(eta), ", ".join(r.state[0] for r in runs)))
+        rows.append((name, fmt(l0), _eta_text(eta, grid), ", ".join(r.state[0] for r in runs)))
         lam0.append(l0)
         etas.append(eta)
         runs_all += runs
     rho = spearman(lam0, etas)
     ref = lam0[0], etas[0]
     direction = "; ".join(
-        f"{n}: λ₁(init) {'↓' if l < ref[0] else '↑'}, η_max {'↑' if e > ref[1] else '=' if e == ref[1] else '↓'}"  # noqa: E501
-        for n, l, e in zip(names[1:], lam0[1:], etas[1:], strict=True)
+        f"{n}: λ₁(init) {fmt(lv)} vs {fmt(ref[0])}, largest stable η {_eta_text(e, grid)} vs "
+        f"{_eta_text(ref[1], grid)}"
+        for n, lv, e in zip(names[1:], lam0[1:], etas[1:], strict=True)
     )
     claims = (
         Claim(
@@ -220,15 +260,18 @@ def clipping(ctx: Context) -> ExperimentResult:
     """Largest stable η with and without clipping."""
     cfg = _short(ctx, with_(_classifier(ctx), **{"model.init": "scaled", "model.init_scale": 2.0}))
     grid = _grid(ctx, 0.05, 7)
-    plain, eta_plain = _stable_sweep(ctx, cfg, grid, "noclip")
-    clipped, eta_clip = _stable_sweep(ctx, with_(cfg, **{"train.clip_norm": 1.0}), grid, "clip")
+    grid, runs, etas = _stable_sweeps(
+        ctx, {"noclip": cfg, "clip": with_(cfg, **{"train.clip_norm": 1.0})}, grid
+    )
+    (plain, clipped), (eta_plain, eta_clip) = (runs["noclip"], runs["clip"]), (etas["noclip"], etas["clip"])
     fired = [r.status.get("clip_count", 0) for r in clipped]
     claims = (
         Claim(
             "Clipping keeps training stable at larger η",
-            f"largest stable η: {fmt(eta_clip)} clipped vs {fmt(eta_plain)} unclipped",
+            f"largest stable η: {_eta_text(eta_clip, grid)} clipped vs "
+            f"{_eta_text(eta_plain, grid)} unclipped",
             "clipped > unclipped",
-            bool(eta_clip > eta_plain) if np.isfinite(eta_clip) and np.isfinite(eta_plain) else None,
+            _larger(eta_clip, eta_plain),
         ),
     )
     rows = tuple((lr, a.state, b.state, f) for lr, a, b, f in zip(grid, plain, clipped, fired, strict=True))
@@ -310,14 +353,16 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
     """Best η vs largest stable η."""
     cfg = _short(ctx, _classifier(ctx), every=50)
     grid = _grid(ctx, 0.0125, 8)
-    runs, eta_max = _stable_sweep(ctx, cfg, grid, "opt")
+    grid, sweeps, stable = _stable_sweeps(ctx, {"opt": cfg}, grid)
+    runs, eta_max = sweeps["opt"], stable["opt"]
     test = [final(r, "test_loss") if r.state != "diverged" else math.inf for r in runs]
     best = grid[int(np.argmin(test))]
     steps_apart = abs(grid.index(best) - grid.index(eta_max)) if np.isfinite(eta_max) else math.inf
     claims = (
         Claim(
             "The best η lies within one grid step of the largest non-divergent η",
-            f"best η = {best:g} (final test loss {fmt(min(test))}), largest stable η = {fmt(eta_max)}",
+            f"best η = {best:g} (final test loss {fmt(min(test))}), "
+            f"largest stable η = {_eta_text(eta_max, grid)}",
             "≤ 1 grid step (×2) apart",
             bool(steps_apart <= 1) if np.isfinite(eta_max) else None,
         ),
