@@ -231,7 +231,7 @@ class EigenSnapshot:
 class Run:
     """A run read back from its folder: what analyses and reports consume.
 
-    ``metrics`` holds every row; ``measurements`` the rows with curvature; ``series(key)`` gives
+    ``metrics`` holds every row; ``measurements`` the measurement rows; ``series(key)`` gives
     aligned step and value arrays (NaN where a row lacks the key).
     """
 
@@ -242,8 +242,8 @@ class Run:
 
     @property
     def measurements(self) -> list[dict[str, Any]]:
-        """Rows with a curvature measurement (an ``eigenvalues`` field)."""
-        return [r for r in self.metrics if "eigenvalues" in r]
+        """Measurement rows (they carry ``threshold``; ``eigenvalues`` too when ``measure.k`` > 0)."""
+        return [r for r in self.metrics if "threshold" in r or "eigenvalues" in r]
 
     @property
     def eigen_steps(self) -> list[int]:
