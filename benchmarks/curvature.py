@@ -29,6 +29,13 @@ Then, from the repository root::
 
 It writes ``curvature.json`` (every raw number and the machine) and ``curvature.md`` (tables).
 A peer that is missing or fails is recorded with its error message; the run goes on.
+
+On a GPU, ``--device cuda --out-name curvature_gpu`` moves the models and the data to the GPU
+(PyHessian gets ``cuda=True``; the other peers follow the parameters' device), synchronises CUDA
+before every timer read, turns TF32 off (cuDNN would otherwise run the float32 convolutions in
+TF32, whose ~1e-3 rounding no float32 solve could get below) and writes ``curvature_gpu.{json,md}``
+beside the CPU results. scipy's ``eigsh`` (curvlinops, the reference) still runs on the CPU, each
+product crossing to the GPU and back; the dense reference is built and diagonalised on the GPU.
 """
 
 from __future__ import annotations
@@ -103,6 +110,12 @@ MODELS = (
 )
 
 
+def sync() -> None:
+    """Wait for queued CUDA work before a timer is read (no-op on CPU-only runs)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int,
               opt: torch.optim.Optimizer | None = None) -> float:
     """Full-batch SGD (lr 0.1) on the mean cross-entropy, in train mode; returns the last loss."""
@@ -127,7 +140,9 @@ def train_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, steps: int) -
     torch.manual_seed(0)
     model = spec.make()
     t0 = time.perf_counter()
+    model.to(X.device)
     loss = sgd_steps(model, X, y, steps)
+    sync()
     dim = sum(p.numel() for p in model.parameters())
     return model, {"train_steps": steps, "train_time_s": time.perf_counter() - t0,
                    "final_train_loss": loss, "dim": dim}
@@ -183,8 +198,10 @@ def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim:
         for vm in (True, False):
             op = ls.HessianOperator(model, LOSS, (X, y), dtype=torch.float64, vmap_matmat=vm)
             op.matvec(V[:, 0])  # build the cache
+            sync()
             t = time.perf_counter()
             op.matmat(V)
+            sync()
             probes[vm] = (time.perf_counter() - t) / 16
         out["dense_probe_s_per_column"] = {"vmap": probes[True], "loop": probes[False]}
     vm = min(probes, key=probes.get) if probes else False
@@ -213,6 +230,7 @@ def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim:
                          " on the float64 landscope operator")
         out["n_matvecs"] = counter[0]
     hvp = autograd_hvp64(model, X, y)
+    values, vectors = values.to(X.device), vectors.to(X.device)
     res = torch.stack([(hvp(vectors[:, i]) - values[i] * vectors[:, i]).norm()
                        for i in range(K)])
     out["values"] = values.tolist()
@@ -248,7 +266,7 @@ def solve_landscope(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
 def true_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sol: Solve) -> float:
     """Max ``‖H v − λ v‖ / |λ_max|`` of returned pairs against the float64 Hessian (autograd)."""
     hvp = autograd_hvp64(model, X, y)
-    V = sol.vectors.to(torch.float64)
+    V = sol.vectors.to(device=X.device, dtype=torch.float64)
     res = [float((hvp(V[:, i]) - sol.values[i] * V[:, i]).norm()) for i in range(V.shape[1])]
     return max(res) / max(abs(v) for v in sol.values)
 
@@ -273,7 +291,7 @@ def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve
         torch.manual_seed(0)  # PyHessian draws its start vectors from the global RNG
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*create_graph=True.*")
-            h = ph.hessian(model, LOSS, data=(X, y), cuda=False)
+            h = ph.hessian(model, LOSS, data=(X, y), cuda=X.device.type == "cuda")
         values, _ = h.eigenvalues(top_n=K)
     finally:
         ph.hessian_vector_product = original
@@ -368,9 +386,11 @@ def _try_solve(lib: Library, model: nn.Module, X: torch.Tensor,
                y: torch.Tensor) -> tuple[Solve | None, float, str | None]:
     """One timed solve: ``(solve, seconds, error)``; errors are returned, never raised."""
     gc.collect()
+    sync()
     t0 = time.perf_counter()
     try:
         sol = lib.solve(model, X, y)
+        sync()
     except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
         return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}\n" + \
             traceback.format_exc(limit=4)
@@ -450,8 +470,10 @@ def median_time(fn: Callable[[], object], reps: int) -> float:
     fn()
     times = []
     for _ in range(reps):
+        sync()
         t0 = time.perf_counter()
         fn()
+        sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
@@ -495,7 +517,7 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     def curvlinops() -> dict:
         from curvlinops import HessianLinearOperator
         op = HessianLinearOperator(model, LOSS, params, [(X, y)], check_deterministic=False)
-        A, vn = op.to_scipy(), v.double().numpy()
+        A, vn = op.to_scipy(), v.double().cpu().numpy()
         return {"curvlinops": lambda: op @ v, "curvlinops_scipy": lambda: A.matvec(vn)}
 
     def pyhessian() -> dict:
@@ -504,7 +526,7 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
             p.grad = None
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*create_graph=True.*")
-            h = ph.hessian(model, LOSS, data=(X, y), cuda=False)
+            h = ph.hessian(model, LOSS, data=(X, y), cuda=X.device.type == "cuda")
 
         def clear() -> None:
             for p in params:
@@ -535,7 +557,7 @@ def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
     """
     model.eval()
     dim = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    v = torch.randn(dim, generator=torch.Generator().manual_seed(2))
+    v = torch.randn(dim, generator=torch.Generator().manual_seed(2)).to(X.device)
     fns, setup, cleanups = product_functions(model, X, y, v)
     times: dict[str, list[float]] = {k: [] for k in fns}
     try:
@@ -543,8 +565,10 @@ def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
             f()
         for _ in range(reps):
             for key, f in fns.items():
+                sync()
                 t0 = time.perf_counter()
                 f()
+                sync()
                 times[key].append(time.perf_counter() - t0)
     finally:
         for c in cleanups:
@@ -596,17 +620,21 @@ def tracker_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, 
             losses.append(sgd_steps(m, X, y, 1, opt))
         for k, trk in trackers.items():
             r = rec[k]
+            sync()
             t0 = time.perf_counter()
             res = trk.update(op)
+            sync()
             r["warm_time_s"].append(time.perf_counter() - t0)
             r["warm_matvecs"].append(res.n_matvecs)
             r["overlap"].append(res.overlap)
             r["top"].append(float(res.values[0]))
             r["converged"].append(bool(res.converged))
             if step % cold_every == 0:
+                sync()
                 t0 = time.perf_counter()
                 fresh = ls.HessianOperator(m, LOSS, (X, y))  # also checks the cache refresh
                 cold = ls.eigenpairs(fresh, k=k, which="LA", tol=TOL, seed=step)
+                sync()
                 r["cold_time_s"].append(time.perf_counter() - t0)
                 r["cold_steps"].append(step)
                 r["cold_matvecs"].append(cold.n_matvecs)
@@ -725,14 +753,27 @@ def versions() -> dict[str, str | None]:
     return out
 
 
-def machine_info() -> dict:
-    """What the numbers were measured on."""
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0], "platform": platform.platform(),
-            "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-            "load_average_start": load_average(), "matmul_gflops_start": calibrate(),
-            "versions": versions()}
+def gpu_info(device: torch.device) -> dict:
+    """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
+    props = torch.cuda.get_device_properties(device)
+    return {"gpu": props.name, "gpu_memory_gib": props.total_memory / 2**30,
+            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
+            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+
+
+def machine_info(device: torch.device | None = None) -> dict:
+    """What the numbers were measured on (GPU details too for a CUDA device)."""
+    out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+           "python": sys.version.split()[0], "platform": platform.platform(),
+           "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+           "load_average_start": load_average(), "matmul_gflops_start": calibrate(),
+           "versions": versions()}
+    if device is not None and device.type == "cuda":
+        out["device"] = str(device)
+        out.update(gpu_info(device))
+    return out
 
 
 def notes(results: dict, args: argparse.Namespace) -> list[str]:
@@ -752,6 +793,12 @@ def notes(results: dict, args: argparse.Namespace) -> list[str]:
     if short:
         out.append(f"Fewer than {args.reps} timed repetitions (budget {args.budget_s:g} s per "
                    "cell; '(no warm-up)' = the single run is the first): " + ", ".join(short))
+    if getattr(args, "device", "cpu") != "cpu":
+        out.append(f"Device {args.device}: models, data, every operator and PyHessian (cuda=True) "
+                   "on the GPU; curvlinops' and the reference's scipy eigsh iterate on the CPU, "
+                   "each product crossing to the GPU and back (float64 vectors); hessian-"
+                   "eigenthings and the trackers stay on the GPU. TF32 is off. A peer that fails "
+                   "on the GPU is listed as 'not run' with its error.")
     out.append("PyHessian: deflated power iteration, default maxIter=100 and tol=1e-3 on the "
                "relative change of the Rayleigh quotient between iterations; it finds the "
                "largest-magnitude eigenvalues in the order it converges to them, sorted here "
@@ -840,16 +887,33 @@ def solve_rows(model_res: dict) -> list[list[str]]:
 SOLVE_HEADER = ["library", "median s", "min s", "× landscope", "matvecs", "max rel err", "reps"]
 
 
+def command_line(results: dict) -> str:
+    """The command that produced ``results`` (the options that change what is measured)."""
+    st = results["settings"]
+    flags = " --quick" if results["quick"] else ""
+    if st.get("device", "cpu") != "cpu":
+        flags += f" --device {st['device']}"
+    if st.get("out_name", "curvature") != "curvature":
+        flags += f" --out-name {st['out_name']}"
+    if float(st.get("tracker_budget_s", 240.0)) != 240.0:
+        flags += f" --tracker-budget-s {float(st['tracker_budget_s']):g}"
+    return f"python benchmarks/curvature.py{flags}"
+
+
 def markdown(results: dict) -> str:
     """The Markdown report."""
     mi = results["machine"]
+    gpu = (f" GPU: {mi['gpu']} ({mi['gpu_memory_gib']:.0f} GiB), CUDA {mi['cuda']}, cuDNN "
+           f"{mi['cudnn']}, TF32 {'on' if mi['cudnn_allow_tf32'] else 'off'}; models, data and "
+           "products on the GPU, timers read after torch.cuda.synchronize()."
+           if "gpu" in mi else "")
     lines = ["# Curvature benchmark: top-10 Hessian eigenvalues", "",
-             f"Generated by `python benchmarks/curvature.py{' --quick' if results['quick'] else ''}`"
+             f"Generated by `{command_line(results)}`"
              f" on {mi['date']} — {mi['cpu_model']}, {mi['cpu_count']} cores, torch "
              f"{mi['torch']} with {mi['torch_threads']} threads, load average at start "
              f"{mi['load_average_start']} / end {mi.get('load_average_end')}, other processes "
              f"kept {fmt(mi.get('other_processes_cores'), '.2f')} cores busy on average. Total "
-             f"run {results['total_time_s']:.0f} s.", "",
+             f"run {results['total_time_s']:.0f} s." + gpu, "",
              "Same function for every library: the trained model in eval mode, the 4,000 "
              "MNIST-1D training samples as one batch, mean cross-entropy. Times include building "
              "the operator. `max rel err` = max over the top 10 of |λ − λ_ref| / |λ_ref|.", "",
@@ -1017,6 +1081,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dense-max-dim", type=int, default=6000)
     p.add_argument("--dense-budget-s", type=float, default=120.0,
                    help="use eigsh for the reference when the dense Hessian would take longer")
+    p.add_argument("--device", default="cpu",
+                   help="'cpu' (default) or 'cuda' / 'cuda:N': where models, data and products live")
+    p.add_argument("--out-name", default="curvature",
+                   help="stem of the output files: OUT/NAME.json and OUT/NAME.md")
     args = p.parse_args(argv)
     if args.quick:
         args.models = args.models or ["mlp-32"]
@@ -1026,16 +1094,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    """Run the benchmark and write ``curvature.json`` and ``curvature.md``."""
+    """Run the benchmark and write ``NAME.json`` and ``NAME.md`` (``--out-name``)."""
     args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SystemExit(f"--device {args.device}: CUDA is not available here")
+        # cuDNN runs float32 convolutions in TF32 by default (~1e-3 relative rounding): off, so a
+        # float32 solve on the GPU means what it means on the CPU.
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        torch.cuda.set_device(device)
     torch.set_num_threads(THREADS)
     t_start = time.perf_counter()
     ticks = cpu_ticks()
-    results: dict[str, Any] = {"quick": args.quick, "machine": machine_info(),
+    results: dict[str, Any] = {"quick": args.quick, "machine": machine_info(device),
                                "settings": {k: str(v) for k, v in vars(args).items()},
                                "models": {}, "notes": []}
     ds = load_mnist1d(n_train=N_TRAIN, n_test=1000)
-    X, y = ds.X_train, ds.y_train
+    X, y = ds.X_train.to(device), ds.y_train.to(device)
     for spec in MODELS:
         if args.models and spec.name not in args.models:
             continue
@@ -1047,10 +1126,11 @@ def main(argv: list[str] | None = None) -> dict:
     results["machine"]["other_processes_cores"] = others_load(ticks)
     results["notes"] = notes(results, args)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "curvature.json").write_text(json.dumps(results, indent=1, default=str))
-    (args.out / "curvature.md").write_text(markdown(results))
+    json_path, md_path = args.out / f"{args.out_name}.json", args.out / f"{args.out_name}.md"
+    json_path.write_text(json.dumps(results, indent=1, default=str))
+    md_path.write_text(markdown(results))
     print_tables(results)
-    log(f"wrote {args.out / 'curvature.json'} and {args.out / 'curvature.md'}", t_start)
+    log(f"wrote {json_path} and {md_path}", t_start)
     return results
 
 

@@ -32,6 +32,7 @@ from landscope.curvature import (
     subspace_overlap,
 )
 from landscope.errors import ConfigError, DataError, InputError, LandscopeError
+from landscope.monitor import SharpnessMonitor, find_max_stable_lr
 from landscope.train import (
     OptimizerSpec,
     Run,
@@ -52,4 +53,5 @@ __all__ = [
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
     "load_config", "load_run", "stability_threshold", "train", "analysis",
+    "SharpnessMonitor", "find_max_stable_lr",
 ]

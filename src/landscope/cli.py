@@ -315,6 +315,44 @@ def report(run: str = typer.Argument(..., help="Run folder.")) -> None:
     console.print(f"report: {render_run(ls.load_run(run))}")
 
 
+@app.command("lr-find")
+@_user_errors
+def lr_find(
+    config: str = typer.Argument(..., help="Run config (YAML): data, model, loss, optimizer, batch size."),
+    plot: str = typer.Option(None, "--plot", help="PNG of λ1 vs steps and the probes "
+                                                  "(default runs/<config name>_lr_find.png)."),
+    rule: str = typer.Option("catapult", help="'catapult' (short probe runs measure the catapult factor) "
+                                              "or 'curvature' (a fixed measured factor, no probes)."),
+    probe_steps: int = typer.Option(10, help="Steps of each catapult probe."),
+) -> None:
+    """Predict the largest stable learning rate of CONFIG's model from its early curvature."""
+    from pathlib import Path
+
+    from landscope.monitor import find_max_stable_lr
+    from landscope.train import load_config
+    from landscope.train.run import build_run, resolve_device
+
+    cfg = load_config(config)
+    device = resolve_device(cfg.device)
+    dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+    with console.status("building the model and data"):
+        model, loss_fn, ds = build_run(cfg)
+    model = model.to(device=device, dtype=dtype)
+    X, y = (t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+            for t in (ds.X_train, ds.y_train))
+    opt = cfg.optimizer
+    with console.status("measuring the early curvature and probing"):
+        res = find_max_stable_lr(model, loss_fn, (X, y), optimizer=opt.name,
+                                 momentum=opt.momentum if opt.name in ("momentum", "nesterov") else 0.0,
+                                 batch_size=cfg.train.batch_size, rule=rule, probe_steps=probe_steps,
+                                 seed=cfg.seed)
+    console.print(res.table(title=f"{config} · largest stable learning rate"))
+    verdict = "within" if opt.lr <= res.lr else "[red]above[/]"
+    console.print(f"the config's η = {opt.lr:g} is {verdict} the predicted limit {res.lr:.4g}")
+    path = res.plot(plot or Path("runs") / f"{Path(config).stem}_lr_find.png")
+    console.print(f"plot: {path}")
+
+
 def main() -> None:
     """Entry point of the ``landscope`` script."""
     app()

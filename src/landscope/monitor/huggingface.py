@@ -1,0 +1,81 @@
+"""Hugging Face adapter: ``Trainer(..., callbacks=[SharpnessCallback(loss_fn, batch)])``.
+
+``on_step_end`` gets the model and the optimiser (``kwargs["model"]``, ``kwargs["optimizer"]``;
+Accelerate's wrapper is unwrapped) and steps a :class:`~landscope.monitor.SharpnessMonitor`. A
+``transformers`` model takes its inputs as the first argument and returns a ``ModelOutput`` (or a
+dict): the monitor sees ``model(X)[output_key]`` (default ``"logits"``), so ``loss_fn(logits, y)``
+is the loss to monitor. The default optimiser of ``transformers.Trainer`` is AdamW, for which the
+monitor measures the preconditioned sharpness against 38/η (β₁ = 0.9). Records go to
+``callback.monitor.history`` and to the sinks. Needs ``transformers`` (the ``monitor`` extra).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+try:
+    from transformers import TrainerCallback
+except ImportError as e:  # pragma: no cover
+    raise ImportError("landscope.monitor.huggingface needs transformers: "
+                      "pip install 'landscope[monitor]' (or pip install transformers accelerate)") from e
+
+from landscope.errors import InputError
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
+
+
+class _Outputs(nn.Module):
+    """``model(X)[key]`` for models returning a ``ModelOutput`` / dict; other outputs pass through."""
+
+    def __init__(self, model: nn.Module, key: str) -> None:
+        super().__init__()
+        self.model, self.key = model, key
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:
+        out = self.model(X)
+        if isinstance(out, torch.Tensor):
+            return out
+        if isinstance(out, dict) or hasattr(out, "keys"):
+            if self.key not in out:
+                raise InputError(f"the model's output has no {self.key!r} (it has {list(out.keys())}); "
+                                 f"pass output_key=")
+            return out[self.key]
+        if isinstance(out, (tuple, list)):
+            return out[0]
+        raise InputError(f"cannot take {self.key!r} from a model output of type {type(out).__name__}")
+
+
+class SharpnessCallback(TrainerCallback):
+    """Sharpness monitoring inside ``transformers.Trainer``.
+
+    Args:
+        loss_fn: ``loss_fn(model(X)[output_key], y)``, mean-reduced.
+        batch: the fixed ``(X, y)`` to measure on (moved to the model's device).
+        every, k, tol, edge, sinks, name: as :class:`~landscope.monitor.SharpnessMonitor`.
+        output_key: which field of the model's output ``loss_fn`` takes.
+    """
+
+    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
+                 edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 output_key: str = "logits") -> None:
+        check_options(every, k, tol, edge, name)
+        self.batch = check_batch(batch)
+        self.loss_fn, self.output_key = loss_fn, output_key
+        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name}
+        self.monitor: SharpnessMonitor | None = None
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
+        if model is None or optimizer is None:
+            raise InputError("transformers did not pass the model and the optimizer to on_step_end")
+        if self.monitor is None:
+            device = next(model.parameters()).device
+            X, y = (t.to(device) for t in self.batch)
+            self.monitor = SharpnessMonitor(_Outputs(model, self.output_key), self.loss_fn, (X, y),
+                                            **self.options)
+        self.monitor.step(optimizer)
+        return control

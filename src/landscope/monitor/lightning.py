@@ -1,0 +1,72 @@
+"""PyTorch Lightning adapter: ``trainer = Trainer(callbacks=[SharpnessCallback(loss_fn, batch)])``.
+
+The callback builds a :class:`~landscope.monitor.SharpnessMonitor` on the ``LightningModule`` when
+fitting starts (so ``module(X)`` must return what ``loss_fn`` takes), steps it after every
+optimiser step (``on_train_batch_end`` with a new ``global_step``: gradient accumulation counts
+once) with the trainer's first optimiser, and logs λ1, the threshold and their ratio through
+``pl_module.log`` (so they reach whatever logger the trainer has). Needs ``lightning`` (the
+``monitor`` extra); the standalone ``pytorch_lightning`` package is used when ``lightning`` is
+absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+try:
+    from lightning.pytorch.callbacks import Callback
+except ImportError:  # pragma: no cover - the older standalone package
+    try:
+        from pytorch_lightning.callbacks import Callback
+    except ImportError as e:
+        raise ImportError("landscope.monitor.lightning needs PyTorch Lightning: "
+                          "pip install 'landscope[monitor]' (or pip install lightning)") from e
+
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
+
+
+class SharpnessCallback(Callback):
+    """Sharpness monitoring inside ``lightning.pytorch.Trainer.fit``.
+
+    Args:
+        loss_fn: ``loss_fn(pl_module(X), y)``, mean-reduced.
+        batch: the fixed ``(X, y)`` to measure on (moved to the module's device at fit start).
+        every, k, tol, edge, sinks, name: as :class:`~landscope.monitor.SharpnessMonitor`.
+        log: also log ``{name}/lambda1``, ``/threshold``, ``/ratio`` with ``pl_module.log``.
+
+    ``callback.monitor`` is the monitor (``None`` before fitting); its ``history`` holds the records.
+    """
+
+    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+                 batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
+                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", log: bool = True) -> None:
+        super().__init__()
+        check_options(every, k, tol, edge, name)
+        self.batch = check_batch(batch)
+        self.loss_fn = loss_fn
+        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name}
+        self.log_metrics, self.name = log, name
+        self.monitor: SharpnessMonitor | None = None
+        self._last_step: int | None = None
+
+    def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+        X, y = (t.to(pl_module.device) for t in self.batch)
+        self.monitor = SharpnessMonitor(pl_module, self.loss_fn, (X, y), **self.options)
+        self._last_step = trainer.global_step
+
+    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self.monitor is None or trainer.global_step == self._last_step:
+            return  # no optimiser step since the last call (gradient accumulation)
+        self._last_step = trainer.global_step
+        n = len(self.monitor.history)
+        self.monitor.step(trainer.optimizers[0])
+        if self.log_metrics and len(self.monitor.history) > n:
+            r = self.monitor.history[-1]
+            for key in ("lambda1", "threshold", "ratio"):
+                value = float(getattr(r, key))
+                if value == value and abs(value) != float("inf"):
+                    pl_module.log(f"{self.name}/{key}", value, on_step=True, on_epoch=False)
