@@ -273,9 +273,11 @@ def metric_vs(x: list[float], series: dict[str, list[float]], path: str | Path, 
     for name, value in (marks or {}).items():
         ax.axvline(value, color="0.4", ls=":", lw=1)
         ax.text(value, ax.get_ylim()[1], f" {name}", rotation=90, va="top", fontsize=8, color="0.3")
-    if logx:
+    xs = np.asarray(x, dtype=float)
+    ys_all = np.concatenate([np.asarray(v, dtype=float) for v in series.values()]) if series else np.array([])
+    if logx and (np.isfinite(xs) & (xs > 0)).any():  # a log axis needs a positive value to show
         ax.set_xscale("log")
-    if logy:
+    if logy and (np.isfinite(ys_all) & (ys_all > 0)).any():
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
