@@ -61,6 +61,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from machine import cpu_name, markdown_table
 from torch import nn
 
 import landscope as ls
@@ -696,17 +697,6 @@ def targets(model_res: dict) -> dict:
     return out
 
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def load_average() -> list[float] | None:
     """The 1/5/15-minute load averages (other processes share the cores)."""
     try:
@@ -766,7 +756,7 @@ def machine_info(device: torch.device | None = None) -> dict:
     """What the numbers were measured on (GPU details too for a CUDA device)."""
     out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
            "python": sys.version.split()[0], "platform": platform.platform(),
-           "cpu_model": cpu_model(), "cpu_count": os.cpu_count(),
+           "cpu_model": cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "load_average_start": load_average(), "matmul_gflops_start": calibrate(),
            "versions": versions()}
@@ -920,10 +910,7 @@ def markdown(results: dict) -> str:
              "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v), ""]
 
     def table(header: list[str], rows: list[list[str]]) -> None:
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" for _ in header) + "|")
-        lines.extend("| " + " | ".join(r) + " |" for r in rows)
-        lines.append("")
+        lines.extend(markdown_table(header, rows))
 
     for name, mr in results["models"].items():
         ref = mr.get("reference", {})

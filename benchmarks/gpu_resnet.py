@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from machine import markdown_table
 from torch import nn
 
 import landscope as ls
@@ -478,10 +479,7 @@ def markdown(results: dict) -> str:
              "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v), ""]
 
     def table(header: list[str], rows: list[list[str]]) -> None:
-        lines.append("| " + " | ".join(header) + " |")
-        lines.append("|" + "|".join("---" for _ in header) + "|")
-        lines.extend("| " + " | ".join(r) + " |" for r in rows)
-        lines.append("")
+        lines.extend(markdown_table(header, rows))
 
     for n, sr in results["sizes"].items():
         ref = sr.get("reference", {})

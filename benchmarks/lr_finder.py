@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 import landscope as ls
 from landscope.data import load_mnist1d
@@ -82,17 +83,6 @@ def finder(make, data, loss_fn, rule: str, repeats: int) -> dict:
     return {"lr": res.lr, "result": res.as_dict(), "wall_s": statistics.median(r[1] for r in results),
             "cpu_s": statistics.median(r[2] for r in results)}
 
-
-
-def cpu_name() -> str:
-    """The processor's model name (timings are only comparable on the same one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:

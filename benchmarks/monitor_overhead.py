@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 import torch
+from machine import cpu_name
 
 from landscope import SharpnessMonitor
 from landscope.data import load_mnist1d
@@ -59,17 +60,6 @@ def run_once(model_name: str, tol: float | None, steps: int, seed: int, data) ->
             "matvecs": sum(r.n_matvecs for r in hist), "monitor_s": sum(r.seconds for r in hist),
             "statuses": sorted({r.status for r in hist})}
 
-
-
-def cpu_name() -> str:
-    """The processor's model name (timings are only comparable on the same one)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main() -> None:
