@@ -92,9 +92,9 @@ def train(config: RunConfig | dict | str | Path | None, out: str | Path, *, prog
                     raise ConfigError(f"{out} holds a run with a different config ({diff}); "
                                       f"use another folder or the same config to resume it")
             cfg = stored
-            status = load_run(out).state
-            if status in ("completed", "diverged"):
-                return load_run(out)
+            existing = load_run(out)
+            if existing.state in ("completed", "diverged"):
+                return existing
             resume = store.load_checkpoint()
         elif config is None:
             raise ConfigError(f"{out} holds no run to resume; pass a config")
