@@ -410,6 +410,10 @@ class _ModelCurvatureOperator(CurvatureOperator):
         """Drop the cached graphs (they hold the activations of the whole Hessian set)."""
         self._cached, self._cache_key = None, None
 
+    def __getstate__(self) -> dict:
+        """Pickled without the cached graphs (closures over autograd state; rebuilt on demand)."""
+        return {**self.__dict__, "_cached": None, "_cache_key": None}
+
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
         t = self.split(v)
         out = torch.zeros_like(v)

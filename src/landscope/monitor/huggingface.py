@@ -54,18 +54,19 @@ class SharpnessCallback(TrainerCallback):
     Args:
         loss_fn: ``loss_fn(model(X)[output_key], y)``, mean-reduced.
         batch: the fixed ``(X, y)`` to measure on (moved to the model's device).
-        every, k, tol, edge, sinks, name: as :class:`~landscope.monitor.SharpnessMonitor`.
+        every, k, tol, edge, sinks, name, background: as :class:`~landscope.monitor.SharpnessMonitor`.
         output_key: which field of the model's output ``loss_fn`` takes.
     """
 
     def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", background: bool = False,
                  output_key: str = "logits") -> None:
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn, self.output_key = loss_fn, output_key
-        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name}
+        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
+                        "background": background}
         self.monitor: SharpnessMonitor | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -78,4 +79,9 @@ class SharpnessCallback(TrainerCallback):
             self.monitor = SharpnessMonitor(_Outputs(model, self.output_key), self.loss_fn, (X, y),
                                             **self.options)
         self.monitor.step(optimizer)
+        return control
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.monitor is not None:
+            self.monitor.close()  # records what is still measuring in the background
         return control

@@ -34,7 +34,7 @@ class SharpnessCallback(Callback):
     Args:
         loss_fn: ``loss_fn(pl_module(X), y)``, mean-reduced.
         batch: the fixed ``(X, y)`` to measure on (moved to the module's device at fit start).
-        every, k, tol, edge, sinks, name: as :class:`~landscope.monitor.SharpnessMonitor`.
+        every, k, tol, edge, sinks, name, background: as :class:`~landscope.monitor.SharpnessMonitor`.
         log: also log ``{name}/lambda1``, ``/threshold``, ``/ratio`` with ``pl_module.log``.
 
     ``callback.monitor`` is the monitor (``None`` before fitting); its ``history`` holds the records.
@@ -42,12 +42,14 @@ class SharpnessCallback(Callback):
 
     def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", log: bool = True) -> None:
+                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", background: bool = False,
+                 log: bool = True) -> None:
         super().__init__()
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn = loss_fn
-        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name}
+        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
+                        "background": background}
         self.log_metrics, self.name = log, name
         self.monitor: SharpnessMonitor | None = None
         self._last_step: int | None = None
@@ -70,3 +72,7 @@ class SharpnessCallback(Callback):
                 value = float(getattr(r, key))
                 if value == value and abs(value) != float("inf"):
                     pl_module.log(f"{self.name}/{key}", value, on_step=True, on_epoch=False)
+
+    def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+        if self.monitor is not None:
+            self.monitor.close()  # records what is still measuring in the background

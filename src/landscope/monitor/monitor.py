@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from landscope.background import BackgroundActor
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator, adam_preconditioner
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.sinks import json_safe, make_sinks
@@ -113,6 +114,64 @@ def check_batch(batch: object) -> tuple[torch.Tensor, torch.Tensor]:
     return X, y
 
 
+class _Probe:
+    """λ1 of a model on a fixed batch, warm-started: the part of the monitor that may run elsewhere.
+
+    In the foreground it reads the live model; in a background worker it holds a copy of the
+    model and is given a snapshot of the parameters (and buffers) with each request.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: Callable, batch: tuple[torch.Tensor, torch.Tensor],
+                 k: int, tol: float) -> None:
+        self.model = model
+        # "train": the function the optimiser moves (BN with batch statistics); dropout stays off.
+        self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True)
+        if k > self.op.dim:
+            raise InputError(f"k={k} exceeds the number of parameters {self.op.dim}")
+        self.tracker = EigenTracker(k=k, tol=float(tol), seed=0)
+        self.preconditioned: bool | None = None
+
+    def measure(self, P: torch.Tensor | None) -> tuple[tuple[float, ...], int, float]:
+        """Top-k eigenvalues (of P⁻¹H when ``P`` is given), products taken, seconds."""
+        tic = time.perf_counter()
+        pre = P is not None
+        op = PreconditionedOperator(self.op, P) if pre else self.op
+        if self.preconditioned is not None and pre != self.preconditioned:
+            self.tracker.reset()  # another operator: the last subspace is no warm start
+        self.preconditioned = pre
+        n_matvecs = 0
+        try:
+            res = self.tracker.update(op)
+            values = tuple(float(v) for v in res.values)
+            n_matvecs = res.n_matvecs
+        except (LandscopeError, RuntimeError) as e:
+            if self._finite_loss():
+                raise  # a real error, not the blow-up this monitor exists to report
+            logger.debug("no eigenvalues (non-finite loss): %s", e)
+            self.tracker.reset()
+            values = (math.nan,)
+        finally:
+            self.op.clear_cache()  # the graph holds the batch's activations until the next measurement
+        return values, n_matvecs, time.perf_counter() - tic
+
+    def measure_snapshot(self, state: dict[str, torch.Tensor], P: torch.Tensor | None
+                         ) -> tuple[tuple[float, ...], int, float]:
+        """:meth:`measure` at the parameters and buffers ``state`` (a background copy's request)."""
+        self.model.load_state_dict(state)
+        return self.measure(P)
+
+    def _finite_loss(self) -> bool:
+        """Whether the loss on the batch is finite (else the model has blown up)."""
+        if not all(bool(torch.isfinite(p).all()) for p in self.op.parameters()):
+            return False
+        try:
+            return math.isfinite(self.op.loss())
+        except (LandscopeError, RuntimeError):
+            return False
+        finally:
+            self.op.clear_cache()
+
+
 class SharpnessMonitor:
     """Measure λ1 every ``every`` optimiser steps and say whether η is stable, at the edge, or not.
 
@@ -136,6 +195,10 @@ class SharpnessMonitor:
         sinks: a TensorBoard ``SummaryWriter``, a ``.csv``/``.jsonl`` path, a callable(record), or
             a tuple of them; each gets every :class:`MonitorRecord`.
         name: prefix of TensorBoard tags and of the log messages.
+        background: measure a snapshot of the parameters in a worker process while the loop goes
+            on (one more core busy; ``benchmarks/monitor_overhead.py``). The status then lags by
+            the time a measurement takes; :meth:`flush` waits for it, :meth:`close` (or ``with``)
+            stops the worker.
 
     Attributes:
         history: every :class:`MonitorRecord`, in order.
@@ -144,7 +207,8 @@ class SharpnessMonitor:
 
     def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
                  batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness") -> None:
+                 edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 background: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -153,61 +217,91 @@ class SharpnessMonitor:
         batch = check_batch(batch)
         self.model, self.loss_fn = model, loss_fn
         self.every, self.k, self.tol, self.edge, self.name = every, k, float(tol), float(edge), name
-        # "train": the function the optimiser moves (BN with batch statistics); dropout stays off.
-        self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True)
-        if k > self.op.dim:
-            raise InputError(f"k={k} exceeds the number of parameters {self.op.dim}")
-        self.tracker = EigenTracker(k=k, tol=float(tol), seed=0)
+        self.probe = _Probe(model, loss_fn, batch, k, float(tol))
+        self.op, self.tracker = self.probe.op, self.probe.tracker
+        self.background = bool(background)
+        self._actor: BackgroundActor | None = None
         self.sinks = make_sinks(sinks, name)
         self.history: list[MonitorRecord] = []
         self.status: str | None = None
         self.n_steps = 0
-        self._preconditioned: bool | None = None
 
     def step(self, optimizer: torch.optim.Optimizer) -> str:
-        """Count one optimiser step; measure if due; return the status (call after ``optimizer.step()``)."""
+        """Count one optimiser step; measure if due; return the status (call after ``optimizer.step()``).
+
+        In background mode the status is that of the latest measurement that has come back.
+        """
         self.n_steps += 1
         if self.n_steps == 1 or self.n_steps % self.every == 0:
-            self.measure(optimizer)
+            self._submit(optimizer)
+        elif self._actor is not None and self._actor.n_pending:
+            for tag, result in self._actor.ready():
+                self._record(tag, result)
         return self.status  # type: ignore[return-value]
 
     def measure(self, optimizer: torch.optim.Optimizer) -> MonitorRecord:
-        """Measure now (whatever the step), record, notify the sinks, and return the record."""
-        tic = time.perf_counter()
+        """Measure now (whatever the step), record, notify the sinks, and return the record.
+
+        In background mode this waits for the measurement (and any still pending before it).
+        """
+        self._submit(optimizer)
+        self.flush()
+        return self.history[-1]
+
+    def flush(self) -> None:
+        """Wait for the background measurements still running and record them (no-op otherwise)."""
+        if self._actor is not None:
+            for tag, result in self._actor.drain():
+                self._record(tag, result)
+
+    def close(self) -> None:
+        """Record what is pending and stop the background worker (the monitor can go on after)."""
+        if self._actor is not None:
+            self.flush()
+            self._actor.close()
+            self._actor = None
+
+    def __enter__(self) -> SharpnessMonitor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _submit(self, optimizer: torch.optim.Optimizer) -> None:
+        """Measure θ now: in the foreground, or hand a snapshot to the background worker."""
         optimizer = unwrap_optimizer(optimizer)
         threshold = stability_threshold(optimizer)
         if threshold is None:
             raise InputError(f"no stability threshold is known for {type(optimizer).__name__}; the monitor "
                              f"supports torch.optim.SGD (with or without momentum), Adam and AdamW")
-        pre = is_preconditioned(optimizer)
-        op = self.op
-        if pre:
+        P = None
+        if is_preconditioned(optimizer):
             try:
-                op = PreconditionedOperator(self.op, adam_preconditioner(optimizer, self.op))
+                P = adam_preconditioner(optimizer, self.op)
             except InputError as e:
                 raise InputError(f"{e}; call mon.step(optimizer) after optimizer.step()") from None
-        if self._preconditioned is not None and pre != self._preconditioned:
-            self.tracker.reset()  # another operator: the last subspace is no warm start
-        self._preconditioned = pre
-        n_matvecs = 0
-        try:
-            res = self.tracker.update(op)
-            values = tuple(float(v) for v in res.values)
-            n_matvecs = res.n_matvecs
-        except (LandscopeError, RuntimeError) as e:
-            if self._finite_loss():
-                raise  # a real error, not the blow-up this monitor exists to report
-            logger.debug("%s: no eigenvalues at step %d (non-finite loss): %s", self.name, self.n_steps, e)
-            self.tracker.reset()
-            values = (math.nan,)
-        finally:
-            self.op.clear_cache()  # the graph holds the batch's activations until the next measurement
+        tag = (self.n_steps, float(threshold), float(optimizer.param_groups[0]["lr"]), P is not None)
+        if not self.background:
+            self._record(tag, self.probe.measure(P))
+            return
+        if self._actor is None:
+            device = next(self.model.parameters()).device
+            self._actor = BackgroundActor(self.probe, cuda=device.type == "cuda")
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        self._actor.submit("measure_snapshot", state, P, tag=tag)
+        for done_tag, result in self._actor.ready():
+            self._record(done_tag, result)
+
+    def _record(self, tag: tuple[int, float, float, bool], result: tuple[tuple[float, ...], int, float]
+                ) -> MonitorRecord:
+        step, threshold, lr, pre = tag
+        values, n_matvecs, seconds = result
         lam1 = values[0]
         ratio = lam1 / threshold if math.isfinite(threshold) else 0.0
         status = classify(lam1, threshold, self.edge)
-        record = MonitorRecord(step=self.n_steps, lambda1=lam1, threshold=float(threshold), ratio=ratio,
-                               status=status, eigenvalues=values, lr=float(optimizer.param_groups[0]["lr"]),
-                               preconditioned=pre, n_matvecs=n_matvecs, seconds=time.perf_counter() - tic)
+        record = MonitorRecord(step=step, lambda1=lam1, threshold=threshold, ratio=ratio, status=status,
+                               eigenvalues=values, lr=lr, preconditioned=pre, n_matvecs=n_matvecs,
+                               seconds=seconds)
         if status != (self.status or "stable"):
             logger.warning("%s: %s -> %s at step %d: lambda1 = %.4g, threshold = %.4g (ratio %.3f, lr %.4g)",
                            self.name, self.status or "stable", status, record.step, lam1, threshold, ratio,
@@ -217,17 +311,6 @@ class SharpnessMonitor:
         for sink in self.sinks:
             sink(record)
         return record
-
-    def _finite_loss(self) -> bool:
-        """Whether the loss on the batch is finite (else the model has blown up)."""
-        if not all(bool(torch.isfinite(p).all()) for p in self.op.parameters()):
-            return False
-        try:
-            return math.isfinite(self.op.loss())
-        except (LandscopeError, RuntimeError):
-            return False
-        finally:
-            self.op.clear_cache()
 
     @property
     def last(self) -> MonitorRecord | None:

@@ -141,7 +141,9 @@ class MeasureConfig(_Section):
     the running statistics. ``preconditioned``: Adam's P⁻¹H (None: for Adam/AdamW only).
     ``tol`` is the eigensolver's relative residual r = ‖Hv − θv‖/|θ₁|. The eigenvalue error is
     quadratic in it (≲ r²|θ₁|/gap), so 1e-3 gives λ₁ to about 1e-6 relative and the vectors to
-    about 1e-3/relative gap, at a fraction of the products of 1e-6.
+    about 1e-3/relative gap, at a fraction of the products of 1e-6. ``background``: measure a
+    snapshot of θ in one worker process while training goes on (one more core busy; the rows are
+    the same, written in order once their measurement is back).
     """
 
     every: int = Field(50, gt=0)
@@ -160,6 +162,7 @@ class MeasureConfig(_Section):
     save_params: bool = False                    # θ at each measurement (trajectory analyses)
     save_predictions: bool = False               # test-set predictions at each measurement
     test: bool = True                            # test loss/accuracy at measurements
+    background: bool = False                     # measure snapshots in a worker process
 
     @model_validator(mode="after")
     def _one_param_selection(self) -> MeasureConfig:

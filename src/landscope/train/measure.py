@@ -125,12 +125,19 @@ class Measurer:
             self.tracker.load_state_dict(state["tracker"])
         self.tracked_preconditioned = state["tracked_preconditioned"]
 
-    def _curvature(self, optimizer: torch.optim.Optimizer) -> tuple[EigenResult, bool]:
-        op, pre = self.op, False
-        if self.preconditioned:
-            # no Adam state before the first step: the plain Hessian then, marked as such
-            with contextlib.suppress(LandscopeError):
-                op, pre = PreconditionedOperator(self.op, adam_preconditioner(optimizer, self.op)), True
+    def preconditioner(self, optimizer: torch.optim.Optimizer) -> torch.Tensor | None:
+        """Adam's diagonal P when measuring P⁻¹H (``None`` before Adam has state, or not asked)."""
+        if not self.preconditioned:
+            return None
+        # no Adam state before the first step: the plain Hessian then, marked as such
+        with contextlib.suppress(LandscopeError):
+            return adam_preconditioner(optimizer, self.op)
+        return None
+
+    def _curvature(self, P: torch.Tensor | None) -> tuple[EigenResult, bool]:
+        op, pre = self.op, P is not None
+        if pre:
+            op = PreconditionedOperator(self.op, P)
         if self.tracked_preconditioned is not None and pre != self.tracked_preconditioned:
             self.tracker.reset()  # a different operator: its subspace is not comparable
         self.tracked_preconditioned = pre
@@ -139,6 +146,24 @@ class Measurer:
     def measure(self, optimizer: torch.optim.Optimizer, threshold: float | None,
                 theta0: torch.Tensor) -> Measurement:
         """Losses, accuracies, gradient, distance from init and the top-k eigenpairs."""
+        return self._measure(self.preconditioner(optimizer), threshold, theta0)
+
+    def snapshot(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+        """What :meth:`measure_snapshot` needs of the live model: copies, so training can go on."""
+        P = self.preconditioner(optimizer)
+        return {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                "P": P, "training": {n: m.training for n, m in self.model.named_modules()}}
+
+    def measure_snapshot(self, snapshot: dict[str, Any], threshold: float | None,
+                         theta0: torch.Tensor) -> Measurement:
+        """:meth:`measure` at a :meth:`snapshot` (in a background copy of this measurer)."""
+        self.model.load_state_dict(snapshot["state"])
+        for n, m in self.model.named_modules():
+            m.training = snapshot["training"][n]
+        return self._measure(snapshot["P"], threshold, theta0)
+
+    def _measure(self, P: torch.Tensor | None, threshold: float | None,
+                 theta0: torch.Tensor) -> Measurement:
         row: dict[str, Any] = {}
         if self.train_data is not None:
             loss, acc = evaluate(self.model, self.loss_fn, *self.train_data)
@@ -163,7 +188,7 @@ class Measurer:
         eigen = None
         if self.tracker is not None:
             try:
-                eigen, pre = self._curvature(optimizer)
+                eigen, pre = self._curvature(P)
             except (LandscopeError, RuntimeError) as e:  # e.g. non-finite products near divergence
                 row["eigen_error"] = f"{type(e).__name__}: {e}"
                 self.tracker.reset()

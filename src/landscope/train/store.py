@@ -135,6 +135,10 @@ class RunStore:
         _atomic_write(self.path / "status.json", json.dumps(doc, indent=1).encode())
 
     # -- metrics ----------------------------------------------------------------------------
+    def file_descriptors(self) -> tuple[int, ...]:
+        """The descriptors this store holds open (a forked helper process closes its copies)."""
+        return tuple(f.fileno() for f in (self._lock_file, self._metrics) if f is not None)
+
     def open_metrics(self, truncate_at: int | None = None) -> None:
         """Open ``metrics.jsonl`` for appending, first cut back to ``truncate_at`` bytes."""
         path = self.path / "metrics.jsonl"

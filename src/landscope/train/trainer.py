@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -20,10 +21,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscope.background import BackgroundActor
 from landscope.curvature import EigenResult
 from landscope.errors import InputError
 from landscope.train.config import MeasureConfig, OptimizerSpec, ScheduleConfig
-from landscope.train.measure import Measurer, hessian_subset
+from landscope.train.measure import Measurement, Measurer, hessian_subset
 from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
 from landscope.train.schedules import make_schedule
 from landscope.train.store import RunStore
@@ -174,6 +176,31 @@ class Trainer:
             fired = True
         return norm, fired
 
+    def _record(self, row: dict[str, Any], m: Measurement, clip_count: int,
+                eigen: dict[int, EigenResult]) -> None:
+        """Merge a measurement into its row and write its arrays (or keep them, in memory)."""
+        row.update(m.row)
+        if self.clip_norm is not None or self.clip_value is not None:
+            row["clip_count"] = clip_count
+        t = row["step"]
+        if self.store is not None and (m.eigen is not None or m.arrays):
+            e = m.eigen
+            self.store.save_eigen(t, e.values.numpy() if e else None, e.residuals.numpy() if e else None,
+                                  e.vectors.cpu().numpy() if e and self.measure_config.save_vectors
+                                  else None, **m.arrays)
+        elif m.eigen is not None:
+            eigen[t] = m.eigen
+
+    @contextmanager
+    def _background(self) -> Iterator[BackgroundActor | None]:
+        """The measurer's background copy when ``measure.background`` is set (else ``None``)."""
+        if self.measurer is None or not self.measure_config.background:
+            yield None
+            return
+        fds = self.store.file_descriptors() if self.store is not None else ()
+        with BackgroundActor(self.measurer, cuda=self.X.device.type == "cuda", close_fds=fds) as actor:
+            yield actor
+
     # -- the loop ----------------------------------------------------------------------------
     def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
         """Run (or, given a checkpoint's state, resume) the loop to the end or to divergence."""
@@ -201,63 +228,83 @@ class Trainer:
         self.model.train()  # measurements restore the flags they change
         rows: list[dict[str, Any]] = []
         eigen: dict[int, EigenResult] = {}
+        # Rows are written in step order: a row waiting for its background measurement holds
+        # back the rows after it. Entries are [row, waiting].
+        queue: deque[list] = deque()
+
+        def settle(done: list[tuple[Any, Measurement]]) -> None:
+            for (entry, clips), m in done:
+                self._record(entry[0], m, clips, eigen)
+                entry[1] = False
+            while queue and not queue[0][1]:
+                row = queue.popleft()[0]
+                rows.append(row)
+                if store is not None:
+                    store.append(row)
+                if self.progress is not None:
+                    self.progress(row)
+
         status, t = "completed", start
         timing = {"train_seconds": 0.0, "measure_seconds": 0.0}
-        for t in range(start, self.steps + 1):
-            if store is not None and t > start and t % self.checkpoint_every == 0:
-                state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
-                store.save_checkpoint(state)
-                store.write_status("running", step=t, steps=self.steps, clip_count=clip_count, **timing)
-            tic = time.perf_counter()
-            lr = float(self.schedule(t))
-            for g in self.optimizer.param_groups:
-                g["lr"] = lr
-            Xb, yb = self.batch(t)
-            with self._step_rng(t):
-                loss = self.loss_fn(self.model(Xb), yb)
-            loss_val = float(loss.detach())
-            if initial_loss is None:
-                initial_loss = loss_val
-            row: dict[str, Any] = {"step": t, "lr": lr, "train_loss": loss_val if math.isfinite(loss_val)
-                                   else None}
-            diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(initial_loss)
-            if not diverged and t < self.steps:
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                gnorm, fired = self._clip()
-                row["grad_norm"] = gnorm if math.isfinite(gnorm) else None
-                diverged = not math.isfinite(gnorm)
-                if self.clip_norm is not None or self.clip_value is not None:
-                    row["clipped"] = fired
-                    clip_count += int(fired)
-            timing["train_seconds"] += time.perf_counter() - tic
-            if measure is not None and not diverged and (t % measure.every == 0 or t == self.steps):
+        with self._background() as actor:
+            for t in range(start, self.steps + 1):
+                if store is not None and t > start and t % self.checkpoint_every == 0:
+                    if actor is not None:  # the checkpoint holds the measurer's state after them
+                        settle(actor.drain())
+                        self.measurer.load_state_dict(actor.call("state_dict"))
+                    state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
+                    store.save_checkpoint(state)
+                    store.write_status("running", step=t, steps=self.steps, clip_count=clip_count, **timing)
                 tic = time.perf_counter()
-                m = self.measurer.measure(self.optimizer, stability_threshold(self.optimizer), theta0)
-                row.update(m.row)
-                if self.clip_norm is not None or self.clip_value is not None:
-                    row["clip_count"] = clip_count
-                if store is not None and (m.eigen is not None or m.arrays):
-                    e = m.eigen
-                    store.save_eigen(t, e.values.numpy() if e else None, e.residuals.numpy() if e else None,
-                                     e.vectors.cpu().numpy() if e and measure.save_vectors else None,
-                                     **m.arrays)
-                elif m.eigen is not None:
-                    eigen[t] = m.eigen
+                lr = float(self.schedule(t))
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                Xb, yb = self.batch(t)
+                with self._step_rng(t):
+                    loss = self.loss_fn(self.model(Xb), yb)
+                loss_val = float(loss.detach())
+                if initial_loss is None:
+                    initial_loss = loss_val
+                row: dict[str, Any] = {"step": t, "lr": lr, "train_loss": loss_val if math.isfinite(loss_val)
+                                       else None}
+                diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(initial_loss)
+                if not diverged and t < self.steps:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    gnorm, fired = self._clip()
+                    row["grad_norm"] = gnorm if math.isfinite(gnorm) else None
+                    diverged = not math.isfinite(gnorm)
+                    if self.clip_norm is not None or self.clip_value is not None:
+                        row["clipped"] = fired
+                        clip_count += int(fired)
+                timing["train_seconds"] += time.perf_counter() - tic
+                tic = time.perf_counter()
+                entry = [row, False]
+                if measure is not None and not diverged and (t % measure.every == 0 or t == self.steps):
+                    threshold = stability_threshold(self.optimizer)
+                    if actor is not None:
+                        entry = [row, True]
+                        actor.submit("measure_snapshot", self.measurer.snapshot(self.optimizer), threshold,
+                                     theta0, tag=(entry, clip_count))
+                    else:
+                        self._record(row, self.measurer.measure(self.optimizer, threshold, theta0),
+                                     clip_count, eigen)
+                if diverged:
+                    row["diverged"] = True
+                    status = "diverged"
+                queue.append(entry)
+                settle(actor.ready() if actor is not None else [])
                 timing["measure_seconds"] += time.perf_counter() - tic
-            if diverged:
-                row["diverged"] = True
-                status = "diverged"
-            rows.append(row)
-            if store is not None:
-                store.append(row)
-            if self.progress is not None:
-                self.progress(row)
-            if diverged or t == self.steps:
-                break
-            tic = time.perf_counter()
-            self.optimizer.step()
-            timing["train_seconds"] += time.perf_counter() - tic
+                if diverged or t == self.steps:
+                    break
+                tic = time.perf_counter()
+                self.optimizer.step()
+                timing["train_seconds"] += time.perf_counter() - tic
+            if actor is not None:
+                tic = time.perf_counter()
+                settle(actor.drain())
+                self.measurer.load_state_dict(actor.call("state_dict"))
+                timing["measure_seconds"] += time.perf_counter() - tic
         if store is not None:
             if status == "completed":
                 state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
