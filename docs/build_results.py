@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from landscope.experiments import list_experiments
+from landscope.experiments.results import verdict
 
 DOCS = Path(__file__).parent
 
@@ -47,7 +48,8 @@ def main() -> None:
         if doc["claims"]:
             lines += ["| claim | measured | criterion | result |", "|---|---|---|---|"]
             for c in doc["claims"]:
-                result = {True: "pass", False: "**fail**", None: "not measured"}[c["passed"]]
+                result = verdict(c["passed"], c["criterion"])
+                result = "**fail**" if result == "fail" else result
                 cells = [str(c[k]).replace("|", "\\|") for k in ("text", "measured", "criterion")]
                 lines.append(f"| {' | '.join(cells)} | {result} |")
             lines.append("")

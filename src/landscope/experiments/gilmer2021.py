@@ -23,7 +23,7 @@ from landscope.experiments.common import (
     with_,
 )
 from landscope.experiments.registry import Context, experiment
-from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, TableSpec
+from landscope.experiments.results import REPORTED, Claim, ExperimentResult, FigureSpec, TableSpec
 from landscope.train import Run
 
 
@@ -219,7 +219,7 @@ def init_norm(ctx: Context) -> ExperimentResult:
         Claim(
             "Each choice against the default (which way, measured)",
             direction or "n/a",
-            "reported, no criterion",
+            REPORTED,
             None,
         ),
     )

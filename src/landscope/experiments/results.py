@@ -26,6 +26,21 @@ class Claim:
     passed: bool | None
     value: float | None = None
 
+    @property
+    def verdict(self) -> str:
+        """``pass``, ``fail``, ``reported`` (measured, no criterion) or ``not measured``."""
+        return verdict(self.passed, self.criterion)
+
+
+REPORTED = "reported, no criterion"  # the criterion of a claim measured only to be reported
+
+
+def verdict(passed: bool | None, criterion: str) -> str:
+    """The word a report shows for a claim (also for claims read back from ``claims.json``)."""
+    if passed is None:
+        return "reported" if criterion == REPORTED else "not measured"
+    return "pass" if passed else "fail"
+
 
 @dataclass(frozen=True)
 class FigureSpec:

@@ -57,9 +57,8 @@ def _fmt(x: Any) -> str:
 
 
 def claims_table(claims: Sequence[Claim]) -> str:
-    """The claims as an HTML table, rows coloured pass / fail / not measured."""
-    rows = [(c.text, c.measured, c.criterion, {True: "pass", False: "fail", None: "not measured"}[c.passed])
-            for c in claims]
+    """The claims as an HTML table, rows coloured pass / fail / reported or not measured."""
+    rows = [(c.text, c.measured, c.criterion, c.verdict) for c in claims]
     classes = [{True: "pass", False: "fail", None: "na"}[c.passed] for c in claims]
     return _table(("claim", "measured", "criterion", "result"), rows, classes)
 
