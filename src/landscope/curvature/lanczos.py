@@ -291,7 +291,9 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
                            report: Callable[[int, float], None]) -> EigenResult:
     n, device = op.dim, op.device
     gen = torch.Generator().manual_seed(int(seed))
-    Q = torch.zeros(m + 1, n, dtype=torch.float64, device=device)
+    # Rows are written before they are read, so the basis is not zero-filled: untouched rows of
+    # a large allocation are never paged in (a warm top-1 solve uses a few of its 41 rows).
+    Q = torch.empty(m + 1, n, dtype=torch.float64, device=device)
     A = np.zeros((m + 1, m + 1))  # QᵀHQ, filled symmetrically from the computed products
     q = v0.to(device) if v0 is not None else random_vector(n, gen, device)
     Q[0] = q / q.norm()
