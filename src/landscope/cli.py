@@ -11,6 +11,7 @@ from functools import wraps
 import torch
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,7 +39,8 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LandscopeError as e:
-            console.print(f"[bold red]error:[/] {e}")
+            # escaped: a message naming `landscope[ray]` or a list `[0.1, 0.2]` is not rich markup
+            console.print(f"[bold red]error:[/] {escape(str(e))}")
             raise typer.Exit(code=2) from None
     return wrapper
 
@@ -209,21 +211,23 @@ def list_cmd(paper: str = typer.Argument(None, help="wang2023 or gilmer2021 (def
     console.print(table)
 
 
-def _reproduce(names: list[str], variant: str, out: str, workers: int) -> list:
-    """Run and render experiments, printing each claims table."""
+def _reproduce(names: list[str], variant: str, out: str, workers: int,
+               backend: dict | None = None) -> list:
+    """Run and render experiments, printing each claims table (``backend``: run_points options)."""
     from landscope.experiments import run_experiment
     from landscope.report.html import render_experiment
 
     results = []
     for name in names:
         console.rule(f"[bold]{name}[/] ({variant})")
-        result = run_experiment(name, variant, out, workers, log=lambda m: console.print(f"[dim]{m}"))
+        result = run_experiment(name, variant, out, workers, log=lambda m: console.print(f"[dim]{m}"),
+                                **(backend or {}))
         page = render_experiment(result)
         table = Table(title=f"{name}: claims", show_lines=False)
         for col in ("claim", "measured", "criterion", "result"):
             table.add_column(col)
         for c in result.claims:
-            mark = {True: "[green]pass", False: "[red]fail", None: "[yellow]not measured"}[c.passed]
+            mark = {"pass": "[green]", "fail": "[red]"}.get(c.verdict, "[yellow]") + c.verdict
             table.add_row(c.text, c.measured, c.criterion, mark)
         console.print(table)
         console.print(f"{result.seconds:.0f} s · report: {page}")
@@ -248,7 +252,10 @@ def reproduce(
     smoke: bool = typer.Option(False, "--smoke", help="Seconds: checks the pipeline, not the science."),
     full: bool = typer.Option(False, "--full", help="The papers' data sets (for a GPU or a cluster)."),
     out: str = typer.Option("results", "--out", "-o", help="Output folder (runs are shared and resumed)."),
-    workers: int = typer.Option(1, help="Processes for sweeps."),
+    workers: int = typer.Option(1, help="Runs at once: local processes, or the CPUs of a local Ray."),
+    backend: str = typer.Option("local", help="local (a process pool) or ray (one Ray task a run)."),
+    address: str = typer.Option(None, help="Ray only: a cluster to join (auto, or ray://host:10001)."),
+    gpus_per_point: float = typer.Option(0.0, help="Ray only: GPUs each run reserves."),
 ) -> None:
     """Run a paper's experiments (or one) and write an HTML report with a claims table for each."""
     from landscope.errors import InputError
@@ -256,8 +263,7 @@ def reproduce(
 
     if paper not in PAPERS or paper == "landscope":
         raise InputError(f"unknown paper {paper!r}; choose wang2023 or gilmer2021")
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+    _check_backend(backend, workers, address, gpus_per_point)
     names = [e.name for e in list_experiments(paper)]
     if name is not None:
         full_name = name if name.startswith(paper + ".") else f"{paper}.{name}"
@@ -265,7 +271,13 @@ def reproduce(
             raise InputError(f"unknown experiment {name!r} of {paper}; `landscope list {paper}` shows: "
                              f"{', '.join(n.split('.', 1)[1] for n in names)}")
         names = [full_name]
-    _reproduce(names, _variant(quick, smoke, full), out, workers)
+    variant = _variant(quick, smoke, full)
+    if backend == "ray":  # one Ray for every experiment's runs, not one per batch of runs
+        from landscope.experiments.sweep import ray_session
+        with ray_session(workers, address):
+            _reproduce(names, variant, out, workers, _backend_options(backend, address, gpus_per_point))
+    else:
+        _reproduce(names, variant, out, workers)
 
 
 @app.command()
@@ -282,27 +294,50 @@ def demo(
 @app.command()
 @_user_errors
 def sweep(
-    config: str = typer.Argument(..., help="Sweep config: a run config plus `sweep: {key: [values]}`."),
+    config: str = typer.Argument(..., help="Sweep config: a run config plus `sweep: {key: \\[values]}`."),
     out: str = typer.Option(None, "--out", "-o", help="Sweep folder (default sweeps/<config name>)."),
-    workers: int = typer.Option(1, help="Local processes."),
-    backend: str = typer.Option("local", help="local (a process pool)."),
+    workers: int = typer.Option(1, help="Points at once: local processes, or the CPUs of a local Ray."),
+    backend: str = typer.Option("local", help="local (a process pool) or ray (one Ray task a point; "
+                                              'pip install "landscope\\[ray]").'),
+    address: str = typer.Option(None, help="Ray only: a cluster to join (auto, or ray://host:10001); "
+                                           "default: start a local Ray with --workers CPUs."),
+    gpus_per_point: float = typer.Option(0.0, help="Ray only: GPUs each point reserves "
+                                                   "(1: one point a GPU)."),
 ) -> None:
     """Run (or resume) every point of a sweep, each in its own run folder, and write a report."""
     from pathlib import Path
 
-    from landscope.errors import InputError
     from landscope.experiments.sweep import run_points, sweep_points
     from landscope.report.html import render_sweep
 
-    if backend != "local":
-        raise InputError(f"--backend {backend!r} is not available yet; use local")
-    if workers < 1:
-        raise InputError(f"--workers must be at least 1, got {workers}")
+    _check_backend(backend, workers, address, gpus_per_point)
     folder = Path(out) if out else Path("sweeps") / Path(config).stem
     points = sweep_points(config, folder)
-    console.print(f"{len(points)} points → {folder}")
-    runs = run_points(points, workers, on_done=lambda p, r: console.print(f"  {p.folder.name}: {r.state}"))
+    console.print(f"{len(points)} points → {folder}" + (" (ray)" if backend == "ray" else ""))
+    runs = run_points(points, workers, on_done=lambda p, r: console.print(f"  {p.folder.name}: {r.state}"),
+                      **_backend_options(backend, address, gpus_per_point))
     console.print(f"report: {render_sweep(points, runs, folder)}")
+
+
+def _check_backend(backend: str, workers: int, address: str | None, gpus_per_point: float) -> None:
+    """One-line errors for the sweep options shared by `sweep` and `reproduce`."""
+    from landscope.errors import InputError
+    from landscope.experiments.sweep import BACKENDS
+
+    if backend not in BACKENDS:
+        raise InputError(f"unknown --backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    if backend != "ray" and (address is not None or gpus_per_point):
+        raise InputError("--address and --gpus-per-point need --backend ray")
+    if gpus_per_point < 0:
+        raise InputError(f"--gpus-per-point must be ≥ 0, got {gpus_per_point}")
+
+
+def _backend_options(backend: str, address: str | None, gpus_per_point: float) -> dict:
+    if backend == "local":
+        return {}
+    return {"backend": backend, "address": address, "gpus_per_point": gpus_per_point}
 
 
 @app.command()

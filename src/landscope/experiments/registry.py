@@ -92,10 +92,11 @@ class Context:
     """Where an experiment runs: its variant, folders, worker count and run cache."""
 
     def __init__(self, variant: str, out: str | Path, workers: int = 1,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, **backend: Any) -> None:
         if variant not in VARIANTS:
             raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant, self.root, self.workers = variant, Path(out), workers
+        self.backend = backend  # run_points' options: backend, address, gpus_per_point
         self.log = log or (lambda _msg: None)
         self.folder = self.root  # set per experiment by run_experiment
 
@@ -114,14 +115,18 @@ class Context:
         self.log(f"{len(points)} run(s): {', '.join(labels)}")
         def done(p: SweepPoint, r: Run) -> None:
             self.log(f"  done {p.folder.name}: {r.state}")
-        return run_points(points, self.workers, on_done=done)
+        return run_points(points, self.workers, on_done=done, **self.backend)
 
 
 def run_experiment(name: str, variant: str = "quick", out: str | Path = "results", workers: int = 1,
-                   log: Callable[[str], None] | None = None) -> ExperimentResult:
-    """Run experiment ``name`` in ``variant`` under ``out``; returns its result (not yet rendered)."""
+                   log: Callable[[str], None] | None = None, **backend: Any) -> ExperimentResult:
+    """Run experiment ``name`` in ``variant`` under ``out``; returns its result (not yet rendered).
+
+    ``backend`` holds the keyword options of :func:`~landscope.experiments.sweep.run_points`
+    (``backend="ray"``, ``address``, ``gpus_per_point``) for the experiment's runs.
+    """
     exp = get_experiment(name)
-    ctx = Context(variant, out, workers, log)
+    ctx = Context(variant, out, workers, log, **backend)
     ctx.folder = Path(out) / name
     ctx.folder.mkdir(parents=True, exist_ok=True)
     tic = time.perf_counter()

@@ -3,17 +3,20 @@
 A sweep config is a run config plus a ``sweep:`` mapping from dotted keys to lists; the grid is
 their product and every point's folder is named from its values.
 
-Points run in a local process pool by default. A killed sweep resumes point by point: finished
-folders are returned as they are and unfinished ones resume from their checkpoints.
+Points run in a local process pool by default, or as Ray tasks (``backend="ray"``: a local Ray
+or a cluster; ``pip install "landscope[ray]"``). Both call the same :func:`run_point` on the same
+folders, so a killed sweep resumes point by point whatever ran it: finished folders are returned as
+they are and unfinished ones resume from their checkpoints.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import multiprocessing
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +24,7 @@ from typing import Any
 
 import torch
 
-from landscope.errors import ConfigError
+from landscope.errors import ConfigError, InputError, LandscopeError
 from landscope.train import Run, load_run, parse_config, train
 from landscope.train.config import read_yaml
 
@@ -90,11 +93,46 @@ def run_point(config: dict[str, Any], folder: str | Path, threads: int = 1) -> s
     return str(folder)
 
 
+BACKENDS = ("local", "ray")
+
+
+class PointFailedError(LandscopeError, RuntimeError):
+    """A sweep point's worker died before the point finished (run the sweep again to resume it)."""
+
+
 def run_points(points: Sequence[SweepPoint], workers: int = 1,
-               on_done: Callable[[SweepPoint, Run], None] | None = None) -> list[Run]:
-    """Train every point (``workers`` processes; 1: in this process) and return their runs in order."""
-    if workers < 1:
-        raise ConfigError(f"workers must be at least 1, got {workers}")
+               on_done: Callable[[SweepPoint, Run], None] | None = None, *, backend: str = "local",
+               address: str | None = None, gpus_per_point: float = 0.0) -> list[Run]:
+    """Train every point and return their runs in order; ``on_done`` fires as each one finishes.
+
+    Args:
+        points: from :func:`sweep_points` (each trains into its own folder, so any point already
+            finished is returned as it is and an interrupted one resumes from its checkpoint).
+        workers: ``"local"``: processes of the pool (1: in this process). ``"ray"``: CPUs of the
+            Ray started here when there is no ``address`` (one point a CPU).
+        on_done: called in this process with each finished point and its run.
+        backend: ``"local"`` (a spawn process pool) or ``"ray"`` (one Ray task a point; needs
+            ``pip install "landscope[ray]"``). Both train with one torch thread a point, so the
+            same folders hold the same metrics whichever ran them.
+        address: Ray only: ``None`` starts a local Ray (``ray.init(num_cpus=workers)``);
+            ``"auto"`` or ``"ray://host:10001"`` joins a running cluster, whose resources then
+            decide how many points run at once. The run folders must be on a filesystem that every
+            node sees at the same path. A Ray already initialised in this process is used as it is.
+        gpus_per_point: Ray only: GPUs each task reserves (Ray sets ``CUDA_VISIBLE_DEVICES``, so
+            ``1`` runs one point on each GPU of the cluster).
+
+    A point whose training raises does not stop the points already under way (in the pool or on
+    Ray): they finish, and then the first error is raised as the worker raised it (its own type
+    and message, not wrapped). In this process (``workers=1``, local) it stops the sweep at once.
+    """
+    if backend not in BACKENDS:
+        raise InputError(f"unknown sweep backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers must be at least 1, got {workers!r}")
+    if backend == "ray":
+        return run_points_ray(points, workers, on_done, address=address, gpus_per_point=gpus_per_point)
+    if address is not None or gpus_per_point:
+        raise InputError("address and gpus_per_point are options of the ray backend, not of local")
     if workers == 1 or len(points) == 1:
         runs = []
         for p in points:
@@ -104,17 +142,95 @@ def run_points(points: Sequence[SweepPoint], workers: int = 1,
                 on_done(p, runs[-1])
         return runs
     ctx = multiprocessing.get_context("spawn")  # fork after torch threads exist can deadlock
+    first_error: BaseException | None = None
     with ProcessPoolExecutor(max_workers=min(workers, len(points)), mp_context=ctx) as pool:
         futures = {pool.submit(run_point, p.config, p.folder): p for p in points}
         for fut in as_completed(futures):
-            fut.result()  # re-raise a worker's error here
-            if on_done:
+            error = fut.exception()
+            if error is not None:
+                first_error = first_error or error
+            elif on_done:
                 on_done(futures[fut], load_run(futures[fut].folder))
+    if first_error is not None:
+        raise first_error  # the worker's own exception, re-raised here
+    return [load_run(p.folder) for p in points]
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise InputError('the ray backend needs Ray, which is not installed: '
+                         'pip install "landscope[ray]"') from None
+    return ray
+
+
+@contextlib.contextmanager
+def ray_session(workers: int = 1, address: str | None = None) -> Iterator[Any]:
+    """Yield the ``ray`` module with Ray initialised; shut down on exit only what this started.
+
+    ``address=None`` starts a local Ray with ``workers`` CPUs; ``"auto"`` or ``"ray://…"`` connects
+    to a cluster. An already initialised Ray is used as it is (``address`` is then ignored).
+    """
+    ray = _import_ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    if address is None:
+        ray.init(num_cpus=workers, include_dashboard=False)
+    else:
+        try:
+            ray.init(address=address)
+        except ConnectionError as e:
+            raise InputError(f"cannot connect to the Ray cluster at --address {address!r}: {e}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def run_points_ray(points: Sequence[SweepPoint], workers: int = 1,
+                   on_done: Callable[[SweepPoint, Run], None] | None = None, *,
+                   address: str | None = None, gpus_per_point: float = 0.0) -> list[Run]:
+    """:func:`run_points` on Ray: one task a point, each calling :func:`run_point` on its folder."""
+    if not isinstance(gpus_per_point, int | float) or gpus_per_point < 0:
+        raise InputError(f"gpus_per_point must be a number ≥ 0, got {gpus_per_point!r}")
+    with ray_session(workers, address) as ray:
+        # Application errors are not retried (a bad config fails the same way again); a task whose
+        # worker died is (Ray's default), and the retry resumes the point from its checkpoint.
+        task = ray.remote(num_cpus=1, num_gpus=gpus_per_point, retry_exceptions=False)(run_point)
+        # Absolute folders: a Ray worker's working directory is not the driver's.
+        refs = {task.remote(p.config, str(p.folder.resolve())): p for p in points}
+        pending, first_error = list(refs), None
+        while pending:
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            point = refs[ref]
+            try:
+                ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                # The worker's own exception, as the local pool would re-raise it.
+                first_error = first_error or (e.cause if isinstance(e.cause, Exception) else e)
+                continue
+            except ray.exceptions.RayError as e:  # worker died, task cancelled, node lost
+                reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first_error = first_error or PointFailedError(
+                    f"sweep point {point.folder} did not finish on Ray ({type(e).__name__}: "
+                    f"{reason}); run the sweep again to resume it from its checkpoint")
+                continue
+            if on_done:
+                on_done(point, load_run(point.folder))
+    if first_error is not None:
+        raise first_error
     return [load_run(p.folder) for p in points]
 
 
 def run_sweep(config: dict[str, Any] | str | Path, out: str | Path, workers: int = 1,
-              on_done: Callable[[SweepPoint, Run], None] | None = None) -> tuple[list[SweepPoint], list[Run]]:
-    """Run (or resume) a sweep into ``out``; returns its points and their runs."""
+              on_done: Callable[[SweepPoint, Run], None] | None = None,
+              **backend: Any) -> tuple[list[SweepPoint], list[Run]]:
+    """Run (or resume) a sweep into ``out``; returns its points and their runs.
+
+    ``backend`` holds the keyword options of :func:`run_points` (``backend``, ``address``,
+    ``gpus_per_point``).
+    """
     points = sweep_points(config, out)
-    return points, run_points(points, workers, on_done)
+    return points, run_points(points, workers, on_done, **backend)
