@@ -299,7 +299,8 @@ def test_lightning_callback_monitors_and_logs(tmp_path, background):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=16)
     torch.manual_seed(0)
     module = Module()
-    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2, background=background)
+    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2,
+                           background=background)
     trainer = pl.Trainer(max_steps=6, callbacks=[cb], accelerator="cpu", logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          default_root_dir=str(tmp_path), accumulate_grad_batches=2)
@@ -340,7 +341,8 @@ def test_huggingface_callback_monitors_adamw(tmp_path, background):
     X, y = _classification()
     data = [{"x": a, "labels": b} for a, b in zip(X, y, strict=True)]
     torch.manual_seed(0)
-    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2, background=background)
+    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2,
+                           background=background)
     args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=5,
                                           per_device_train_batch_size=16, learning_rate=1e-3, report_to=[],
                                           save_strategy="no", logging_strategy="no", disable_tqdm=True,
