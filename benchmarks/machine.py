@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -21,3 +22,9 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table as lines, followed by a blank line."""
     return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
             *("| " + " | ".join(r) + " |" for r in rows), ""]
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (e.g. a background worker)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system

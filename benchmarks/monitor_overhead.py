@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from machine import cpu_name
+from machine import cpu_name, cpu_seconds
 
 from landscope import SharpnessMonitor
 from landscope.data import load_mnist1d
@@ -37,11 +36,6 @@ BATCH, EVERY, LR, TARGET = 64, 100, 0.05, 0.05
 VARIANTS = {"no monitor": None, "monitor, tol 1e-3 (default)": (1e-3, False),
             "monitor, tol 1e-2": (1e-2, False), "monitor, tol 1e-3, background": (1e-3, True)}
 
-
-def _cpu() -> float:
-    """CPU seconds of this process and of its finished children (the background worker)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def run_once(model_name: str, variant: tuple[float, bool] | None, steps: int, seed: int, data) -> dict:
@@ -58,7 +52,7 @@ def run_once(model_name: str, variant: tuple[float, bool] | None, steps: int, se
         mon = SharpnessMonitor(model, loss_fn, (X[fixed], y[fixed]), every=EVERY, k=1, tol=tol,
                                background=background)
     per_epoch = len(X) // BATCH
-    wall, cpu = time.perf_counter(), _cpu()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     for t in range(steps):
         if t % per_epoch == 0:
             perm = torch.randperm(len(X), generator=g)
@@ -70,7 +64,7 @@ def run_once(model_name: str, variant: tuple[float, bool] | None, steps: int, se
             mon.step(opt)
     if mon is not None:
         mon.close()  # the last records (and the worker's CPU time)
-    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    wall, cpu = time.perf_counter() - wall, cpu_seconds() - cpu
     hist = mon.history if mon else []
     return {"wall_s": wall, "cpu_s": cpu, "measurements": len(hist),
             "matvecs": sum(r.n_matvecs for r in hist), "monitor_s": sum(r.seconds for r in hist),

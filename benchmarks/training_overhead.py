@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from machine import cpu_name
+from machine import cpu_name, cpu_seconds
 
 from landscope.data import load_mnist1d
 from landscope.models import build_model, get_loss
@@ -41,16 +40,11 @@ def run_once(model_name: str, measure: MeasureConfig | None, steps: int,
     trainer = Trainer(model, get_loss("ce"), ds.train, test_data=ds.test,
                       optimizer=OptimizerSpec(name="sgd", lr=0.05), steps=steps, batch_size=BATCH,
                       measure=measure, seed=seed)
-    wall, cpu = time.perf_counter(), _cpu()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     res = trainer.fit()
     mv = sum(r.get("n_matvecs", 0) for r in res.metrics)
-    return time.perf_counter() - wall, _cpu() - cpu, mv
+    return time.perf_counter() - wall, cpu_seconds() - cpu, mv
 
-
-def _cpu() -> float:
-    """CPU seconds of this process and of its finished children (the background worker)."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
 
 
 def main() -> None:
