@@ -44,7 +44,7 @@ import argparse
 import copy
 import datetime as dt
 import gc
-import importlib.metadata
+import importlib
 import json
 import math
 import os
@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_name, markdown_table
+from machine import cpu_name, markdown_table, versions
 from torch import nn
 
 import landscope as ls
@@ -732,16 +732,6 @@ def others_load(start: tuple[float, float, float] | None) -> float | None:
     return ((end[1] - start[1]) - (end[2] - start[2])) / hz / max(end[0] - start[0], 1e-9)
 
 
-def versions() -> dict[str, str | None]:
-    """Installed versions of landscope, torch and the peers (``None`` if missing)."""
-    out: dict[str, str | None] = {}
-    for dist in PEER_DISTS:
-        try:
-            out[dist] = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            out[dist] = None
-    return out
-
 
 def gpu_info(device: torch.device) -> dict:
     """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
@@ -759,7 +749,7 @@ def machine_info(device: torch.device | None = None) -> dict:
            "cpu_model": cpu_name(), "cpu_count": os.cpu_count(),
            "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
            "load_average_start": load_average(), "matmul_gflops_start": calibrate(),
-           "versions": versions()}
+           "versions": versions(PEER_DISTS)}
     if device is not None and device.type == "cuda":
         out["device"] = str(device)
         out.update(gpu_info(device))

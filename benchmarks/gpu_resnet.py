@@ -39,7 +39,6 @@ import argparse
 import datetime as dt
 import gc
 import importlib
-import importlib.metadata
 import json
 import math
 import os
@@ -54,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from machine import markdown_table
+from machine import markdown_table, versions
 from torch import nn
 
 import landscope as ls
@@ -540,16 +539,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def versions() -> dict[str, str | None]:
-    """Installed versions (``None`` if missing)."""
-    out: dict[str, str | None] = {}
-    for d in DISTS:
-        try:
-            out[d] = importlib.metadata.version(d)
-        except importlib.metadata.PackageNotFoundError:
-            out[d] = None
-    return out
-
 
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
@@ -557,7 +546,7 @@ def machine_info(device: torch.device) -> dict:
                            "python": sys.version.split()[0], "platform": platform.platform(),
                            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                            "torch": torch.__version__, "device": str(device),
-                           "versions": versions()}
+                           "versions": versions(DISTS)}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         out.update({"gpu": props.name, "gpu_memory_gib": props.total_memory / 2**30,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import platform
 from pathlib import Path
@@ -28,3 +29,14 @@ def cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (e.g. a background worker)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def versions(dists: tuple[str, ...]) -> dict[str, str | None]:
+    """Installed versions of ``dists`` (``None`` for one that is missing)."""
+    out: dict[str, str | None] = {}
+    for dist in dists:
+        try:
+            out[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            out[dist] = None
+    return out
