@@ -6,11 +6,12 @@ of work (``benchmarks/training_overhead.py``), so a synchronous measurement ever
 spare core (or a GPU process beside the trainer) the measurement can run on a snapshot of the
 parameters instead, while training goes on: the loop pays only for the snapshot.
 
-:class:`BackgroundActor` holds a copy of one object (a measurer) in a single spawned worker of a
-:class:`~concurrent.futures.ProcessPoolExecutor`. Calls run there one at a time in the order they
-were submitted, so an object whose methods update its own state (a warm-started eigensolver)
-evolves exactly as it would in the calling process. Requests and results travel as
-pickled bytes, tensors by value (no shared-memory handles whose lifetime the caller must manage).
+:class:`BackgroundActor` holds a copy of one object (a measurer) in the single worker of a
+:class:`~concurrent.futures.ProcessPoolExecutor` (forked on the CPU, spawned for CUDA). Calls
+run there one at a time in the order they were submitted, so an object whose methods update its
+own state (a warm-started eigensolver) evolves exactly as it would in the calling process.
+Requests and results travel as pickled bytes, tensors by value (no shared-memory handles whose
+lifetime the caller must manage).
 """
 
 from __future__ import annotations
@@ -68,6 +69,11 @@ def loads(data: bytes) -> Any:
     return pickle.loads(data)  # noqa: S301
 
 
+def state_copy(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of ``module``'s parameters and buffers: a snapshot the loop may move past."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
 def _die_with_parent() -> None:
     """Linux: have the kernel stop this worker when its parent dies (e.g. a SIGKILLed run)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -108,13 +114,14 @@ def _worker_alive() -> Iterator[None]:
 class BackgroundActor:
     """A copy of ``obj`` in one worker process; its methods run there, in submission order.
 
-    ``actor = BackgroundActor(measurer)``; ``ticket = actor.submit("measure", state)`` returns at
-    once; :meth:`ready` yields finished results in order without waiting; :meth:`drain` waits for
-    all; :meth:`call` runs one method and waits (e.g. ``state_dict`` for a checkpoint). Close it
-    (or use it as a context manager) to stop the worker.
+    ``actor = BackgroundActor(measurer)``; ``actor.submit("measure", state, tag=t)`` returns at
+    once; :meth:`ready` returns the finished ``(tag, result)`` pairs in order without waiting;
+    :meth:`drain` waits for all; :meth:`call` runs one method and waits (e.g. ``state_dict`` for a
+    checkpoint). Close it (or use it as a context manager) to stop the worker.
 
     Args:
-        obj: sent to the worker by pickling: its classes and functions must be importable (a
+        obj: inherited by a forked worker as it is; a spawned one (``cuda=True``, or no fork on
+            the platform) gets it pickled, so its classes and functions must be importable (a
             model class defined in a script works under ``if __name__ == "__main__":``; a lambda
             loss does not).
         threads: torch threads of the worker (default 1: it runs beside the training loop).

@@ -21,7 +21,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from landscope.background import BackgroundActor
+from landscope.background import BackgroundActor, state_copy
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator, adam_preconditioner
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.sinks import json_safe, make_sinks
@@ -287,8 +287,7 @@ class SharpnessMonitor:
         if self._actor is None:
             device = next(self.model.parameters()).device
             self._actor = BackgroundActor(self.probe, cuda=device.type == "cuda")
-        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
-        self._actor.submit("measure_snapshot", state, P, tag=tag)
+        self._actor.submit("measure_snapshot", state_copy(self.model), P, tag=tag)
         for done_tag, result in self._actor.ready():
             self._record(done_tag, result)
 

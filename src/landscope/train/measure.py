@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscope.background import state_copy
 from landscope.curvature import (
     EigenResult,
     EigenTracker,
@@ -151,7 +152,7 @@ class Measurer:
     def snapshot(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """What :meth:`measure_snapshot` needs of the live model: copies, so training can go on."""
         P = self.preconditioner(optimizer)
-        return {"state": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+        return {"state": state_copy(self.model),
                 "P": P, "training": {n: m.training for n, m in self.model.named_modules()}}
 
     def measure_snapshot(self, snapshot: dict[str, Any], threshold: float | None,

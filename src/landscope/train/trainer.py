@@ -289,12 +289,12 @@ class Trainer:
                     else:
                         self._record(row, self.measurer.measure(self.optimizer, threshold, theta0),
                                      clip_count, eigen)
+                timing["measure_seconds"] += time.perf_counter() - tic
                 if diverged:
                     row["diverged"] = True
                     status = "diverged"
                 queue.append(entry)
-                settle(actor.ready() if actor is not None else [])
-                timing["measure_seconds"] += time.perf_counter() - tic
+                settle(actor.ready() if actor is not None else [])  # writing rows is not measuring
                 if diverged or t == self.steps:
                     break
                 tic = time.perf_counter()
