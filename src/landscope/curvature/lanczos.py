@@ -92,18 +92,10 @@ def random_vector(dim: int, generator: torch.Generator, device: torch.device) ->
 
 
 def orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remove from ``w`` its components along the rows of ``Q`` (two passes: DGKS-safe)."""
-    if Q.shape[0] == 0:
-        return w, torch.zeros(0, dtype=w.dtype, device=w.device)
-    h = Q @ w
-    w = w - Q.T @ h
-    h2 = Q @ w
-    w = w - Q.T @ h2
-    return w, h + h2
+    """Remove from ``w``, in place, its components along the rows of ``Q``; return ``w`` and ``Q w``.
 
-
-def orthogonalise_(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """:func:`orthogonalise` in place on ``w`` (no dim-sized temporaries)."""
+    Two passes (DGKS-safe) with ``addmv_``: no dim-sized temporaries.
+    """
     if Q.shape[0] == 0:
         return w, torch.zeros(0, dtype=w.dtype, device=w.device)
     h = Q @ w
@@ -328,7 +320,7 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
         w = None  # the previous product is freed before the next one is allocated
         w = op.matvec(Q[j])
         n_matvecs += 1
-        w, h = orthogonalise_(w, Q[:j + 1])
+        w, h = orthogonalise(w, Q[:j + 1])
         h = h.cpu().numpy()
         A[:j + 1, j] = h
         A[j, :j + 1] = h
@@ -373,7 +365,7 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
             # subspace (low-rank operators), or to look for further copies of repeated
             # eigenvalues. The old chain's residual stays accounted for in ``ends``.
             ends.append((j - 1, beta))
-            w, _ = orthogonalise_(random_vector(n, gen, device), Q[:j])
+            w, _ = orthogonalise(random_vector(n, gen, device), Q[:j])
             q_scale = float(w.norm())
         else:
             q_scale = beta
