@@ -1,9 +1,10 @@
 """Training instabilities: loss spikes with a heating and a cooling phase ([W&R] §3; DESIGN §6).
 
-*Ours* (the paper's exact rule could not be checked): an instability **starts** at the first step
-whose loss exceeds (1 + δ)× its running minimum since the last instability ended; **heating** runs
-from the start to the loss peak; **cooling** from the peak to the first step whose loss is back
-below (1 + δ)× that pre-start minimum (the **end**). δ = 0.1 by default. Each instability also
+The rule (*ours*) lives in :mod:`landscope.train.detector`, shared with the trainer's online
+detection: an instability **starts** when the loss exceeds (1 + δ)× its running minimum since the
+last instability ended; **heating** runs from the start to the loss peak; **cooling** from the peak
+to the first step whose loss is back below (1 + δ)× that pre-start minimum (the **end**). Each
+instability also
 records its **crossing**: the first measurement since the previous instability started at which
 λ₁ exceeded the stability threshold (the claim: one precedes every spike).
 """
@@ -16,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from landscope.analysis.trace import Trace, trace
-from landscope.errors import InputError
 from landscope.train import Run
+from landscope.train.detector import DEFAULT_DELTA, check_delta, detect
 
 
 @dataclass(frozen=True)
@@ -48,38 +49,22 @@ class Instability:
         return self.peak_loss / self.base_loss if self.base_loss > 0 else math.inf
 
 
-def find_instabilities(run: Run | Trace, delta: float = 0.1, key: str | None = None) -> list[Instability]:
-    """The instabilities of a run's training loss (see the module docstring for the rule).
+def find_instabilities(run: Run | Trace, delta: float = DEFAULT_DELTA, key: str | None = None
+                       ) -> list[Instability]:
+    """The instabilities of a run's training loss (the rule: :mod:`landscope.train.detector`).
 
     ``key`` picks the loss (default: every step's for full batch, the full-set loss measured at
     each measurement for minibatch runs). Non-finite losses (divergence) count as above any bound.
     """
-    if not delta > 0:
-        raise InputError(f"find_instabilities: delta must be positive, got {delta!r}")
+    delta = check_delta(delta, "find_instabilities: delta")
     tr = trace(run, key)
-    steps, loss = tr.loss_steps, np.where(np.isfinite(tr.loss), tr.loss, np.inf)
-    raw: list[tuple[int, int, int | None, float]] = []  # start, peak, end (indices), base
-    running_min, start = math.inf, None
-    for i, value in enumerate(loss):
-        if start is None:
-            running_min = min(running_min, value)
-            if value > (1 + delta) * running_min:
-                start, peak, base = i, i, running_min
-        else:
-            if value > loss[peak]:
-                peak = i
-            if value < (1 + delta) * base:
-                raw.append((start, peak, i, base))
-                start, running_min = None, value
-    if start is not None:
-        raw.append((start, peak, None, base))
+    spells = detect(tr.loss_steps, tr.loss, delta)
     events = []
-    for n, (s, p, e, base) in enumerate(raw):
-        window_lo = steps[raw[n - 1][0]] if n > 0 else -math.inf
+    for n, sp in enumerate(spells):
+        window_lo = spells[n - 1].start if n > 0 else -math.inf
         events.append(Instability(
-            index=n, start=int(steps[s]), peak=int(steps[p]), end=None if e is None else int(steps[e]),
-            base_loss=float(base), peak_loss=float(loss[p]),
-            crossing=_first_crossing(tr, window_lo, int(steps[s]))))
+            index=n, start=sp.start, peak=sp.peak, end=sp.end, base_loss=sp.base_loss,
+            peak_loss=sp.peak_loss, crossing=_first_crossing(tr, window_lo, sp.start)))
     return events
 
 

@@ -144,6 +144,15 @@ class MeasureConfig(_Section):
     about 1e-3/relative gap, at a fraction of the products of 1e-6. ``background``: measure a
     snapshot of θ in one worker process while training goes on (one more core busy; the rows are
     the same, written in order once their measurement is back).
+
+    ``around_instabilities``: instabilities last a few steps, far fewer than ``every``, so the
+    trainer also watches the loss online with the rule of :mod:`landscope.train.detector` (one
+    detector per δ of ``around_deltas``, default the analyses' δ) and measures every step from
+    ``around_before`` steps before each start to ``around_after`` steps after its end. The steps
+    before a start are measured after the fact from a ring buffer of the last ``around_before``
+    parameter snapshots; their rows wait that long before being written. Those rows carry
+    ``around_instability: true``; the regular cadence is unchanged. Full-batch runs only (a
+    minibatch loss fluctuates by more than δ).
     """
 
     every: int = Field(50, gt=0)
@@ -163,6 +172,19 @@ class MeasureConfig(_Section):
     save_predictions: bool = False               # test-set predictions at each measurement
     test: bool = True                            # test loss/accuracy at measurements
     background: bool = False                     # measure snapshots in a worker process
+    around_instabilities: bool = False           # also measure every step around each instability
+    around_deltas: tuple[float, ...] | None = None  # δ of the online detectors (None: the default δ)
+    around_before: int = Field(1, ge=1)          # steps measured before each start (ring buffer)
+    around_after: int = Field(1, ge=1)           # steps measured after each end
+
+    @model_validator(mode="after")
+    def _around_deltas_positive(self) -> MeasureConfig:
+        for d in self.around_deltas or ():
+            if not d > 0:
+                raise ValueError(f"around_deltas must be positive, got {d}")
+        if self.around_deltas is not None and not self.around_deltas:
+            raise ValueError("around_deltas must hold at least one δ (or be null for the default)")
+        return self
 
     @model_validator(mode="after")
     def _one_param_selection(self) -> MeasureConfig:
@@ -193,6 +215,10 @@ class RunConfig(_Section):
         if self.optimizer.name == "gd" and self.train.batch_size is not None:
             raise ValueError(f"optimizer 'gd' is full-batch, so train.batch_size must be null "
                              f"(got {self.train.batch_size}); use 'sgd' for minibatches")
+        if self.measure.around_instabilities and self.train.batch_size is not None:
+            raise ValueError(f"measure.around_instabilities needs full-batch training (train.batch_size "
+                             f"null), got batch_size {self.train.batch_size}: a minibatch loss fluctuates "
+                             f"by more than δ")
         if self.loss == "ce" and self.data.name == "wreg":
             raise ValueError("loss 'ce' needs class labels; data set 'wreg' is a regression (use mse)")
         return self

@@ -163,6 +163,18 @@ class Measurer:
             m.training = snapshot["training"][n]
         return self._measure(snapshot["P"], threshold, theta0)
 
+    def measure_past(self, snapshot: dict[str, Any], threshold: float | None,
+                     theta0: torch.Tensor) -> Measurement:
+        """:meth:`measure_snapshot` on the live model, which is put back exactly as it was."""
+        flags = {n: m.training for n, m in self.model.named_modules()}
+        now = {"state": state_copy(self.model), "training": flags}
+        try:
+            return self.measure_snapshot(snapshot, threshold, theta0)
+        finally:
+            self.model.load_state_dict(now["state"])
+            for n, m in self.model.named_modules():
+                m.training = now["training"][n]
+
     def _measure(self, P: torch.Tensor | None, threshold: float | None,
                  theta0: torch.Tensor) -> Measurement:
         row: dict[str, Any] = {}

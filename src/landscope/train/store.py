@@ -250,6 +250,15 @@ class Run:
         return [r for r in self.metrics if "threshold" in r or "eigenvalues" in r]
 
     @property
+    def cadence_measurements(self) -> list[dict[str, Any]]:
+        """Measurement rows of the regular ``measure.every`` cadence (not those around instabilities).
+
+        Statistics over time (medians, trends) read these, so that the dense measurements around
+        instabilities do not weigh those few steps more.
+        """
+        return [r for r in self.measurements if not r.get("around_instability")]
+
+    @property
     def eigen_steps(self) -> list[int]:
         """Steps with an ``eigen/step_*.npz`` file, ascending."""
         return sorted(int(p.stem.split("_")[1]) for p in (self.path / "eigen").glob("step_*.npz"))

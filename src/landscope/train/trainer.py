@@ -25,6 +25,7 @@ from landscope.background import BackgroundActor
 from landscope.curvature import EigenResult
 from landscope.errors import InputError
 from landscope.train.config import MeasureConfig, OptimizerSpec, ScheduleConfig
+from landscope.train.detector import DEFAULT_DELTA, InstabilityDetector
 from landscope.train.measure import Measurement, Measurer, hessian_subset
 from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
 from landscope.train.schedules import make_schedule
@@ -212,6 +213,8 @@ class Trainer:
                                    clip_count=int(resume["clip_count"]))
             return TrainResult(status="completed", step=int(resume["step"]), metrics=[],
                                clip_count=int(resume["clip_count"]))
+        around = _Around(measure) if measure is not None and measure.around_instabilities else None
+        rows = _Rows(store, self.progress, hold=around.before if around is not None else 0)
         if resume is not None:
             self.model.load_state_dict(resume["model"])
             self.optimizer.load_state_dict(resume["optimizer"])
@@ -221,38 +224,45 @@ class Trainer:
             initial_loss, clip_count = resume["initial_loss"], int(resume["clip_count"])
             if store is not None:
                 store.open_metrics(truncate_at=int(resume["metrics_offset"]))
+            rows.load_state_dict(resume.get("pending", []))
+            if around is not None and resume.get("around") is not None:
+                around.load_state_dict(resume["around"])
         else:
             start, theta0, initial_loss, clip_count = 0, self._flat_params(), None, 0
             if store is not None:
                 store.open_metrics(truncate_at=0)
         self.model.train()  # measurements restore the flags they change
-        rows: list[dict[str, Any]] = []
         eigen: dict[int, EigenResult] = {}
-        # Rows are written in step order: a row waiting for its background measurement holds
-        # back the rows after it. Entries are [row, waiting].
-        queue: deque[list] = deque()
-
-        def settle(done: list[tuple[Any, Measurement]]) -> None:
-            for (entry, clips), m in done:
-                self._record(entry[0], m, clips, eigen)
-                entry[1] = False
-            while queue and not queue[0][1]:
-                row = queue.popleft()[0]
-                rows.append(row)
-                if store is not None:
-                    store.append(row)
-                if self.progress is not None:
-                    self.progress(row)
-
         status, t = "completed", start
         timing = {"train_seconds": 0.0, "measure_seconds": 0.0}
+
+        def settle(done: list[tuple[Any, Measurement]], upto: float) -> None:
+            for (pending, clips), m in done:
+                self._record(pending.row, m, clips, eigen)
+                pending.waiting = False
+            rows.write(upto)
+
+        def measure_into(pending: _Pending, snapshot: dict[str, Any] | None, threshold: float | None,
+                         clips: int) -> None:
+            if actor is not None:
+                pending.waiting = True
+                actor.submit("measure_snapshot", snapshot or self.measurer.snapshot(self.optimizer),
+                             threshold, theta0, tag=(pending, clips))
+            else:
+                m = (self.measurer.measure(self.optimizer, threshold, theta0) if snapshot is None
+                     else self.measurer.measure_past(snapshot, threshold, theta0))
+                self._record(pending.row, m, clips, eigen)
+            pending.measured = True
+
         with self._background() as actor:
             for t in range(start, self.steps + 1):
                 if store is not None and t > start and t % self.checkpoint_every == 0:
                     if actor is not None:  # the checkpoint holds the measurer's state after them
-                        settle(actor.drain())
+                        settle(actor.drain(), t - 1 - rows.hold)
                         self.measurer.load_state_dict(actor.call("state_dict"))
                     state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
+                    state["pending"] = rows.state_dict()
+                    state["around"] = around.state_dict() if around is not None else None
                     store.save_checkpoint(state)
                     store.write_status("running", step=t, steps=self.steps, clip_count=clip_count, **timing)
                 tic = time.perf_counter()
@@ -279,30 +289,38 @@ class Trainer:
                         clip_count += int(fired)
                 timing["train_seconds"] += time.perf_counter() - tic
                 tic = time.perf_counter()
-                entry = [row, False]
-                if measure is not None and not diverged and (t % measure.every == 0 or t == self.steps):
+                pending = rows.push(row)
+                if measure is not None and not diverged:
                     threshold = stability_threshold(self.optimizer)
-                    if actor is not None:
-                        entry = [row, True]
-                        actor.submit("measure_snapshot", self.measurer.snapshot(self.optimizer), threshold,
-                                     theta0, tag=(entry, clip_count))
-                    else:
-                        self._record(row, self.measurer.measure(self.optimizer, threshold, theta0),
-                                     clip_count, eigen)
+                    regular = t % measure.every == 0 or t == self.steps
+                    now, back = around.observe(t, loss_val) if around is not None else (False, [])
+                    for s, snapshot, thr, clips in around.past(back) if around is not None else ():
+                        earlier = rows.get(s)
+                        if earlier is not None and not earlier.measured:
+                            earlier.row["around_instability"] = True
+                            measure_into(earlier, snapshot, thr, clips)
+                    if regular or now:
+                        if not regular:
+                            row["around_instability"] = True
+                        measure_into(pending, None, threshold, clip_count)
+                    if around is not None:
+                        kept = None if pending.measured else self.measurer.snapshot(self.optimizer)
+                        around.keep(t, kept, threshold, clip_count)
                 timing["measure_seconds"] += time.perf_counter() - tic
                 if diverged:
                     row["diverged"] = True
                     status = "diverged"
-                queue.append(entry)
-                settle(actor.ready() if actor is not None else [])  # writing rows is not measuring
-                if diverged or t == self.steps:
+                final = diverged or t == self.steps
+                # writing rows is not measuring
+                settle(actor.ready() if actor is not None else [], math.inf if final else t - rows.hold)
+                if final:
                     break
                 tic = time.perf_counter()
                 self.optimizer.step()
                 timing["train_seconds"] += time.perf_counter() - tic
             if actor is not None:
                 tic = time.perf_counter()
-                settle(actor.drain())
+                settle(actor.drain(), math.inf)
                 self.measurer.load_state_dict(actor.call("state_dict"))
                 timing["measure_seconds"] += time.perf_counter() - tic
         if store is not None:
@@ -311,6 +329,101 @@ class Trainer:
                 store.save_checkpoint({**state, "final": True})
             extra = {"diverged_step": t} if status == "diverged" else {}
             store.write_status(status, step=t, steps=self.steps, clip_count=clip_count, **extra, **timing)
-        return TrainResult(status=status, step=t, metrics=rows, eigen=eigen, clip_count=clip_count)
+        return TrainResult(status=status, step=t, metrics=rows.written, eigen=eigen, clip_count=clip_count)
 
 
+@dataclass
+class _Pending:
+    """A row not yet written: its background measurement is out, or a later step may still add one."""
+
+    row: dict[str, Any]
+    waiting: bool = False    # a background measurement of it is not back yet
+    measured: bool = False
+
+
+class _Rows:
+    """Rows are written in step order, each once nothing more can join it.
+
+    A row waits for its background measurement, and around instabilities for ``hold`` more steps:
+    an instability that starts at step t has steps t - hold … t - 1 measured after the fact.
+    """
+
+    def __init__(self, store: RunStore | None, progress: Callable[[dict[str, Any]], None] | None,
+                 hold: int) -> None:
+        self.store, self.progress, self.hold = store, progress, hold
+        self.queue: deque[_Pending] = deque()
+        self.written: list[dict[str, Any]] = []
+
+    def push(self, row: dict[str, Any]) -> _Pending:
+        """Queue the row of the step just evaluated."""
+        pending = _Pending(row)
+        self.queue.append(pending)
+        return pending
+
+    def get(self, step: int) -> _Pending | None:
+        """The queued row of ``step`` (``None`` once written)."""
+        if not self.queue:
+            return None
+        i = step - self.queue[0].row["step"]
+        return self.queue[i] if 0 <= i < len(self.queue) else None
+
+    def write(self, upto: float) -> None:
+        """Write the leading rows of steps ≤ ``upto`` whose measurements are in."""
+        while self.queue and not self.queue[0].waiting and self.queue[0].row["step"] <= upto:
+            row = self.queue.popleft().row
+            self.written.append(row)
+            if self.store is not None:
+                self.store.append(row)
+            if self.progress is not None:
+                self.progress(row)
+
+    def state_dict(self) -> list[dict[str, Any]]:
+        """The held rows (none is waiting at a checkpoint: the background queue was drained)."""
+        return [{"row": p.row, "measured": p.measured} for p in self.queue]
+
+    def load_state_dict(self, state: list[dict[str, Any]]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.queue = deque(_Pending(p["row"], measured=p["measured"]) for p in state)
+
+
+class _Around:
+    """Online instability detection (one detector per δ) and the ring buffer of recent snapshots."""
+
+    def __init__(self, config: MeasureConfig) -> None:
+        self.detectors = [InstabilityDetector(d) for d in (config.around_deltas or (DEFAULT_DELTA,))]
+        self.before, self.after = config.around_before, config.around_after
+        self.ring: deque[tuple[int, dict[str, Any] | None, float | None, int]] = deque(maxlen=self.before)
+        self.after_until = -1
+
+    def observe(self, step: int, loss: float) -> tuple[bool, list[int]]:
+        """Feed the loss of ``step``: whether to measure it, and which earlier steps to measure now."""
+        now, back = False, set()
+        for det in self.detectors:
+            if det.update(step, loss) is not None:  # ended here: measure it and the steps after
+                now = True
+                self.after_until = max(self.after_until, step + self.after)
+            elif det.active:
+                now = True
+                if det.current.start == step:
+                    back.update(range(step - self.before, step))
+        return now or step <= self.after_until, sorted(back)
+
+    def past(self, steps: list[int]) -> list[tuple[int, dict[str, Any] | None, float | None, int]]:
+        """The kept snapshots of ``steps`` (those still in the ring and not measured already)."""
+        return [e for e in self.ring if e[0] in steps and e[1] is not None]
+
+    def keep(self, step: int, snapshot: dict[str, Any] | None, threshold: float | None, clips: int) -> None:
+        """Remember θ at ``step`` (``None``: it was measured anyway)."""
+        self.ring.append((step, snapshot, threshold, clips))
+
+    def state_dict(self) -> dict[str, Any]:
+        """Detectors, ring buffer and the after-end window: what a resumed run needs."""
+        return {"detectors": [d.state_dict() for d in self.detectors], "ring": list(self.ring),
+                "after_until": self.after_until}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        for det, st in zip(self.detectors, state["detectors"], strict=True):
+            det.load_state_dict(st)
+        self.ring = deque(state["ring"], maxlen=self.before)
+        self.after_until = int(state["after_until"])
