@@ -35,7 +35,7 @@ SPIKES = [(100, 104, 110), (250, 253, 262), (400, 406, 420)]  # (start, peak, en
 
 
 def _three_spikes() -> np.ndarray:
-    """A decaying loss with three spikes whose start, peak and end are known by construction."""
+    """A decaying loss with three spikes whose start, peak and end are known by construction at δ = 0.1."""
     t = np.arange(500)
     loss = 1.0 * np.exp(-t / 400)
     for start, peak, end in SPIKES:
@@ -53,7 +53,8 @@ def test_three_spikes_give_three_instabilities_with_their_phases():
     loss = _three_spikes()
     lam_steps = np.arange(0, 500, 10)
     lam = np.where(np.isin(lam_steps, [90, 240, 390]), 5.0, 3.0)  # crosses 4 before each start
-    events = find_instabilities(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.0))
+    events = find_instabilities(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.0),
+                                delta=0.1)
     assert [(e.start, e.peak, e.end) for e in events] == SPIKES
     assert [e.heating for e in events] == [(s, p) for s, p, _ in SPIKES]
     assert [e.cooling for e in events] == [(p, e) for _, p, e in SPIKES]
@@ -82,7 +83,7 @@ def test_flattening_sign_on_planted_sequences():
         lam = np.full(len(lam_steps), 3.0)
         for (_, _, end), v in zip(SPIKES, values, strict=True):
             lam[lam_steps == end] = v
-        f = flattening(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.2))
+        f = flattening(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.2), delta=0.1)
         assert list(f.step) == [end for _, _, end in SPIKES]
         assert np.sign(f.rho) == sign and abs(f.rho) == pytest.approx(1.0)
         assert f.below_threshold == pytest.approx(2 / 3)

@@ -70,7 +70,8 @@ def test_eta_03_run_has_every_step_of_every_instability_and_the_regular_cadence(
     at_start = run.eigen(event.start)
     assert not np.allclose(at_start.params, before.params)
     # the regular rows measure the same θ as a run without the option (same λ₁ to the solver's tol)
-    plain = ls.train(with_(cfg, **{"measure.around_instabilities": False}), tmp_path / "plain", progress=False)
+    plain = ls.train(with_(cfg, **{"measure.around_instabilities": False}), tmp_path / "plain",
+                     progress=False)
     a = {r["step"]: r["lambda1"] for r in run.cadence_measurements}
     b = {r["step"]: r["lambda1"] for r in plain.measurements}
     assert a.keys() == b.keys()
@@ -125,7 +126,8 @@ def test_killed_inside_an_instability_resumes_to_the_same_rows(tmp_path, backgro
         assert child.returncode == 3, f"kill {n} at step {stop} missed the run"
     resumed = ls.train(cfg, tmp_path / "killed", progress=False)
     assert resumed.state == "completed"
-    assert (tmp_path / "killed" / "metrics.jsonl").read_text() == (tmp_path / "ref" / "metrics.jsonl").read_text()
+    killed, ref = (tmp_path / name / "metrics.jsonl" for name in ("killed", "ref"))
+    assert killed.read_text() == ref.read_text()
     for step in reference.eigen_steps:
         assert np.array_equal(resumed.eigen(step).values, reference.eigen(step).values)
 

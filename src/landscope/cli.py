@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from landscope.errors import LandscopeError
+from landscope.train.detector import DEFAULT_DELTA
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="landscope: watch the loss landscape while a neural network trains.")
@@ -156,7 +157,8 @@ def _summary(run) -> None:
 @_user_errors
 def analyze(
     runs: list[str] = typer.Argument(..., help="Run folders (written by `landscope train`)."),
-    delta: float = typer.Option(0.1, help="Instability threshold δ: loss > (1+δ) × running minimum."),
+    delta: float = typer.Option(DEFAULT_DELTA,
+                                help="Instability threshold δ: loss > (1+δ) × running minimum."),
     out: str = typer.Option(None, "--out", "-o", help="Figure folder (default RUN/figures)."),
 ) -> None:
     """Instabilities, flattening and shift of recorded runs, as tables and figures."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import spearmanr
 
-from landscope.analysis.instabilities import Instability, find_instabilities
+from landscope.analysis.instabilities import DEFAULT_DELTA, Instability, find_instabilities
 from landscope.analysis.trace import Trace, trace
 from landscope.train import Run
 
@@ -36,7 +36,7 @@ class Flattening:
 
 
 def flattening(run: Run | Trace, instabilities: list[Instability] | None = None,
-               delta: float = 0.1) -> Flattening:
+               delta: float = DEFAULT_DELTA) -> Flattening:
     """:class:`Flattening` of a run (instabilities found with ``delta`` unless given)."""
     tr = trace(run)
     events = find_instabilities(tr, delta) if instabilities is None else instabilities

@@ -18,7 +18,9 @@ import numpy as np
 
 from landscope.analysis.trace import Trace, trace
 from landscope.train import Run
-from landscope.train.detector import DEFAULT_DELTA, check_delta, detect
+from landscope.train.detector import DEFAULT_DELTA, SENSITIVITY_DELTAS, check_delta, detect
+
+__all__ = ["DEFAULT_DELTA", "SENSITIVITY_DELTAS", "Instability", "eos_ratio", "find_instabilities"]
 
 
 @dataclass(frozen=True)

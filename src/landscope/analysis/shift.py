@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from landscope.analysis.instabilities import Instability, find_instabilities
+from landscope.analysis.instabilities import DEFAULT_DELTA, Instability, find_instabilities
 from landscope.curvature import subspace_overlap as _overlap
 from landscope.errors import InputError
 from landscope.train import Run
@@ -73,7 +73,7 @@ class Shift:
         return float(self.stable[ok].mean()) if ok.any() else math.nan
 
 
-def landscape_shift(run: Run, instabilities: list[Instability] | None = None, delta: float = 0.1,
+def landscape_shift(run: Run, instabilities: list[Instability] | None = None, delta: float = DEFAULT_DELTA,
                     series: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Shift:
     """:class:`Shift` of a run (see the module docstring)."""
     events = find_instabilities(run, delta) if instabilities is None else instabilities

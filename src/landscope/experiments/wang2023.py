@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from landscope.analysis import (
+    DEFAULT_DELTA,
     find_instabilities,
     flattening,
     landscape_shift,
@@ -133,7 +134,7 @@ def lr_sweep(ctx: Context) -> ExperimentResult:
                 "x": grid,
                 "series": {"instabilities": counts},
                 "xlabel": "η",
-                "ylabel": "number of instabilities (δ = 0.1)",
+                "ylabel": f"number of instabilities (δ = {DEFAULT_DELTA:g})",
             },
             "Instabilities per run against η.",
         ),

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 
 from landscope import __version__
-from landscope.analysis import find_instabilities
+from landscope.analysis import DEFAULT_DELTA, find_instabilities
 from landscope.experiments.results import Claim, ExperimentResult, TableSpec
 from landscope.experiments.sweep import SweepPoint
 from landscope.report import plots
@@ -104,8 +104,8 @@ def render_run(run: Run, out: str | Path | None = None) -> Path:
     summary = [("status", run.state), ("steps", run.metrics[-1]["step"] if run.metrics else 0)]
     summary += [(k, last[k]) for k in ("train_loss", "test_loss", "test_acc", "lambda1", "threshold")
                 if last.get(k) is not None]
-    summary += [("instabilities (δ = 0.1)", len(events)), ("curvature mode", run.config.measure.model_mode
-                                                           if run.config else "—")]
+    mode = run.config.measure.model_mode if run.config else "—"
+    summary += [(f"instabilities (δ = {DEFAULT_DELTA:g})", len(events)), ("curvature mode", mode)]
     ev_rows = [(e.index, e.start, e.peak, e.end, e.height, e.crossing) for e in events]
     config = yaml.safe_dump(run.config.resolved(), sort_keys=False) if run.config else "(not recorded)"
     instabilities = (_table(("#", "start", "peak", "end", "peak / base loss", "λ₁ > threshold at"), ev_rows)

@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from landscope.analysis import (  # noqa: E402
+    DEFAULT_DELTA,
     Flattening,
     Instability,
     Similarity,
@@ -57,7 +58,7 @@ def _title(run: Run) -> str:
 
 
 def loss_and_sharpness(run: Run, path: str | Path, instabilities: list[Instability] | None = None,
-                       delta: float = 0.1) -> Path:
+                       delta: float = DEFAULT_DELTA) -> Path:
     """Training loss (log) and λ₁ against the stability threshold, instabilities shaded by phase."""
     tr = trace(run)
     events = find_instabilities(tr, delta) if instabilities is None else instabilities
@@ -215,7 +216,7 @@ def schedule(steps: np.ndarray, lr: np.ndarray, path: str | Path,
     return _save(fig, path)
 
 
-def run_figures(run: Run, folder: str | Path, delta: float = 0.1) -> dict[str, Path]:
+def run_figures(run: Run, folder: str | Path, delta: float = DEFAULT_DELTA) -> dict[str, Path]:
     """Every figure a single run supports, written into ``folder``; returns name → path."""
     folder = Path(folder)
     events = find_instabilities(run, delta)
