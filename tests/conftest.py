@@ -100,9 +100,10 @@ MAKERS = {"mlp": make_mlp, "cnn_bn": make_cnn_bn, "bn_dropout": make_bn_dropout}
 
 @pytest.fixture(scope="session", autouse=True)
 def _data_cache(tmp_path_factory):
-    """Generated data sets (MNIST-1D) cached once per test session, never in the user's cache."""
+    """Data sets (MNIST-1D) and meta-inits cached once per test session, never in the user's cache."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LANDSCOPE_DATA", str(tmp_path_factory.getbasetemp() / "data"))
+        mp.setenv("LANDSCOPE_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
         yield
 
 
