@@ -81,12 +81,15 @@ def test_flattening_sign_on_planted_sequences():
     lam_steps = np.arange(0, 500, 2)
     for values, sign in (([4.5, 4.0, 3.2], -1), ([3.0, 3.5, 4.4], 1)):
         lam = np.full(len(lam_steps), 3.0)
-        for (_, _, end), v in zip(SPIKES, values, strict=True):
-            lam[lam_steps == end] = v
+        for (start, _, end), v in zip(SPIKES, values, strict=True):
+            lam[lam_steps == end] = 9.0          # at the end step itself: not "after" it
+            lam[lam_steps == end + 2] = v        # the first measurement after the end
+            lam[lam_steps == start - 2] = 2 * v  # the last one before the start
         f = flattening(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.2), delta=0.1)
-        assert list(f.step) == [end for _, _, end in SPIKES]
+        assert list(f.step) == [end + 2 for _, _, end in SPIKES]
         assert np.sign(f.rho) == sign and abs(f.rho) == pytest.approx(1.0)
         assert f.below_threshold == pytest.approx(2 / 3)
+        assert f.drop == pytest.approx([0.5, 0.5, 0.5]) and f.median_drop == pytest.approx(0.5)
 
 
 def _orthonormal(dim: int, k: int, seed: int) -> np.ndarray:
@@ -149,6 +152,31 @@ def test_shift_and_overlap_matrix_on_a_run(eos_run):
     shift = landscape_shift(eos_run)
     assert len(shift.across) == len([e for e in find_instabilities(eos_run) if e.end is not None])
     assert ((shift.across >= 0) & (shift.across <= 1)).all()
+
+
+def test_shift_on_a_planted_trajectory():
+    """k = 1 vectors at angle φ(t): overlap cos²Δφ. φ turns fast while sharpening (before λ₁
+    reaches the threshold at step 50), slowly afterwards, and jumps by 0.5 across each instability."""
+    loss = _three_spikes()
+    events = find_instabilities(Trace.from_arrays(loss), delta=0.1)
+    around = [s for e in events for s in (e.start - 1, e.end + 1)]
+    steps = np.array(sorted(set(range(0, 500, 10)) | set(around)))
+
+    def phi(t: float) -> float:
+        jumps = sum(0.5 for e in events if t > e.start)
+        return 0.05 * min(t, 50) + 0.002 * max(t - 50, 0) + jumps
+
+    vecs = [np.array([[np.cos(phi(t))], [np.sin(phi(t))], [0.0]]) for t in steps]
+    lam = np.where(steps >= 50, 5.0, 3.0)
+    tr = Trace.from_arrays(loss, lambda1=lam, lambda_steps=steps, threshold=4.0)
+    shift = landscape_shift(tr, events, series=(steps, vecs), quiet_delta=0.1)
+    expected_across = [np.sin(phi(e.end + 1) - phi(e.start - 1)) ** 2 for e in events]
+    assert shift.across == pytest.approx(expected_across)
+    # stable windows are the shortest cadence windows at least as long as the span (12, 14 and 22
+    # steps: 20, 20 and 30) of slow turning: none starts while sharpening, none touches an
+    # instability (or the measurements around it)
+    assert shift.stable == pytest.approx([np.sin(0.002 * w) ** 2 for w in (20, 20, 30)])
+    assert (shift.windows > 10).all() and shift.ratio > 50
 
 
 def test_trajectory_similarity_of_a_run_to_itself(eos_run):

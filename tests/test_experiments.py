@@ -55,10 +55,11 @@ def parse(path: Path) -> _Page:
     return page
 
 
-def test_registry_has_the_seventeen_experiments_of_design_7():
+def test_registry_has_the_experiments_of_design_7_and_issue_13():
     wang = [n for n in ALL if n.startswith("wang2023.")]
     gilmer = [n for n in ALL if n.startswith("gilmer2021.")]
-    assert len(wang) == 11 and len(gilmer) == 6
+    assert len(wang) == 12 and len(gilmer) == 6
+    assert "wang2023.second_dataset" in wang
     assert {"wang2023.long_horizon", "wang2023.cooling"} <= set(wang)
 
 
@@ -70,7 +71,8 @@ def smoke_root(tmp_path_factory):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ALL)
 def test_smoke_variant_writes_a_complete_report(name, smoke_root):
-    result = run_experiment(name, "smoke", smoke_root)
+    """`--smoke --seeds 2`: every claim carries both seeds, an interval (or none) and a verdict."""
+    result = run_experiment(name, "smoke", smoke_root, seeds=2)
     page_path = render_experiment(result)
     page = parse(page_path)
     assert page.external == []
@@ -78,9 +80,21 @@ def test_smoke_variant_writes_a_complete_report(name, smoke_root):
     assert all(src.startswith("data:image/png;base64,") and len(src) > 1000 for src in page.images)
     for spec in result.figures:
         assert (result.folder / "figures" / f"{spec.name}.png").stat().st_size > 1000
-    claims = json.loads((result.folder / "claims.json").read_text())["claims"]
-    assert len(claims) == len(result.claims)
+    doc = json.loads((result.folder / "claims.json").read_text())
+    claims = doc["claims"]
+    assert doc["seeds"] == [0, 1] and len(claims) == len(result.claims)
     assert all(c["passed"] in (True, False, None) and c["measured"] and c["criterion"] for c in claims)
+    verdicts = {"pass", "fail", "inconclusive", "reported", "not measured"}
+    for c in claims:
+        assert len(c["seeds"]) == 2 and c["verdict"] in verdicts, c
+        assert c["interval"] is None or (len(c["interval"]) == 2 and c["interval"][0] <= c["interval"][1])
+        finite = [v for v in c["seeds"] if v is not None]
+        assert (c["interval"] is not None) == (len(finite) == 2), c
+        for row in c["sensitivity"]:
+            assert row["delta"] in (0.01, 0.02, 0.05, 0.1) and len(row["seeds"]) == 2
+    html_text = page_path.read_text()
+    if result.claims:
+        assert "95 % interval" in html_text and "seeds 0, 1" in html_text
     if result.claims:
         assert "claim" in page_path.read_text() and page.tables >= 1
 
@@ -131,6 +145,8 @@ def test_cli_list_reproduce_demo_report(tmp_path):
     for args, msg in ((["reproduce", "nature2030"], "unknown paper 'nature2030'"),
                       (["reproduce", "wang2023", "nonsense"], "unknown experiment 'nonsense'"),
                       (["reproduce", "wang2023", "lr_sweep", "--smoke", "--quick"], "at most one"),
+                      (["reproduce", "wang2023", "lr_sweep", "--smoke", "--seeds", "0"],
+                       "seeds must be a positive integer (how many seeds each experiment runs), got 0"),
                       (["list", "nature2030"], "unknown paper")):
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output

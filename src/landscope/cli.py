@@ -5,6 +5,7 @@ Every command has ``--help``. Bad input exits with code 2 and one line naming th
 
 from __future__ import annotations
 
+import os
 import time
 from functools import wraps
 
@@ -214,23 +215,25 @@ def list_cmd(paper: str = typer.Argument(None, help="wang2023 or gilmer2021 (def
 
 
 def _reproduce(names: list[str], variant: str, out: str, workers: int,
-               backend: dict | None = None) -> list:
+               backend: dict | None = None, seeds: int | None = None) -> list:
     """Run and render experiments, printing each claims table (``backend``: run_points options)."""
     from landscope.experiments import run_experiment
-    from landscope.report.html import render_experiment
+    from landscope.report.html import interval_text, render_experiment, seeds_text
 
     results = []
     for name in names:
         console.rule(f"[bold]{name}[/] ({variant})")
-        result = run_experiment(name, variant, out, workers, log=lambda m: console.print(f"[dim]{m}"),
-                                **(backend or {}))
+        result = run_experiment(name, variant, out, workers, log=lambda m: console.print(f"[dim]{escape(m)}"),
+                                seeds=seeds, **(backend or {}))
         page = render_experiment(result)
-        table = Table(title=f"{name}: claims", show_lines=False)
-        for col in ("claim", "measured", "criterion", "result"):
+        title = f"{name}: claims over seeds {', '.join(map(str, result.seeds))}"
+        table = Table(title=title, show_lines=False)
+        for col in ("claim", "measured (first seed)", "criterion", "per seed", "95 % interval", "verdict"):
             table.add_column(col)
         for c in result.claims:
             mark = {"pass": "[green]", "fail": "[red]"}.get(c.verdict, "[yellow]") + c.verdict
-            table.add_row(c.text, c.measured, c.criterion, mark)
+            table.add_row(escape(c.text), escape(c.measured), escape(c.criterion), seeds_text(c.seeds),
+                          escape(interval_text(c.interval)), mark)
         console.print(table)
         console.print(f"{result.seconds:.0f} s · report: {page}")
         results.append((result, page))
@@ -258,8 +261,14 @@ def reproduce(
     backend: str = typer.Option("local", help="local (a process pool) or ray (one Ray task a run)."),
     address: str = typer.Option(None, help="Ray only: a cluster to join (auto, or ray://host:10001)."),
     gpus_per_point: float = typer.Option(0.0, help="Ray only: GPUs each run reserves."),
+    seeds: int = typer.Option(None, help="Seeds per experiment (initialisation and data order); default "
+                                         "1 for --smoke, 3 for --quick, 5 for --full."),
 ) -> None:
-    """Run a paper's experiments (or one) and write an HTML report with a claims table for each."""
+    """Run a paper's experiments (or one) and write an HTML report with a claims table for each.
+
+    Each claim is measured at every seed and reported with its per-seed values, a 95 % interval
+    and a verdict: pass, fail, or inconclusive when the interval straddles the claimed boundary.
+    """
     from landscope.errors import InputError
     from landscope.experiments import PAPERS, list_experiments
 
@@ -274,12 +283,16 @@ def reproduce(
                              f"{', '.join(n.split('.', 1)[1] for n in names)}")
         names = [full_name]
     variant = _variant(quick, smoke, full)
+    if seeds is not None:
+        from landscope.experiments.registry import check_seeds
+        check_seeds(seeds)
     if backend == "ray":  # one Ray for every experiment's runs, not one per batch of runs
         from landscope.experiments.sweep import ray_session
         with ray_session(workers, address):
-            _reproduce(names, variant, out, workers, _backend_options(backend, address, gpus_per_point))
+            _reproduce(names, variant, out, workers, _backend_options(backend, address, gpus_per_point),
+                       seeds=seeds)
     else:
-        _reproduce(names, variant, out, workers)
+        _reproduce(names, variant, out, workers, seeds=seeds)
 
 
 @app.command()
@@ -287,9 +300,14 @@ def reproduce(
 def demo(
     out: str = typer.Option("results", "--out", "-o", help="Output folder."),
     smoke: bool = typer.Option(False, "--smoke", help="A few seconds (for tests)."),
+    seeds: int = typer.Option(None, help="Seeds (default 3; 1 with --smoke)."),
+    workers: int = typer.Option(min(2, os.cpu_count() or 1), help="Runs at once (local processes)."),
 ) -> None:
-    """An MNIST-1D run at the edge of stability, ending with the path of its HTML report (~1 min)."""
-    ((_, page),) = _reproduce(["landscope.demo"], "smoke" if smoke else "quick", out, 1)
+    """An MNIST-1D run at the edge of stability over 3 seeds, ending with the path of its HTML report."""
+    from landscope.errors import InputError
+    if workers < 1:
+        raise InputError(f"--workers must be at least 1, got {workers}")
+    ((_, page),) = _reproduce(["landscope.demo"], "smoke" if smoke else "quick", out, workers, seeds=seeds)
     console.print(f"[bold green]open {page}")
 
 

@@ -1,9 +1,9 @@
-"""Landscape flattening ([W&R] §4): λ₁ at the end of each instability falls with its index."""
+"""Landscape flattening ([W&R] §4): λ₁ falls across each instability, and with the instability index."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy.stats import spearmanr
@@ -15,10 +15,16 @@ from landscope.train import Run
 
 @dataclass(frozen=True)
 class Flattening:
-    """λ₁ measured at (the first measurement at or after) the end of each finished instability.
+    """λ₁ just before and just after each finished instability: the two readings of flattening.
 
-    ``rho`` is Spearman's rank correlation of λ₁ against the instability index (NaN below three
-    instabilities); the claim is ρ < 0, with λ₁ at or below the threshold after each one.
+    ``lambda1_before`` is λ₁ at the last measurement before the start, ``lambda1`` at the first one
+    after the end (with ``measure.around_instabilities``: exactly start − 1 and end + 1).
+
+    - **drop**: λ₁ after / before for each instability; flattening says it is below 1;
+    - **trend**: ``rho``, Spearman's ρ of λ₁ after each instability against its index (NaN below
+      three instabilities); flattening says ρ < 0.
+
+    Instabilities without a measurement on both sides are left out (``index`` keeps the others).
     """
 
     index: np.ndarray
@@ -27,6 +33,19 @@ class Flattening:
     threshold: np.ndarray
     rho: float
     p_value: float
+    lambda1_before: np.ndarray = field(default_factory=lambda: np.array([]))
+
+    @property
+    def drop(self) -> np.ndarray:
+        """λ₁ after / λ₁ before, per instability."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.lambda1 / self.lambda1_before
+
+    @property
+    def median_drop(self) -> float:
+        """Median of :attr:`drop` (NaN without instabilities)."""
+        d = self.drop[np.isfinite(self.drop)]
+        return float(np.median(d)) if len(d) else math.nan
 
     @property
     def below_threshold(self) -> float:
@@ -40,18 +59,21 @@ def flattening(run: Run | Trace, instabilities: list[Instability] | None = None,
     """:class:`Flattening` of a run (instabilities found with ``delta`` unless given)."""
     tr = trace(run)
     events = find_instabilities(tr, delta) if instabilities is None else instabilities
-    idx, steps, lam, thr = [], [], [], []
+    ok = np.isfinite(tr.lambda1)
+    steps, lam1, thr1 = tr.lambda_steps[ok], tr.lambda1[ok], tr.threshold[ok]
+    idx, at, lam, thr, before = [], [], [], [], []
     for ev in events:
         if ev.end is None:
             continue
-        after = np.nonzero(tr.lambda_steps >= ev.end)[0]
-        if not len(after):
+        after, prior = np.nonzero(steps > ev.end)[0], np.nonzero(steps < ev.start)[0]
+        if not len(after) or not len(prior):
             continue
         j = after[0]
         idx.append(ev.index)
-        steps.append(tr.lambda_steps[j])
-        lam.append(tr.lambda1[j])
-        thr.append(tr.threshold[j])
+        at.append(steps[j])
+        lam.append(lam1[j])
+        thr.append(thr1[j])
+        before.append(lam1[prior[-1]])
     rho, p = (spearmanr(idx, lam) if len(idx) >= 3 and len(set(lam)) > 1 else (math.nan, math.nan))
-    return Flattening(np.array(idx, dtype=int), np.array(steps, dtype=int), np.array(lam, dtype=float),
-                      np.array(thr, dtype=float), float(rho), float(p))
+    return Flattening(np.array(idx, dtype=int), np.array(at, dtype=int), np.array(lam, dtype=float),
+                      np.array(thr, dtype=float), float(rho), float(p), np.array(before, dtype=float))

@@ -2,8 +2,16 @@
 
 overlap(Uₐ, U_b) = ‖UₐᵀU_b‖²_F / k ∈ [0, 1] (1: the same subspace). The shift across an
 instability is 1 − overlap(U before its start, U after its end), with U the stored top-k
-eigenvectors nearest outside the instability; it is compared with the shift over every stable
-window (no instability inside) of the same length in measurement steps (*ours*: the pairing).
+eigenvectors at the last measurement ≤ start − 1 and the first ≥ end + 1 (exactly those steps
+with ``measure.around_instabilities``).
+
+Its baseline (*ours*) is the shift over **stable windows**: from each measurement, to the first
+measurement at least as many training steps later as the instability spans. A stable window
+starts after progressive sharpening has ended (λ₁ first reached the threshold: before, the
+subspace turns fastest) and touches no instability, not even one found at the smallest δ of the
+sensitivity set. Windows are never shorter than the instability, and at a coarse cadence they
+are longer (a cadence of 20 against a span of 6); shift grows with the window, so the baseline
+is conservative: the claim "across > stable" has to beat windows at least as long.
 """
 
 from __future__ import annotations
@@ -14,7 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from landscope.analysis.instabilities import DEFAULT_DELTA, Instability, find_instabilities
+from landscope.analysis.instabilities import (
+    DEFAULT_DELTA,
+    SENSITIVITY_DELTAS,
+    Instability,
+    find_instabilities,
+)
+from landscope.analysis.trace import Trace, trace
 from landscope.curvature import subspace_overlap as _overlap
 from landscope.errors import InputError
 from landscope.train import Run
@@ -50,10 +64,10 @@ def overlap_matrix(run: Run | tuple[np.ndarray, list[np.ndarray]]) -> tuple[np.n
 
 @dataclass(frozen=True)
 class Shift:
-    """Shift across each finished instability and over stable windows of the same length.
+    """Shift across each finished instability and over stable windows at least as long.
 
-    ``across[i]`` is 1 − overlap for ``events[i]``; ``stable[i]`` the mean shift over stable
-    windows spanning as many measurements (NaN when none exists); ``windows[i]`` their number.
+    ``across[i]`` is 1 − overlap for ``events[i]``; ``stable[i]`` the mean shift over its stable
+    windows (NaN when none exists); ``windows[i]`` their number.
     """
 
     events: tuple[Instability, ...]
@@ -72,32 +86,54 @@ class Shift:
         ok = ~np.isnan(self.stable)
         return float(self.stable[ok].mean()) if ok.any() else math.nan
 
+    @property
+    def ratio(self) -> float:
+        """Mean shift across over mean shift stable, over the instabilities that have both."""
+        ok = ~np.isnan(self.stable) & ~np.isnan(self.across)
+        if not ok.any() or not self.stable[ok].mean() > 0:
+            return math.nan
+        return float(self.across[ok].mean() / self.stable[ok].mean())
+
+
+def sharpening_end(run: Run | Trace) -> float:
+    """The first measurement step at which λ₁ reached the threshold (∞ if it never did).
+
+    Before it, progressive sharpening turns the top subspace fastest: not a stable baseline.
+    """
+    tr = trace(run)
+    hit = tr.lambda_steps[np.isfinite(tr.lambda1) & (tr.lambda1 >= tr.threshold)]
+    return float(hit[0]) if len(hit) else math.inf
+
 
 def landscape_shift(run: Run, instabilities: list[Instability] | None = None, delta: float = DEFAULT_DELTA,
-                    series: tuple[np.ndarray, list[np.ndarray]] | None = None) -> Shift:
+                    series: tuple[np.ndarray, list[np.ndarray]] | None = None,
+                    quiet_delta: float = min(SENSITIVITY_DELTAS)) -> Shift:
     """:class:`Shift` of a run (see the module docstring)."""
     events = find_instabilities(run, delta) if instabilities is None else instabilities
     steps, M = overlap_matrix(series if series is not None else run)
-    busy = np.zeros(len(steps), dtype=bool)  # measurements inside any instability
-    for ev in events:
-        hi = ev.end if ev.end is not None else np.inf
-        busy |= (steps > ev.start) & (steps < hi)
-    # a window (a, b) is stable when no instability starts or runs strictly between a and b
-    starts = np.array([ev.start for ev in events])
+    # stable windows start after sharpening and touch no instability, not even a small one
+    busy = [(e.start - 1, math.inf if e.end is None else e.end + 1)
+            for e in [*events, *find_instabilities(run, quiet_delta)]]
+    first = sharpening_end(run)
+
+    def quiet(lo: float, hi: float) -> bool:
+        return lo >= first and not any(lo <= b and hi >= a for a, b in busy)
+
     done, across, stable, windows = [], [], [], []
     for ev in events:
         if ev.end is None:
             continue
-        before = np.nonzero(steps <= ev.start)[0]
-        after = np.nonzero(steps >= ev.end)[0]
+        before = np.nonzero(steps <= ev.start - 1)[0]
+        after = np.nonzero(steps >= ev.end + 1)[0]
         if not len(before) or not len(after):
             continue
         a, b = before[-1], after[0]
-        span = b - a
-        pairs = [(i, i + span) for i in range(len(steps) - span)
-                 if not busy[i:i + span + 1].any()
-                 and not ((starts >= steps[i]) & (starts < steps[i + span])).any()]
-        shifts = [1 - M[i, j] for i, j in pairs]
+        span = steps[b] - steps[a]
+        shifts = []
+        for i in range(len(steps)):
+            later = np.nonzero(steps >= steps[i] + span)[0]
+            if len(later) and quiet(steps[i], steps[later[0]]):
+                shifts.append(1 - M[i, later[0]])
         done.append(ev)
         across.append(1 - M[a, b])
         stable.append(float(np.mean(shifts)) if shifts else math.nan)

@@ -16,29 +16,37 @@ from scipy.stats import spearmanr
 
 from landscope.experiments.sweep import set_dotted
 from landscope.train import Run
+from landscope.train.detector import SENSITIVITY_DELTAS
 
 # wang2023's learning-rate range is 0.01 to 0.30 ([W&R] §3)
 LR_GRID = {"smoke": [0.05, 0.5, 1.0], "quick": [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
            "full": [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]}
 
 
+AROUND = {"around_instabilities": True, "around_deltas": list(SENSITIVITY_DELTAS)}
+
+
 def base_config(variant: str) -> dict[str, Any]:
-    """The GD / MSE / tanh-MLP run of [W&R]'s setting, sized for the variant."""
+    """The GD / MSE / tanh-MLP run of [W&R]'s setting, sized for the variant.
+
+    Every step around each instability is measured, at every δ of the sensitivity set
+    (``measure.around_instabilities``), so that "before" and "after" are one step away.
+    """
     if variant == "smoke":
         return {"seed": 0, "data": {"name": "mnist1d", "n_train": 200, "n_test": 200},
                 "model": {"name": "mlp", "width": 16, "depth": 2, "activation": "tanh"}, "loss": "mse",
                 "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 120},
-                "measure": {"every": 10, "k": 2, "save_params": True, "save_predictions": True}}
+                "measure": {"every": 10, "k": 2, "save_params": True, "save_predictions": True, **AROUND}}
     if variant == "quick":
         return {"seed": 0, "data": {"name": "mnist1d", "n_train": 1000, "n_test": 500},
                 "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"}, "loss": "mse",
                 "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 2000},
-                "measure": {"every": 20, "k": 3, "save_params": True, "save_predictions": True}}
+                "measure": {"every": 20, "k": 3, "save_params": True, "save_predictions": True, **AROUND}}
     return {"seed": 0, "data": {"name": "fashion_mnist", "n_train": 10000, "n_test": 10000},
             "model": {"name": "mlp", "width": 256, "depth": 2, "activation": "tanh"}, "loss": "mse",
             "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 5000},
             "measure": {"every": 50, "k": 10, "hessian_samples": 5000, "save_params": True,
-                        "save_predictions": True}}
+                        "save_predictions": True, **AROUND}}
 
 
 def with_(config: dict[str, Any], **dotted: Any) -> dict[str, Any]:
@@ -67,9 +75,10 @@ def final(run: Run, key: str) -> float:
 def eos_ratio_after_reaching(run: Run, preconditioned_only: bool = False) -> float:
     """Median λ₁/threshold over the second half of the measurements after λ₁ first reached it.
 
-    NaN when λ₁ never reached the threshold. ``preconditioned_only`` keeps Adam's P⁻¹H rows.
+    NaN when λ₁ never reached the threshold. ``preconditioned_only`` keeps Adam's P⁻¹H rows. Only
+    the regular cadence counts (the dense rows around instabilities would weigh those steps more).
     """
-    rows = [m for m in run.measurements if m.get("preconditioned") or not preconditioned_only]
+    rows = [m for m in run.cadence_measurements if m.get("preconditioned") or not preconditioned_only]
     _, lam = run.series("lambda1", rows)
     _, thr = run.series("threshold", rows)
     r = lam / thr

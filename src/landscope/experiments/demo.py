@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from landscope.analysis import find_instabilities, flattening, landscape_shift
-from landscope.experiments.common import eos_ratio_after_reaching, fmt
+from landscope.experiments import claims as C
+from landscope.experiments.claims import at_least
+from landscope.experiments.common import AROUND, fmt
 from landscope.experiments.registry import Context, experiment
 from landscope.experiments.results import Claim, ExperimentResult, FigureSpec
 
@@ -20,7 +22,7 @@ def demo_config(variant: str) -> dict:
         "loss": "mse",
         "optimizer": {"name": "gd", "lr": 0.5},
         "train": {"steps": steps},
-        "measure": {"every": 10, "k": 3},
+        "measure": {"every": 10, "k": 3, **AROUND},
     }
 
 
@@ -35,31 +37,30 @@ def demo(ctx: Context) -> ExperimentResult:
     cfg = demo_config(ctx.variant)
     run = ctx.train(cfg, "demo")
     events = find_instabilities(run)
-    steps, lam = run.series("lambda1", run.measurements)
-    _, thr = run.series("threshold", run.measurements)
+    steps, lam = run.series("lambda1", run.cadence_measurements)
+    _, thr = run.series("threshold", run.cadence_measurements)
     ratio = lam / thr
-    reached = bool(np.nanmax(ratio) >= 1) if len(ratio) else False
-    hover = eos_ratio_after_reaching(run)
+    peak = float(np.nanmax(ratio)) if len(ratio) else None
+
+    def preceded(delta: float) -> Claim:
+        evs = find_instabilities(run, delta)
+        hit = sum(e.crossing is not None for e in evs)
+        return Claim("Every instability is preceded by λ₁ above the threshold",
+                     f"{hit} of {len(evs)} instabilities", "fraction preceded by a crossing ≥ 1",
+                     hit / len(evs) if evs else None, at_least(1.0))
+
     claims = [
         Claim(
             "Progressive sharpening: λ₁ rises to the threshold 2/η",
-            f"max λ₁·η/2 = {fmt(np.nanmax(ratio))}",
+            f"max λ₁·η/2 = {fmt(peak)}",
             "max λ₁ / threshold ≥ 1",
-            reached,
-            float(np.nanmax(ratio)) if len(ratio) else None,
+            peak,
+            at_least(1.0),
         ),
-        Claim(
-            "Edge of stability: λ₁ then hovers near 2/η",
-            f"median λ₁ / threshold over the second half after reaching it = {fmt(hover)}",
-            "within [0.8, 1.2]",
-            bool(0.8 <= hover <= 1.2) if reached else None,
-        ),
-        Claim(
-            "Every instability is preceded by λ₁ above the threshold",
-            f"{sum(e.crossing is not None for e in events)} of {len(events)} instabilities",
-            "all (and at least one instability)",
-            bool(events) and all(e.crossing is not None for e in events) if events else None,
-        ),
+        C.eos_hover(["demo"], [run], what="Edge of stability: λ₁ then hovers near 2/η"),
+        C.over_deltas(preceded),
+        C.flattening_drop([run]),
+        C.shift_across([run]),
     ]
     flat = flattening(run, events)
     try:

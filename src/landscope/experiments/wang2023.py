@@ -7,6 +7,7 @@ to 0.30): the run cache of the context trains it once for all of them.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -23,6 +24,8 @@ from landscope.analysis import (
     trajectory_similarity,
 )
 from landscope.curvature import HessianOperator, eigenpairs, layers, spectral_density
+from landscope.experiments import claims as C
+from landscope.experiments.claims import above, at_least, below
 from landscope.experiments.common import (
     LR_GRID,
     base_config,
@@ -34,7 +37,7 @@ from landscope.experiments.common import (
     with_,
 )
 from landscope.experiments.registry import Context, experiment
-from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, TableSpec
+from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, Region, TableSpec
 from landscope.train import Run
 
 
@@ -48,21 +51,6 @@ def lr_sweep_runs(ctx: Context) -> tuple[list[float], list[Run]]:
     return grid, runs
 
 
-def _instability_claim(grid: list[float], counts: list[int]) -> Claim:
-    has = [c > 0 for c in counts]
-    monotone = has == sorted(has)  # all False, then all True
-    passed = monotone and any(has) and not all(has)
-    crit = next((lr for lr, h in zip(grid, has, strict=True) if h), None)
-    return Claim(
-        "Instabilities appear only above a critical η",
-        "instabilities per η: "
-        + ", ".join(f"{lr:g}: {c}" for lr, c in zip(grid, counts, strict=True))
-        + (f" (critical η ≈ {crit:g})" if passed else ""),
-        "none below some η_c, at least one at every η ≥ η_c, with both kinds present",
-        passed,
-    )
-
-
 @experiment(
     "wang2023.lr_sweep",
     "Learning-rate sweep from 0.01 to 0.30",
@@ -72,51 +60,19 @@ def _instability_claim(grid: list[float], counts: list[int]) -> Claim:
 def lr_sweep(ctx: Context) -> ExperimentResult:
     """Instabilities vs η, λ₁ at the edge of stability, flattening, shift and similarity."""
     grid, runs = lr_sweep_runs(ctx)
+    labels = [f"η={lr:g}" for lr in grid]
     events = [find_instabilities(r) for r in runs]
     counts = [len(e) for e in events]
     ratios = [eos_ratio_after_reaching(r) for r in runs]
-    eos = [(lr, x) for lr, x in zip(grid, ratios, strict=True) if np.isfinite(x)]
-    flats = {f"η={lr:g}": flattening(r, e) for lr, r, e in zip(grid, runs, events, strict=True) if len(e)}
-    rho_large = next((f.rho for f in reversed(list(flats.values())) if np.isfinite(f.rho)), math.nan)
-    shifts = [landscape_shift(r, e) for r, e in zip(runs, events, strict=True) if any(x.end for x in e)]
-    across = np.concatenate([s.across for s in shifts]) if shifts else np.array([])
-    stable = np.concatenate([s.stable for s in shifts]) if shifts else np.array([])
-    sim = trajectory_similarity(runs, runs[0], [f"η={lr:g}" for lr in grid])
-    cos_final = sim.final("cosine")
-    rho_sim = spearman(grid[1:], list(cos_final[1:]))
+    flats = {lab: flattening(r, e) for lab, r, e in zip(labels, runs, events, strict=True) if len(e)}
+    sim = trajectory_similarity(runs, runs[0], labels)
     claims = [
-        _instability_claim(grid, counts),
-        Claim(
-            "λ₁ tracks 2/η at the edge of stability",
-            "median λ₁/(2/η) after reaching it: "
-            + (", ".join(f"{lr:g}: {fmt(x)}" for lr, x in eos) or "no run reached 2/η"),
-            "within [0.8, 1.2] for every run that reached 2/η",
-            all(0.8 <= x <= 1.2 for _, x in eos) if eos else None,
-        ),
-        Claim(
-            "Landscape flattening at large η: λ₁ after each instability falls",
-            f"Spearman ρ (largest η with ≥ 3 instabilities) = {fmt(rho_large)}",
-            "ρ < 0",
-            bool(rho_large < 0) if np.isfinite(rho_large) else None,
-            rho_large,
-        ),
-        Claim(
-            "Landscape shift: the top subspace turns more across instabilities than over stable windows",
-            f"mean shift across {len(across)} instabilities = {fmt(float(np.nanmean(across)) if len(across) else math.nan)}"  # noqa: E501
-            f" vs stable windows of equal length = {fmt(float(np.nanmean(stable)) if np.isfinite(stable).any() else math.nan)}",  # noqa: E501
-            "across > stable",
-            bool(np.nanmean(across) > np.nanmean(stable))
-            if len(across) and np.isfinite(stable).any()
-            else None,
-        ),
-        Claim(
-            "Similarity to the low-η baseline falls with η",
-            f"Spearman ρ(η, final cos(θ−θ₀, θ_base−θ₀)) = {fmt(rho_sim)}; final cosines "
-            + ", ".join(f"{lr:g}: {fmt(c, 2)}" for lr, c in zip(grid[1:], cos_final[1:], strict=True)),
-            "ρ < 0",
-            bool(rho_sim < 0) if np.isfinite(rho_sim) else None,
-            rho_sim,
-        ),
+        C.critical_lr(grid, runs),
+        C.eos_hover(labels, runs),
+        C.flattening_drop(runs),
+        C.flattening_trend(labels, runs),
+        C.shift_across(runs),
+        C.similarity_falls(grid[1:], list(sim.final("cosine")[1:]), "cosine of θ − θ₀"),
     ]
     acc = [final(r, "test_acc") for r in runs]
     big = runs[int(np.argmax([c for c in counts]))] if any(counts) else runs[-1]
@@ -170,32 +126,20 @@ def lr_sweep(ctx: Context) -> ExperimentResult:
 @experiment(
     "wang2023.flattening",
     "Landscape flattening",
-    "λ₁ measured at the end of each instability, against the instability's index, per η.",
+    "λ₁ just before and just after each instability: the drop across each one, and λ₁ after each against "
+    "the instability's index, per η.",
 )
 def flattening_exp(ctx: Context) -> ExperimentResult:
-    """ρ per η."""
+    """Drop across each instability and trend over the index, per η."""
     grid, runs = lr_sweep_runs(ctx)
-    flats = {f"η={lr:g}": flattening(r) for lr, r in zip(grid, runs, strict=True)}
+    labels = [f"η={lr:g}" for lr in grid]
+    flats = {lab: flattening(r) for lab, r in zip(labels, runs, strict=True)}
     rows = tuple(
-        (k, len(f.index), fmt(f.rho), fmt(f.below_threshold), ", ".join(fmt(v) for v in f.lambda1))
+        (k, len(f.index), fmt(f.median_drop), fmt(f.rho), fmt(f.below_threshold),
+         ", ".join(fmt(v) for v in f.lambda1))
         for k, f in flats.items()
     )
-    measured = [(k, f.rho) for k, f in flats.items() if np.isfinite(f.rho)]
-    below = [f.below_threshold for f in flats.values() if len(f.index)]
-    claims = (
-        Claim(
-            "λ₁ after instabilities falls with the instability index (ρ < 0)",
-            ", ".join(f"{k}: ρ = {fmt(r)}" for k, r in measured) or "no η had ≥ 3 instabilities",
-            "ρ < 0 for every η with ≥ 3 instabilities",
-            all(r < 0 for _, r in measured) if measured else None,
-        ),
-        Claim(
-            "λ₁ after an instability sits at or below the threshold",
-            f"fraction below, per η with instabilities: {', '.join(fmt(b, 2) for b in below) or 'none'}",
-            "≥ 0.5 on average",
-            bool(np.mean(below) >= 0.5) if below else None,
-        ),
-    )
+    claims = (C.flattening_drop(runs), C.flattening_trend(labels, runs), C.below_threshold_after(runs))
     return ExperimentResult(
         claims=claims,
         figures=(
@@ -209,7 +153,8 @@ def flattening_exp(ctx: Context) -> ExperimentResult:
         tables=(
             TableSpec(
                 "Flattening per η",
-                ("run", "instabilities", "Spearman ρ", "fraction ≤ threshold", "λ₁ after each"),
+                ("run", "instabilities", "median λ₁ after/before", "Spearman ρ", "fraction ≤ threshold",
+                 "λ₁ after each"),
                 rows,
             ),
         ),
@@ -227,32 +172,12 @@ def flattening_exp(ctx: Context) -> ExperimentResult:
 def shift_exp(ctx: Context) -> ExperimentResult:
     """Shift per instability, per η."""
     grid, runs = lr_sweep_runs(ctx)
-    rows, per_lr = [], []
+    rows = []
     for lr, run in zip(grid, runs, strict=True):
         s = landscape_shift(run)
         for ev, a, b, n in zip(s.events, s.across, s.stable, s.windows, strict=True):
             rows.append((lr, ev.index, ev.start, ev.end, fmt(a), fmt(b), n))
-        if len(s.across):
-            per_lr.append((lr, float(np.nanmean(s.across))))
-    across = [float(r[4]) for r in rows if r[4] != "n/a"]
-    stable = [float(r[5]) for r in rows if r[5] != "n/a"]
-    rho = spearman([p[0] for p in per_lr], [p[1] for p in per_lr])
-    claims = (
-        Claim(
-            "Shift across instabilities ≫ shift over stable windows",
-            f"mean {fmt(np.mean(across) if across else math.nan)} across vs "
-            f"{fmt(np.mean(stable) if stable else math.nan)} stable ({len(across)} instabilities)",
-            "across > 2 × stable",
-            bool(np.mean(across) > 2 * np.mean(stable)) if across and stable else None,
-        ),
-        Claim(
-            "The shift grows with η",
-            f"Spearman ρ(η, mean shift) = {fmt(rho)} over {len(per_lr)} η",
-            "ρ > 0",
-            bool(rho > 0) if np.isfinite(rho) else None,
-            rho,
-        ),
-    )
+    claims = (C.shift_across(runs), C.shift_grows(grid, runs))
     big = max(runs, key=lambda r: len(find_instabilities(r)))
     return ExperimentResult(
         claims=claims,
@@ -267,7 +192,7 @@ def shift_exp(ctx: Context) -> ExperimentResult:
         tables=(
             TableSpec(
                 "Shift per instability",
-                ("η", "#", "start", "end", "shift across", "stable (same length)", "windows"),
+                ("η", "#", "start", "end", "shift across", "stable (at least as long)", "windows"),
                 tuple(rows),
             ),
         ),
@@ -286,30 +211,17 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
     """Heatmaps and the trend with η."""
     grid, runs = lr_sweep_runs(ctx)
     sim = trajectory_similarity(runs, runs[0], [f"η={lr:g}" for lr in grid])
-    claims = []
-    for what, label in (
-        ("cosine", "cosine of θ − θ₀"),
-        ("agreement", "test prediction agreement"),
-        ("overlap", "top-k subspace overlap"),
-    ):
-        vals = sim.final(what)[1:]
-        rho = spearman(grid[1:], list(vals))
-        claims.append(
-            Claim(
-                f"Similarity to the low-η baseline falls with η ({label})",
-                f"Spearman ρ = {fmt(rho)}; final values {', '.join(fmt(v, 2) for v in vals)}",
-                "ρ < 0",
-                bool(rho < 0) if np.isfinite(rho) else None,
-                rho,
-            )
-        )
+    claims = [C.similarity_falls(grid[1:], list(sim.final(what)[1:]), label)
+              for what, label in (("cosine", "cosine of θ − θ₀"), ("agreement", "test prediction agreement"),
+                                  ("overlap", "top-k subspace overlap"))]
     beyond = [(lr, c) for lr, c in zip(grid, sim.final("cosine"), strict=True) if lr >= 0.2]
     claims.append(
         Claim(
             "Trajectories are very dissimilar beyond η ≈ 0.20",
             ", ".join(f"η={lr:g}: cos {fmt(c, 2)}" for lr, c in beyond) or "no η ≥ 0.2 in the grid",
-            "final cosine < 0.5 for η ≥ 0.2",
-            all(c < 0.5 for _, c in beyond) if beyond else None,
+            "largest final cosine for η ≥ 0.2 < 0.5",
+            max(c for _, c in beyond) if beyond else None,
+            below(0.5),
         )
     )
     return ExperimentResult(
@@ -320,6 +232,13 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
         runs=tuple(r.path for r in runs),
         settings={"lr_grid": grid},
     )
+
+
+def _lambda_at(run: Run, step: int) -> float:
+    """λ₁ at the last measurement at or before ``step`` (NaN if none)."""
+    s, v = run.series("lambda1", run.measurements)
+    ok = np.isfinite(v) & (s <= step)
+    return float(v[ok][-1]) if ok.any() else math.nan
 
 
 def _outlier_config(ctx: Context) -> dict:
@@ -335,7 +254,7 @@ def _outlier_config(ctx: Context) -> dict:
             "optimizer": {"name": "sgd", "lr": 0.1},
             "train.steps": steps,
             "train.batch_size": 50,
-            "measure": {"every": steps // 12, "k": _m(ctx)},
+            "measure": {"every": steps // 12, "k": _m(ctx)},  # minibatch: no around_instabilities
         },
     )
 
@@ -362,7 +281,8 @@ def outliers(ctx: Context) -> ExperimentResult:
     n = min(2000 if ctx.variant != "smoke" else 200, ds.X_train.shape[0])
     op = HessianOperator(model, loss_fn, (ds.X_train[:n], ds.y_train[:n]))
     dens = spectral_density(
-        op, n_probes=4 if ctx.variant != "smoke" else 1, n_steps=60 if ctx.variant != "smoke" else 15, seed=0
+        op, n_probes=4 if ctx.variant != "smoke" else 1, n_steps=60 if ctx.variant != "smoke" else 15,
+        seed=ctx.seed,
     )
     values = run.measurements[-1]["eigenvalues"]
     spec = spectrum(values)
@@ -370,16 +290,16 @@ def outliers(ctx: Context) -> ExperimentResult:
         Claim(
             "Cross-entropy with C classes gives about C (or C − 1) outlier eigenvalues",
             f"k* at measurements after step 100: {late}; fraction within 9–11 = {fmt(frac, 2)}",
-            "k* ∈ [9, 11] at ≥ half of those measurements",
-            bool(frac >= 0.5) if late else None,
-            frac,
+            "fraction of those measurements with k* ∈ [9, 11] ≥ 0.5",
+            frac if late else None,
+            at_least(0.5),
         ),
         Claim(
             "The outliers are separated from the bulk",
             f"final log-gap log(λ_k*/λ_k*+1) = {fmt(spec.log_gap)} at k* = {spec.k_star}",
             "the largest log-gap > 0.3 (a 35 % jump)",
-            bool(spec.log_gap > 0.3),
             spec.log_gap,
+            above(0.3),
         ),
     )
     return ExperimentResult(
@@ -397,6 +317,68 @@ def outliers(ctx: Context) -> ExperimentResult:
         ),
         runs=(run.path,),
         settings=cfg,
+    )
+
+
+SECOND_DATA = {"name": "src", "dim": 40, "n_classes": 10, "separation": 2.0}
+SECOND_GRID = {"smoke": [0.1, 0.6, 1.2], "quick": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+               "full": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+
+
+@experiment(
+    "wang2023.second_dataset",
+    "The central claims on a second data set (SRC)",
+    "Shift, flattening, outliers and similarity on the SRC Gaussian-mixture set (40 dimensions, 10 "
+    "classes, separation 2) instead of MNIST-1D: the same model, loss and optimiser; the η grid reaches "
+    "0.6 because this data first becomes unstable near η = 0.3.",
+)
+def second_dataset(ctx: Context) -> ExperimentResult:
+    """The lr-sweep claims and the outlier claim, evaluated by the same claim functions on SRC."""
+    base = base_config(ctx.variant)
+    n = base["data"]
+    data = {**SECOND_DATA, "n_train": n["n_train"], "n_test": n["n_test"]}
+    grid = SECOND_GRID[ctx.variant]
+    runs = ctx.train_many([with_(base, **{"data": data, "optimizer.lr": lr}) for lr in grid],
+                          [f"src_gd_lr{lr:g}" for lr in grid])
+    labels = [f"η={lr:g}" for lr in grid]
+    sim = trajectory_similarity(runs, runs[0], labels)
+    out_run = ctx.train(with_(_outlier_config(ctx), **{"data": data}), "src_ce_relu_sgd")
+    ks = [(r["step"], outlier_count(r["eigenvalues"])) for r in out_run.measurements if r.get("eigenvalues")]
+    late = [k for s, k in ks if s >= 100]
+    frac = float(np.mean([9 <= k <= 11 for k in late])) if late else None
+    claims = (
+        C.critical_lr(grid, runs),
+        C.flattening_drop(runs),
+        C.flattening_trend(labels, runs),
+        C.shift_across(runs),
+        C.shift_grows(grid, runs),
+        C.similarity_falls(grid[1:], list(sim.final("cosine")[1:]), "cosine of θ − θ₀"),
+        Claim(
+            "Cross-entropy with C classes gives about C (or C − 1) outlier eigenvalues",
+            f"k* at measurements after step 100: {late}; fraction within 9–11 = {fmt(frac, 2)}",
+            "fraction of those measurements with k* ∈ [9, 11] ≥ 0.5",
+            frac,
+            at_least(0.5),
+        ),
+    )
+    counts = [len(find_instabilities(r)) for r in runs]
+    big = runs[int(np.argmax(counts))] if any(counts) else runs[-1]
+    return ExperimentResult(
+        claims=claims,
+        figures=(
+            FigureSpec("curves", "sweep_curves", {"runs": runs, "labels": labels},
+                       "SRC: training loss, and λ₁ against 2/η, for every η."),
+            FigureSpec("largest", "loss_and_sharpness", {"run": big},
+                       "The SRC run with the most instabilities."),
+            FigureSpec("outliers", "outliers_over_time", {"run": out_run},
+                       "SRC, cross-entropy: top eigenvalues and k* over time."),
+        ),
+        tables=(TableSpec("Runs", ("η", "status", "instabilities", "final λ₁", "2/η", "test acc"),
+                          tuple((lr, r.state, c, fmt(final(r, "lambda1")), fmt(2 / lr),
+                                 fmt(final(r, "test_acc")))
+                                for lr, r, c in zip(grid, runs, counts, strict=True))),),
+        runs=(*(r.path for r in runs), out_run.path),
+        settings={"data": data, "lr_grid": grid},
     )
 
 
@@ -435,9 +417,9 @@ def effective_params(ctx: Context) -> ExperimentResult:
                     "Outlier directions move the test loss far more than bulk or random ones",
                     f"ε = 1: mean |Δ test loss| outlier {fmt(o.loss_change)}, bulk {fmt(b.loss_change)}, "
                     f"random {fmt(r.loss_change)}",
-                    "outlier > 3 × max(bulk, random)",
-                    bool(o.loss_change > 3 * max(b.loss_change, r.loss_change)),
+                    "outlier / max(bulk, random) > 3",
                     o.loss_change / max(b.loss_change, r.loss_change, 1e-30),
+                    above(3.0),
                 )
             )
             claims.append(
@@ -445,8 +427,9 @@ def effective_params(ctx: Context) -> ExperimentResult:
                     "… and the outputs",
                     f"ε = 1: mean ‖Δf‖ outlier {fmt(o.output_change)}, bulk {fmt(b.output_change)}, "
                     f"random {fmt(r.output_change)}",
-                    "outlier > 3 × max(bulk, random)",
-                    bool(o.output_change > 3 * max(b.output_change, r.output_change)),
+                    "outlier / max(bulk, random) > 3",
+                    o.output_change / max(b.output_change, r.output_change, 1e-30),
+                    above(3.0),
                 )
             )
     return ExperimentResult(
@@ -517,15 +500,16 @@ def klayer(ctx: Context) -> ExperimentResult:
             + ", ".join(fmt(e, 2) for e in errs)
             + "; top-5 overlap: "
             + ", ".join(fmt(o, 2) for o in ovs),
-            f"error non-increasing in k and ≤ {tol:g} at k = L",
-            bool(monotone and errs[-1] <= tol),
+            f"1 if the error is non-increasing in k and ≤ {tol:g} at k = L, else 0",
+            C.holds(monotone and errs[-1] <= tol),
+            C.HELD,
         ),
         Claim(
             "A few last layers already carry the top curvature",
             f"λ₁ error with the last 2 of {n_layers} layers = {fmt(errs[1] if len(errs) > 1 else math.nan)}",
-            "≤ 0.25",
-            bool(len(errs) > 1 and errs[1] <= 0.25),
+            "relative error ≤ 0.25",
             errs[1] if len(errs) > 1 else None,
+            Region(-math.inf, 0.25, closed=True),
         ),
     )
     return ExperimentResult(
@@ -574,23 +558,31 @@ def delayed_decay(ctx: Context) -> ExperimentResult:
     ]
     runs = ctx.train_many(cfgs, [f"delay{td}" for td in grid])
     lam = [final(r, "lambda1") for r in runs]
+    at_decay = [_lambda_at(r, td) for r, td in zip(runs, grid, strict=True)]
     acc = [final(r, "test_acc") for r in runs]
     n_inst = [len(find_instabilities(r)) for r in runs]
-    rho_l, rho_a = spearman(grid, lam), spearman(grid, acc)
+    rho_d, rho_l, rho_a = spearman(grid, at_decay), spearman(grid, lam), spearman(grid, acc)
     claims = (
         Claim(
-            "A longer large-η phase ends in a flatter region",
+            "A longer large-η phase reaches a flatter region (λ₁ at the decay point)",
+            f"Spearman ρ(T_d, λ₁ at step T_d) = {fmt(rho_d)}; λ₁ {', '.join(fmt(x) for x in at_decay)}",
+            "ρ < 0",
+            rho_d if np.isfinite(rho_d) else None,
+            below(0.0),
+        ),
+        Claim(
+            "… and ends in one (final λ₁, after sharpening at the decayed η)",
             f"Spearman ρ(T_d, final λ₁) = {fmt(rho_l)}; final λ₁ {', '.join(fmt(x) for x in lam)}",
             "ρ < 0",
-            bool(rho_l < 0) if np.isfinite(rho_l) else None,
-            rho_l,
+            rho_l if np.isfinite(rho_l) else None,
+            below(0.0),
         ),
         Claim(
             "… and generalises better",
             f"Spearman ρ(T_d, test accuracy) = {fmt(rho_a)}; accuracy {', '.join(fmt(x, 3) for x in acc)}",
             "ρ > 0",
-            bool(rho_a > 0) if np.isfinite(rho_a) else None,
-            rho_a,
+            rho_a if np.isfinite(rho_a) else None,
+            above(0.0),
         ),
     )
     return ExperimentResult(
@@ -599,8 +591,9 @@ def delayed_decay(ctx: Context) -> ExperimentResult:
             FigureSpec(
                 "outcome",
                 "metric_vs",
-                {"x": grid, "series": {"final λ₁": lam}, "xlabel": "T_d (steps)", "ylabel": "final λ₁"},
-                "Final sharpness against T_d.",
+                {"x": grid, "series": {"λ₁ at the decay point": at_decay, "final λ₁": lam},
+                 "xlabel": "T_d (steps)", "ylabel": "λ₁"},
+                "Sharpness at the decay point and at the end, against T_d.",
             ),
             FigureSpec(
                 "accuracy",
@@ -623,8 +616,8 @@ def delayed_decay(ctx: Context) -> ExperimentResult:
         tables=(
             TableSpec(
                 "Runs",
-                ("T_d", "instabilities", "final λ₁", "test acc"),
-                tuple(zip(grid, n_inst, map(fmt, lam), map(fmt, acc), strict=True)),
+                ("T_d", "instabilities", "λ₁ at T_d", "final λ₁", "test acc"),
+                tuple(zip(grid, n_inst, map(fmt, at_decay), map(fmt, lam), map(fmt, acc), strict=True)),
             ),
         ),
         runs=tuple(r.path for r in runs),
@@ -654,21 +647,22 @@ def cyclic(ctx: Context) -> ExperimentResult:
     shifts = [landscape_shift(r) for r in runs]
     across = [s.mean_across for s in shifts]
     rhos = [flattening(r).rho for r in runs]
-    rho_shift = spearman(ratios, across)
-    claims = (
-        Claim(
+
+    def recurring(delta: float) -> Claim:
+        counts = [len(find_instabilities(r, delta)) for r in runs]
+        cyc = [n for r, n in zip(ratios, counts, strict=True) if r > 1]
+        return Claim(
             "Cycling η produces recurring instabilities",
-            "instabilities per r: " + ", ".join(f"{r:g}: {n}" for r, n in zip(ratios, n_inst, strict=True)),
-            "≥ 2 instabilities at every r > 1",
-            all(n >= 2 for r, n in zip(ratios, n_inst, strict=True) if r > 1),
-        ),
-        Claim(
-            "Open question 3: exploration (shift across instabilities) grows with the ratio r",
-            f"Spearman ρ(r, mean shift) = {fmt(rho_shift)}; shifts {', '.join(fmt(a, 2) for a in across)}",
-            "ρ > 0",
-            bool(rho_shift > 0) if np.isfinite(rho_shift) else None,
-            rho_shift,
-        ),
+            "instabilities per r: " + ", ".join(f"{r:g}: {n}" for r, n in zip(ratios, counts, strict=True)),
+            "fewest instabilities over r > 1 ≥ 2",
+            min(cyc) if cyc else None,
+            at_least(2.0),
+        )
+
+    claims = (
+        C.over_deltas(recurring),
+        replace(C.shift_grows(ratios, runs, name="r"),
+                text="Open question 3: exploration (shift across instabilities) grows with the ratio r"),
     )
     return ExperimentResult(
         claims=claims,
@@ -707,27 +701,27 @@ def long_horizon(ctx: Context) -> ExperimentResult:
         base, **{"optimizer.lr": 0.3, "train.steps": steps, "measure": {"every": steps // 200, "k": 1}}
     )
     run = ctx.train(cfg, "long_lr0.3")
-    events = find_instabilities(run)
-    quarters = [sum(steps * q / 4 <= e.start < steps * (q + 1) / 4 for e in events) for q in range(4)]
-    s, lam = run.series("lambda1", run.measurements)
-    _, thr = run.series("threshold", run.measurements)
+
+    def late(delta: float) -> Claim:
+        events = find_instabilities(run, delta)
+        quarters = [sum(steps * q / 4 <= e.start < steps * (q + 1) / 4 for e in events) for q in range(4)]
+        return Claim("Instabilities keep occurring late in training",
+                     f"instabilities per quarter: {quarters}", "instabilities in the last quarter ≥ 1",
+                     quarters[-1], at_least(1.0))
+
+    s, lam = run.series("lambda1", run.cadence_measurements)
+    _, thr = run.series("threshold", run.cadence_measurements)
     half = s >= steps / 2
     rho = spearman(list(s[half]), list(lam[half]))
     ratio = float(np.nanmedian(lam[half] / thr[half])) if half.any() else math.nan
     claims = (
-        Claim(
-            "Instabilities keep occurring late in training",
-            f"instabilities per quarter: {quarters}",
-            "≥ 1 in the last quarter",
-            bool(quarters[-1] >= 1),
-            quarters[-1],
-        ),
+        C.over_deltas(late),
         Claim(
             "λ₁ keeps falling in the second half",
             f"Spearman ρ(step, λ₁) over the second half = {fmt(rho)}; median λ₁/(2/η) = {fmt(ratio)}",
             "ρ < 0",
-            bool(rho < 0) if np.isfinite(rho) else None,
-            rho,
+            rho if np.isfinite(rho) else None,
+            below(0.0),
         ),
     )
     return ExperimentResult(
@@ -751,31 +745,39 @@ def cooling(ctx: Context) -> ExperimentResult:
     steps = {"smoke": 120, "quick": 800, "full": 2000}[ctx.variant]
     cfg = with_(base, **{"optimizer.lr": 0.5, "train.steps": steps, "measure": {"every": 2, "k": 3}})
     run = ctx.train(cfg, "cooling_lr0.5")
-    events = find_instabilities(run)
-    phase = {"heating": [], "cooling": [], "stable": []}
-    for r in run.measurements:
-        if r.get("grad_topk_fraction") is None:
-            continue
-        t = r["step"]
-        where = "stable"
-        for e in events:
-            end = e.end if e.end is not None else steps
-            if e.start <= t < e.peak:
-                where = "heating"
-            elif e.peak <= t <= end:
-                where = "cooling"
-        phase[where].append(r["grad_topk_fraction"])
-    means = {k: float(np.mean(v)) if v else math.nan for k, v in phase.items()}
-    claims = (
-        Claim(
+
+    def phases(delta: float) -> dict[str, list[float]]:
+        events = find_instabilities(run, delta)
+        phase: dict[str, list[float]] = {"heating": [], "cooling": [], "stable": []}
+        for r in run.measurements:
+            if r.get("grad_topk_fraction") is None:
+                continue
+            t, where = r["step"], "stable"
+            for e in events:
+                end = e.end if e.end is not None else steps
+                if e.start <= t < e.peak:
+                    where = "heating"
+                elif e.peak <= t <= end:
+                    where = "cooling"
+            phase[where].append(r["grad_topk_fraction"])
+        return phase
+
+    def aligned(delta: float) -> Claim:
+        phase = phases(delta)
+        m = {k: float(np.mean(v)) if v else math.nan for k, v in phase.items()}
+        diff = m["cooling"] - m["stable"] if phase["cooling"] and phase["stable"] else None
+        return Claim(
             "During cooling the gradient aligns with the top eigenvectors more than in stable phases",
-            f"mean fraction of ‖g‖² in the top-3 subspace: cooling {fmt(means['cooling'])} "
-            f"({len(phase['cooling'])} measurements), heating {fmt(means['heating'])}, stable "
-            f"{fmt(means['stable'])}",
-            "cooling > stable",
-            bool(means["cooling"] > means["stable"]) if phase["cooling"] and phase["stable"] else None,
-        ),
-    )
+            f"mean fraction of ‖g‖² in the top-3 subspace: cooling {fmt(m['cooling'])} "
+            f"({len(phase['cooling'])} measurements), heating {fmt(m['heating'])}, stable {fmt(m['stable'])}",
+            "cooling − stable > 0",
+            diff,
+            above(0.0),
+        )
+
+    events = find_instabilities(run)
+    means = {k: float(np.mean(v)) if v else math.nan for k, v in phases(DEFAULT_DELTA).items()}
+    claims = (C.over_deltas(aligned),)
     return ExperimentResult(
         claims=claims,
         figures=(

@@ -19,7 +19,7 @@ import yaml
 
 from landscope import __version__
 from landscope.analysis import DEFAULT_DELTA, find_instabilities
-from landscope.experiments.results import Claim, ExperimentResult, TableSpec
+from landscope.experiments.results import Claim, ExperimentResult, claim_doc
 from landscope.experiments.sweep import SweepPoint
 from landscope.report import plots
 from landscope.train import Run
@@ -30,7 +30,8 @@ padding:0 1em;color:#222;line-height:1.45}
 h1{font-size:1.6em;margin-bottom:.2em}h2{font-size:1.25em;margin-top:1.6em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}td,th{border:1px solid #ccc;padding:.3em .6em;
 text-align:left;vertical-align:top}th{background:#f4f4f4}.pass{background:#e3f6e3}.fail{background:#fbe3e3}
-.na{background:#f2f2f2}figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
+.na{background:#f2f2f2}.inc{background:#fdf3d6}
+figure{margin:1em 0}figure img{max-width:100%;border:1px solid #eee}
 figcaption{font-size:.9em;color:#555}pre{background:#f7f7f7;padding:.8em;overflow-x:auto;font-size:.85em}
 .meta{color:#666;font-size:.9em}
 """
@@ -57,10 +58,41 @@ def _fmt(x: Any) -> str:
 
 
 def claims_table(claims: Sequence[Claim]) -> str:
-    """The claims as an HTML table, rows coloured pass / fail / reported or not measured."""
-    rows = [(c.text, c.measured, c.criterion, c.verdict) for c in claims]
-    classes = [{True: "pass", False: "fail", None: "na"}[c.passed] for c in claims]
-    return _table(("claim", "measured", "criterion", "result"), rows, classes)
+    """The claims as an HTML table: per-seed values, 95 % interval and the three-way verdict."""
+    rows = [(c.text, c.measured, c.criterion, seeds_text(c.seeds), interval_text(c.interval), c.verdict)
+            for c in claims]
+    classes = [VERDICT_CLASS.get(c.verdict, "na") for c in claims]
+    return _table(("claim", "measured (first seed)", "criterion", "per seed", "95 % interval", "verdict"),
+                  rows, classes)
+
+
+VERDICT_CLASS = {"pass": "pass", "fail": "fail", "inconclusive": "inc"}
+INTERVAL_NOTE = ("Each claim's statistic is measured at every seed (initialisation and data order); the "
+                 "95 % interval is Student's t over seeds (mean ± t₀.₉₇₅,ₙ₋₁·s/√n). Verdict: pass when "
+                 "the interval lies on the claimed side, fail when it lies on the other side, "
+                 "inconclusive when it straddles the boundary; with one seed there is no interval and "
+                 "the verdict is the point's.")
+
+
+def seeds_text(values: Sequence[float | None]) -> str:
+    """Per-seed statistics, compactly."""
+    return ", ".join("n/a" if v is None else f"{v:.3g}" for v in values)
+
+
+def interval_text(ci: tuple[float, float] | None) -> str:
+    """``[lo, hi]`` or an em dash."""
+    return "—" if ci is None else f"[{ci[0]:.3g}, {ci[1]:.3g}]"
+
+
+def sensitivity_table(claims: Sequence[Claim]) -> str:
+    """Verdict and interval of every δ-dependent claim at each δ of the sensitivity set."""
+    rows = [c for c in claims if c.by_delta]
+    if not rows:
+        return ""
+    deltas = [d for d, _ in rows[0].by_delta]
+    body = [(c.text, *(f"{w} {interval_text(i) if i else seeds_text(v)}" for _, v, i, w in c.sensitivity()))
+            for c in rows]
+    return _table(("claim", *(f"δ = {d:g}" for d in deltas)), body)
 
 
 def _page(title: str, body: str) -> str:
@@ -143,23 +175,24 @@ def render_experiment(result: ExperimentResult) -> Path:
     for spec in result.figures:
         fn = getattr(plots, spec.kind)
         drawn.append((fn(**spec.data, path=folder / "figures" / f"{spec.name}.png"), spec.caption))
-    claims = claims_table(result.claims) if result.claims else "<p>This experiment tests no claim.</p>"
+    claims = (claims_table(result.claims) + f"<p class=\"meta\">{html.escape(INTERVAL_NOTE)}</p>"
+              if result.claims else "<p>This experiment tests no claim.</p>")
+    sens = sensitivity_table(result.claims)
+    if sens:
+        claims += ("<h3>Sensitivity to the instability threshold δ</h3><p class=\"meta\">The claims that "
+                   "depend on δ, at each δ of the sensitivity set (the default is "
+                   f"{DEFAULT_DELTA:g}).</p>{sens}")
     tables = "".join(f"<h3>{html.escape(t.title)}</h3>{_table(t.header, t.rows)}" for t in result.tables)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     body = (f"<p>{html.escape(result.what)}</p><p class=\"meta\">{html.escape(result.paper)} · variant "
-            f"<b>{result.variant}</b> · {result.seconds:.0f} s · {len(result.runs)} runs</p>"
+            f"<b>{result.variant}</b> · seeds {', '.join(map(str, result.seeds))} · "
+            f"{result.seconds:.0f} s · {len(result.runs)} runs</p>"
             f"<h2>Claims</h2>{claims}<h2>Figures</h2>{_figures_html(drawn)}"
             + (f"<h2>Tables</h2>{tables}" if tables else "")
             + (f"<h2>Notes</h2><ul>{notes}</ul>" if notes else "")
             + f"<h2>Settings</h2><pre>{html.escape(yaml.safe_dump(result.settings, sort_keys=False))}</pre>"
             + "<h2>Runs</h2><ul>" + "".join(f"<li>{html.escape(str(r))}</li>" for r in result.runs) + "</ul>")
-    claims_doc = [{"text": c.text, "measured": c.measured, "criterion": c.criterion, "passed": c.passed,
-                   "value": c.value} for c in result.claims]
-    doc = {"name": result.name, "variant": result.variant, "seconds": result.seconds, "claims": claims_doc}
+    doc = {"name": result.name, "variant": result.variant, "seconds": result.seconds,
+           "seeds": list(result.seeds), "claims": [claim_doc(c) for c in result.claims]}
     (folder / "claims.json").write_text(json.dumps(doc, indent=1))
     return _write(folder / "report.html", _page(f"{result.name}: {result.title}", body))
-
-
-def table_spec(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> TableSpec:
-    """A :class:`TableSpec` from plain sequences."""
-    return TableSpec(title, tuple(header), tuple(tuple(r) for r in rows))
