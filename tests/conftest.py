@@ -176,3 +176,12 @@ def pytest_configure(config):
     # The models are tiny: one thread is several times faster than two (no thread hand-offs per
     # op) and keeps the timings stable when other processes share the cores.
     torch.set_num_threads(1)
+
+
+@pytest.fixture
+def one_thread():
+    """Bitwise equality with a one-thread process (a worker, a child run) needs the same reductions."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -26,14 +26,6 @@ from landscope.train import build_run, parse_config
 from landscope.train.detector import DEFAULT_DELTA, InstabilityDetector, detect
 
 
-@pytest.fixture
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _windows_measured(run: ls.Run, delta: float) -> tuple[int, list[tuple[int, int | None]]]:
     """How many instabilities at ``delta``, and those missing a row from start − 1 to end + 1."""
     measured = {r["step"] for r in run.measurements if r.get("eigenvalues")}

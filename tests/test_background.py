@@ -26,15 +26,6 @@ from landscope.models import get_loss, mlp
 from landscope.train import MeasureConfig, OptimizerSpec, Trainer
 
 
-@pytest.fixture
-def one_thread():
-    """Bitwise equality with the (one-thread) worker needs the same reductions here."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class Counter:
     """A stateful object: calls must run in order on one copy."""
 
