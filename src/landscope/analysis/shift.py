@@ -16,6 +16,7 @@ is conservative: the claim "across > stable" has to beat windows at least as lon
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -54,11 +55,31 @@ def eigenvector_series(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:
 
 
 def overlap_matrix(run: Run | tuple[np.ndarray, list[np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    """``(steps, M)`` with M[i, j] = overlap of the top-k subspaces at measurements i and j."""
-    steps, vecs = eigenvector_series(run) if isinstance(run, Run) else run
+    """``(steps, M)`` with M[i, j] = overlap of the top-k subspaces at measurements i and j.
+
+    For a run folder the result is cached (keyed by the folder and its eigen files), since the
+    claims evaluate the shift of the same run at several δ.
+    """
+    if isinstance(run, Run):
+        files = sorted((run.path / "eigen").glob("step_*.npz"))
+        stamp = (len(files), max((f.stat().st_mtime_ns for f in files), default=0))
+        return _run_overlaps(str(run.path.resolve()), stamp)
+    return _overlaps(*run)
+
+
+@functools.lru_cache(maxsize=8)
+def _run_overlaps(path: str, stamp: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    from landscope.train import load_run
+    steps, M = _overlaps(*eigenvector_series(load_run(path)))
+    M.setflags(write=False)
+    return steps, M
+
+
+def _overlaps(steps: np.ndarray, vecs: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     V = torch.stack([torch.as_tensor(v, dtype=torch.float64) for v in vecs])  # (T, dim, k)
-    k = V.shape[2]
-    M = torch.einsum("adk,bdl->abkl", V, V).pow(2).sum((2, 3)) / k
+    T, dim, k = V.shape
+    flat = V.permute(0, 2, 1).reshape(T * k, dim)  # one GEMM: every pair of vectors
+    M = (flat @ flat.T).reshape(T, k, T, k).pow(2).sum((1, 3)) / k
     return np.asarray(steps), M.numpy()
 
 
@@ -112,13 +133,10 @@ def landscape_shift(run: Run, instabilities: list[Instability] | None = None, de
     events = find_instabilities(run, delta) if instabilities is None else instabilities
     steps, M = overlap_matrix(series if series is not None else run)
     # stable windows start after sharpening and touch no instability, not even a small one
-    busy = [(e.start - 1, math.inf if e.end is None else e.end + 1)
-            for e in [*events, *find_instabilities(run, quiet_delta)]]
+    busy = np.array([(e.start - 1, math.inf if e.end is None else e.end + 1)
+                     for e in [*events, *find_instabilities(run, quiet_delta)]], dtype=float).reshape(-1, 2)
     first = sharpening_end(run)
-
-    def quiet(lo: float, hi: float) -> bool:
-        return lo >= first and not any(lo <= b and hi >= a for a, b in busy)
-
+    fsteps = steps.astype(float)
     done, across, stable, windows = [], [], [], []
     for ev in events:
         if ev.end is None:
@@ -129,13 +147,16 @@ def landscape_shift(run: Run, instabilities: list[Instability] | None = None, de
             continue
         a, b = before[-1], after[0]
         span = steps[b] - steps[a]
-        shifts = []
-        for i in range(len(steps)):
-            later = np.nonzero(steps >= steps[i] + span)[0]
-            if len(later) and quiet(steps[i], steps[later[0]]):
-                shifts.append(1 - M[i, later[0]])
+        # from each measurement i, the first measurement j at least `span` steps later
+        j = np.searchsorted(fsteps, fsteps + span)
+        has = j < len(steps)
+        i, j = np.nonzero(has)[0], j[has]
+        lo, hi = fsteps[i], fsteps[j]
+        touches = ((lo[:, None] <= busy[None, :, 1]) & (hi[:, None] >= busy[None, :, 0])).any(axis=1)
+        ok = (lo >= first) & ~touches
+        shifts = 1 - M[i[ok], j[ok]]
         done.append(ev)
         across.append(1 - M[a, b])
-        stable.append(float(np.mean(shifts)) if shifts else math.nan)
-        windows.append(len(shifts))
+        stable.append(float(np.mean(shifts)) if len(shifts) else math.nan)
+        windows.append(int(len(shifts)))
     return Shift(tuple(done), np.array(across), np.array(stable), np.array(windows, dtype=int))
