@@ -40,7 +40,8 @@ def test_interval_is_students_t_over_seeds():
     ([0.0, 0.0, 0.0], at_least(1), "fail"),
     ([0.0, 0.0], below(0), "fail"),           # the boundary is outside an open region
     ([1.0, 1.05, 0.95], between(0.8, 1.2), "pass"),
-    ([2.0], above(1), "pass"),                 # one seed: the point's verdict, no interval
+    ([2.0], above(1), "inconclusive"),         # one seed: no interval, nothing said about the spread
+    ([2.0, None, None], above(1), "inconclusive"),
     ([None, None], above(1), "not measured"),
     ([0.3, 0.2], None, "reported"),
 ])

@@ -103,12 +103,10 @@ def _stable_sweeps(
     grid = list(grid)
     start = len(grid)
     while True:
-        runs = {
-            label: ctx.train_many(
-                [with_(cfg, **{"optimizer.lr": lr}) for lr in grid], [f"{label}_lr{lr:g}" for lr in grid]
-            )
-            for label, cfg in cfgs.items()
-        }
+        # one batch for every config (and seed), so the pool stays busy on a round of one new η
+        flat = ctx.train_many([with_(cfg, **{"optimizer.lr": lr}) for cfg in cfgs.values() for lr in grid],
+                              [f"{label}_lr{lr:g}" for label in cfgs for lr in grid])
+        runs = {label: flat[i * len(grid):(i + 1) * len(grid)] for i, label in enumerate(cfgs)}
         censored = any(rs[-1].state != "diverged" for rs in runs.values())
         extensions = len(grid) - start
         if not censored or ctx.variant == "smoke" or extensions >= MAX_DOUBLINGS:
@@ -237,7 +235,9 @@ def init_norm(ctx: Context) -> ExperimentResult:
     base = with_(
         _classifier(ctx), **{"model": {"name": "resnet_lite", "width": 8, "depth": 2, "activation": "relu"}}
     )
-    base = _short(ctx, base, every=10)
+    # λ₁ every 10 steps over the early phase, on a fixed 250-sample Hessian set (5 batches): with the whole
+    # training set a BatchNorm run (train-mode statistics per batch) spent 45 s measuring
+    base = with_(_short(ctx, base, every=10), **{"measure.hessian_samples": 250})
     early = EARLY_STEPS[ctx.variant]
     grid = _grid(ctx, 0.025, 7)
     names = list(VARIANTS) if ctx.variant != "smoke" else ["default", "batchnorm", "fixup"]

@@ -91,9 +91,10 @@ def interval95(values: Sequence[float | None]) -> tuple[float, float] | None:
 def decide(values: Sequence[float | None], region: Region | None) -> tuple[tuple[float, float] | None, str]:
     """``(interval, verdict)`` of per-seed values against the claimed region.
 
-    ``reported`` without a region; ``not measured`` without a finite value; with one finite value
-    there is no interval and the verdict is the point's (pass or fail); otherwise the three-way
-    verdict of :meth:`Region.verdict` on the 95 % interval.
+    ``reported`` without a region; ``not measured`` without a finite value; ``inconclusive`` with
+    one finite value (no interval: a single seed, or the only seed that could be measured, says
+    nothing about the spread); otherwise the three-way verdict of :meth:`Region.verdict` on the
+    95 % interval.
     """
     if region is None:
         return interval95(values), REPORTED_VERDICT
@@ -102,7 +103,7 @@ def decide(values: Sequence[float | None], region: Region | None) -> tuple[tuple
         return None, NOT_MEASURED
     ci = interval95(xs)
     if ci is None:
-        return None, PASS if region.contains(xs[0]) else FAIL
+        return None, INCONCLUSIVE
     return ci, region.verdict(*ci)
 
 

@@ -70,8 +70,8 @@ VERDICT_CLASS = {"pass": "pass", "fail": "fail", "inconclusive": "inc"}
 INTERVAL_NOTE = ("Each claim's statistic is measured at every seed (initialisation and data order); the "
                  "95 % interval is Student's t over seeds (mean ± t₀.₉₇₅,ₙ₋₁·s/√n). Verdict: pass when "
                  "the interval lies on the claimed side, fail when it lies on the other side, "
-                 "inconclusive when it straddles the boundary; with one seed there is no interval and "
-                 "the verdict is the point's.")
+                 "inconclusive when it straddles the boundary, or when fewer than two seeds could be "
+                 "measured (no interval).")
 
 
 def seeds_text(values: Sequence[float | None]) -> str:
