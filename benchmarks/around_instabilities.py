@@ -3,7 +3,8 @@
 The run of wang2023's quick learning-rate sweep at its largest η (full-batch GD, MSE, tanh MLP
 40-32-32-10 on 1,000 MNIST-1D samples, 2,000 steps, top-3 every 20 steps, tol 1e-3) is timed
 plainly and with every step from one before each instability to one after it measured as well,
-at the default δ and at the sensitivity set's δ (0.01, 0.02, 0.05, 0.1 at once). Variants run
+at the default δ, at the old default 0.1 and at the sensitivity set's δ (0.01, 0.02, 0.05, 0.1 at
+once). The cost is the number of steps inside instabilities, which a smaller δ raises. Variants run
 interleaved, repeated, one torch thread; medians reported. Issue 13's target: ≤ 2× the wall time
 of the plain run at the default setting. Writes results/around_instabilities.{json,md}.
 
@@ -33,7 +34,10 @@ RESULTS = Path(__file__).parent / "results"
 
 VARIANTS = {
     "plain (every 20)": {"measure.around_instabilities": False},
-    f"around, default δ = {DEFAULT_DELTA:g}": {"measure.around_instabilities": True},
+    f"around, default δ = {DEFAULT_DELTA:g}": {"measure.around_instabilities": True,
+                                             "measure.around_deltas": None},
+    "around, δ = 0.1 (the default before issue 13)": {"measure.around_instabilities": True,
+                                                     "measure.around_deltas": [0.1]},
     "around, δ ∈ {" + ", ".join(f"{d:g}" for d in SENSITIVITY_DELTAS) + "}": {
         "measure.around_instabilities": True, "measure.around_deltas": list(SENSITIVITY_DELTAS)},
 }
