@@ -152,3 +152,23 @@ def test_around_needs_full_batch_and_positive_deltas():
         parse_config(with_(base_config("smoke"), **{"measure.around_before": 0}))
     with pytest.raises(ls.InputError, match="must be positive, got 'x'"):
         InstabilityDetector("x")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("over", [
+    {"loss": "mse", "optimizer": {"name": "adam", "lr": 0.01}},  # P⁻¹H: Adam's P in each snapshot
+    {"data": {"name": "src", "n_train": 400, "n_test": 200, "dim": 20, "n_classes": 5}, "loss": "ce",
+     "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "gelu"},
+     "optimizer": {"name": "momentum", "lr": 0.5, "momentum": 0.9}},
+], ids=["adam_mse", "momentum_ce_src"])
+def test_windows_off_the_home_ground(tmp_path, over):
+    """Full-batch Adam (preconditioned) and heavy-ball momentum with CE on another data set."""
+    cfg = {"seed": 3, "data": {"name": "mnist1d", "n_train": 400, "n_test": 200}, "train": {"steps": 400},
+           "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
+           "measure": {"every": 25, "k": 2, "around_instabilities": True}, **over}
+    run = ls.train(cfg, tmp_path / "r", progress=False)
+    n, missing = _windows_measured(run, DEFAULT_DELTA)
+    assert run.state == "completed" and n >= 3 and missing == []
+    assert not any(r.get("eigen_error") for r in run.measurements)
+    assert [r["step"] for r in run.metrics] == list(range(401))
+    if over["optimizer"]["name"] == "adam":
+        assert all(r.get("preconditioned") for r in run.measurements if r["step"] > 0)
