@@ -88,6 +88,13 @@ def eos_ratio_after_reaching(run: Run, preconditioned_only: bool = False) -> flo
     return float(np.nanmedian(after[len(after) // 2 :]))
 
 
+def lambda_at(run: Run, step: int) -> float:
+    """λ₁ at the last measurement at or before ``step`` (NaN if none)."""
+    s, v = run.series("lambda1", run.measurements)
+    ok = np.isfinite(v) & (s <= step)
+    return float(v[ok][-1]) if ok.any() else math.nan
+
+
 def largest_stable(values: list[float], runs: list[Run]) -> float:
     """The largest swept value whose run did not diverge (NaN if all diverged)."""
     ok = [v for v, r in zip(values, runs, strict=True) if r.state != "diverged"]

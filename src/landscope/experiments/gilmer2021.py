@@ -26,6 +26,7 @@ from landscope.experiments.common import (
     base_config,
     final,
     fmt,
+    lambda_at,
     largest_stable,
     spearman,
     with_,
@@ -119,21 +120,14 @@ def _stable_sweeps(
     return grid, runs, etas
 
 
-def _trained_etas(grid: list[float], runs: dict[str, list[Run]], cfg: dict) -> dict[str, float]:
+def _trained_etas(grid: list[float], runs: dict[str, list[Run]], n_classes: int) -> dict[str, float]:
     """The largest η that trains, per config of a stable sweep."""
-    c = _n_classes(cfg)
-    return {label: largest_training(grid, rs, c) for label, rs in runs.items()}
+    return {label: largest_training(grid, rs, n_classes) for label, rs in runs.items()}
 
 
 def _eta_text(eta: float, grid: list[float]) -> str:
     """A largest stable η for a claims table; a censored one says so."""
     return f"> {grid[-1]:g} (none diverged)" if not np.isfinite(eta) else f"{eta:g}"
-
-
-def _lambda_at(run: Run, step: int) -> float:
-    s, v = run.series("lambda1", run.measurements)
-    ok = np.isfinite(v) & (s <= step)
-    return float(v[ok][-1]) if ok.any() else math.nan
 
 
 def _lambda_max(run: Run, steps: int) -> float:
@@ -159,15 +153,9 @@ def warmup(ctx: Context) -> ExperimentResult:
     (plain, warm), (eta_plain, eta_warm) = (runs["nowarm"], runs["warm"]), (etas["nowarm"], etas["warm"])
     both = [i for i, (a, b) in enumerate(zip(plain, warm, strict=True)) if a.state != "diverged" != b.state]
     i = both[-1] if both else 0
-    lam_plain = max(
-        (v for s, v in zip(*plain[i].series("lambda1", plain[i].measurements), strict=True) if s <= wsteps),
-        default=math.nan,
-    )
-    lam_warm = max(
-        (v for s, v in zip(*warm[i].series("lambda1", warm[i].measurements), strict=True) if s <= wsteps),
-        default=math.nan,
-    )
-    trained = _trained_etas(grid, runs, cfg)
+    lam_plain, lam_warm = _lambda_max(plain[i], wsteps), _lambda_max(warm[i], wsteps)
+    n = _n_classes(cfg)
+    trained = _trained_etas(grid, runs, n)
     ratio = math.log(lam_warm / lam_plain) if both and lam_plain > 0 and lam_warm > 0 else None
     claims = (
         Claim(
@@ -181,7 +169,6 @@ def warmup(ctx: Context) -> ExperimentResult:
         C.larger_eta("Warmup raises the largest stable η", "with warmup", eta_warm, "without", eta_plain,
                      grid),
     )
-    n = _n_classes(cfg)
     rows = tuple((lr, a.state, b.state, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
                  for lr, a, b in zip(grid, plain, warm, strict=True))
     largest = (("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_warm, grid)),
@@ -244,11 +231,11 @@ def init_norm(ctx: Context) -> ExperimentResult:
     cfgs = {f"init_{n}": with_(base, **VARIANTS[n]) for n in names}
     cfgs["init_warmup"] = with_(base, **{"schedule": {"name": "constant", "warmup_steps": early}})
     grid, sweeps, stable = _stable_sweeps(ctx, cfgs, grid)
-    trained = _trained_etas(grid, sweeps, base)
+    trained = _trained_etas(grid, sweeps, _n_classes(base))
     rows, lam_max, etas, runs_all = [], [], [], []
     for name in [*names, "warmup"]:
         runs, eta = sweeps[f"init_{name}"], stable[f"init_{name}"]
-        l0, lmax, lN = _lambda_at(runs[0], 0), _lambda_max(runs[0], early), _lambda_at(runs[0], early)
+        l0, lmax, lN = lambda_at(runs[0], 0), _lambda_max(runs[0], early), lambda_at(runs[0], early)
         rows.append((name, fmt(l0), fmt(lmax), fmt(lN), _eta_text(eta, grid),
                      _eta_text(trained[f"init_{name}"], grid), ", ".join(r.state[0] for r in runs)))
         if name != "warmup":
@@ -330,7 +317,8 @@ def clipping(ctx: Context) -> ExperimentResult:
     fired = [r.status.get("clip_count", 0) for r in clipped]
     claims = (C.larger_eta("Clipping keeps training stable at larger η", "clipped", eta_clip, "unclipped",
                            eta_plain, grid),)
-    trained, n = _trained_etas(grid, runs, cfg), _n_classes(cfg)
+    n = _n_classes(cfg)
+    trained = _trained_etas(grid, runs, n)
     rows = tuple((lr, a.state, b.state, f, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
                  for lr, a, b, f in zip(grid, plain, clipped, fired, strict=True))
     largest = (("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_clip, grid)),
@@ -419,8 +407,8 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
     grid = _grid(ctx, 0.0125, 8)
     grid, sweeps, stable = _stable_sweeps(ctx, {"opt": cfg}, grid)
     runs, eta_max = sweeps["opt"], stable["opt"]
-    eta_trains = _trained_etas(grid, sweeps, cfg)["opt"]
     n = _n_classes(cfg)
+    eta_trains = _trained_etas(grid, sweeps, n)["opt"]
     test = [final(r, "test_loss") if trains(r, n) else math.inf for r in runs]
     best = grid[int(np.argmin(test))] if np.isfinite(min(test)) else math.nan
     apart = (abs(grid.index(best) - grid.index(eta_trains))

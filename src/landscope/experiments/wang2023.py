@@ -33,6 +33,7 @@ from landscope.experiments.common import (
     final,
     final_model,
     fmt,
+    lambda_at,
     spearman,
     with_,
 )
@@ -232,13 +233,6 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
         runs=tuple(r.path for r in runs),
         settings={"lr_grid": grid},
     )
-
-
-def _lambda_at(run: Run, step: int) -> float:
-    """λ₁ at the last measurement at or before ``step`` (NaN if none)."""
-    s, v = run.series("lambda1", run.measurements)
-    ok = np.isfinite(v) & (s <= step)
-    return float(v[ok][-1]) if ok.any() else math.nan
 
 
 def _outlier_config(ctx: Context) -> dict:
@@ -558,7 +552,7 @@ def delayed_decay(ctx: Context) -> ExperimentResult:
     ]
     runs = ctx.train_many(cfgs, [f"delay{td}" for td in grid])
     lam = [final(r, "lambda1") for r in runs]
-    at_decay = [_lambda_at(r, td) for r, td in zip(runs, grid, strict=True)]
+    at_decay = [lambda_at(r, td) for r, td in zip(runs, grid, strict=True)]
     acc = [final(r, "test_acc") for r in runs]
     n_inst = [len(find_instabilities(r)) for r in runs]
     rho_d, rho_l, rho_a = spearman(grid, at_decay), spearman(grid, lam), spearman(grid, acc)

@@ -155,12 +155,16 @@ class Measurer:
         return {"state": state_copy(self.model),
                 "P": P, "training": {n: m.training for n, m in self.model.named_modules()}}
 
-    def measure_snapshot(self, snapshot: dict[str, Any], threshold: float | None,
-                         theta0: torch.Tensor) -> Measurement:
-        """:meth:`measure` at a :meth:`snapshot` (in a background copy of this measurer)."""
+    def _load(self, snapshot: dict[str, Any]) -> None:
+        """Put the model at a snapshot's parameters, buffers and training flags."""
         self.model.load_state_dict(snapshot["state"])
         for n, m in self.model.named_modules():
             m.training = snapshot["training"][n]
+
+    def measure_snapshot(self, snapshot: dict[str, Any], threshold: float | None,
+                         theta0: torch.Tensor) -> Measurement:
+        """:meth:`measure` at a :meth:`snapshot` (in a background copy of this measurer)."""
+        self._load(snapshot)
         return self._measure(snapshot["P"], threshold, theta0)
 
     def measure_past(self, snapshot: dict[str, Any], threshold: float | None,
@@ -171,9 +175,7 @@ class Measurer:
         try:
             return self.measure_snapshot(snapshot, threshold, theta0)
         finally:
-            self.model.load_state_dict(now["state"])
-            for n, m in self.model.named_modules():
-                m.training = now["training"][n]
+            self._load(now)
 
     def _measure(self, P: torch.Tensor | None, threshold: float | None,
                  theta0: torch.Tensor) -> Measurement:

@@ -291,8 +291,9 @@ class Trainer:
                 tic = time.perf_counter()
                 pending = rows.push(row)
                 if measure is not None and not diverged:
-                    threshold = stability_threshold(self.optimizer)
                     regular = t % measure.every == 0 or t == self.steps
+                    # the ring buffer keeps each step's threshold; without it only measured steps need one
+                    threshold = stability_threshold(self.optimizer) if regular or around is not None else None
                     now, back = around.observe(t, loss_val) if around is not None else (False, [])
                     for s, snapshot, thr, clips in around.past(back) if around is not None else ():
                         earlier = rows.get(s)
