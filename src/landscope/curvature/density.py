@@ -15,9 +15,9 @@ import math
 import numpy as np
 import torch
 
-from landscope.curvature.lanczos import _small_eigh, check_operator, orthogonalise
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import Density, TraceEstimate
+from landscope.curvature.ritz import check_operator, orthogonalise, small_eigh
 from landscope.errors import InputError
 
 
@@ -55,7 +55,7 @@ def lanczos_quadrature(op: CurvatureOperator, z: torch.Tensor,
         Q[j + 1] = w / b
     m = len(alpha)
     T = np.diag(alpha) + np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
-    nodes, vecs = _small_eigh(T)
+    nodes, vecs = small_eigh(T)
     return nodes, vecs[0] ** 2, m
 
 

@@ -27,85 +27,25 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from landscope.curvature.operators import CurvatureOperator, DenseOperator
+from landscope.curvature.block import block_solve
+from landscope.curvature.operators import CurvatureOperator
+from landscope.curvature.power import power_iteration
 from landscope.curvature.results import EigenResult
+from landscope.curvature.ritz import (
+    WHICH,
+    check_k,
+    check_operator,
+    check_start,
+    combine_rows,
+    finish,
+    orthogonalise,
+    random_vector,
+    select,
+    small_eigh,
+)
 from landscope.errors import InputError
 
-WHICH = ("LA", "SA", "LM")
-METHODS = ("lanczos", "power", "dense")
-
-
-def _small_eigh(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Eigen-decomposition of the small projected matrix.
-
-    Done by torch, not NumPy: NumPy's OpenBLAS threads spin after each call and steal the cores
-    from torch's next matvec (measured: 3× slower matvecs on 2 cores).
-    """
-    Tt = torch.from_numpy(T)
-    theta, S = torch.linalg.eigh(0.5 * (Tt + Tt.T))
-    return theta.numpy(), S.numpy()
-
-
-def _select(theta: np.ndarray, which: str) -> np.ndarray:
-    """Indices of Ritz values in order of preference for ``which``."""
-    if which == "LA":
-        return np.argsort(-theta, kind="stable")
-    if which == "SA":
-        return np.argsort(theta, kind="stable")
-    return np.argsort(-np.abs(theta), kind="stable")
-
-
-def check_operator(op: object) -> CurvatureOperator:
-    """Accept a :class:`CurvatureOperator` or a square tensor (wrapped as a dense operator)."""
-    if isinstance(op, CurvatureOperator):
-        return op
-    if isinstance(op, torch.Tensor):
-        return DenseOperator(op)
-    raise InputError(f"expected a CurvatureOperator (or a square tensor), got {type(op).__name__}")
-
-
-def check_k(k: object, dim: int) -> int:
-    """``k`` must be a positive int no larger than the operator's dimension."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
-    if k > dim:
-        raise InputError(f"k={k} exceeds the operator's dimension {dim}")
-    return int(k)
-
-
-def check_start(v0: torch.Tensor | None, dim: int) -> torch.Tensor | None:
-    """A start vector must be a finite, non-zero vector of length ``dim``."""
-    if v0 is None:
-        return None
-    if not isinstance(v0, torch.Tensor) or v0.dim() != 1 or v0.numel() != dim:
-        shape = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
-        raise InputError(f"v0 must be a vector of length {dim}, got {shape}")
-    v0 = v0.detach().to(torch.float64)
-    if not torch.isfinite(v0).all() or v0.norm() == 0:
-        raise InputError("v0 must be finite and non-zero")
-    return v0
-
-
-def random_vector(dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    """A standard normal float64 vector drawn on the CPU (same numbers on every device)."""
-    return torch.randn(dim, generator=generator, dtype=torch.float64).to(device)
-
-
-def orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Remove from ``w``, in place, its components along the rows of ``Q``; return ``w`` and ``Q w``.
-
-    Two passes (DGKS-safe) with ``addmv_``: no dim-sized temporaries.
-    """
-    if Q.shape[0] == 0:
-        return w, torch.zeros(0, dtype=w.dtype, device=w.device)
-    h = Q @ w
-    w.addmv_(Q.T, h, alpha=-1.0)
-    h2 = Q @ w
-    w.addmv_(Q.T, h2, alpha=-1.0)
-    return w, h + h2
-
-
-_RESTART_BLOCK = 1 << 16  # columns per block of the thick restart's Sᵀ Q
+METHODS = ("lanczos", "block", "power", "dense")
 
 
 def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "LA",
@@ -122,8 +62,10 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
         which: ``"LA"`` largest algebraic (top curvature), ``"SA"`` smallest algebraic (negative
             curvature), ``"LM"`` largest magnitude.
         tol: relative residual tolerance, ``‖Hv − θv‖ ≤ tol · scale``.
-        method: ``"lanczos"`` (default), ``"power"`` (deflated power iteration, ``LA``/``LM``
-            only, slower and less accurate: for comparison), ``"dense"`` (materialises the matrix:
+        method: ``"lanczos"`` (default), ``"block"`` (block Rayleigh–Ritz with explicit
+            residuals, :mod:`~landscope.curvature.block`: for warm starts), ``"power"``
+            (deflated power iteration, ``LA``/``LM`` only, slower and less accurate: for
+            comparison), ``"dense"`` (materialises the matrix:
             tiny operators only).
         seed: seeds the start vector (``torch.Generator``); same seed, same result.
         v0: start vector (length ``op.dim``), e.g. the previous top eigenvector.
@@ -163,12 +105,22 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
     if method == "dense":
         return _dense(op, k, which, tol, return_vectors)
     if method == "power":
-        from landscope.curvature.power import power_iteration
         if which == "SA":
             raise InputError("method='power' finds the largest-magnitude eigenvalues; "
                              "use method='lanczos' for which='SA'")
         return power_iteration(op, k=k, tol=tol, seed=seed, v0=v0, max_matvecs=max_matvecs,
                                return_vectors=return_vectors, which=which)
+    if method == "block":
+        if check_multiplicity:
+            raise InputError("check_multiplicity is for method='lanczos'; method='block' finds "
+                             "repeated eigenvalues up to its block size (k + 2) by itself")
+        if max_basis is not None and (not isinstance(max_basis, int) or max_basis <= k):
+            raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
+        with _Reporter(progress, f"block top-{k} ({which})") as report:
+            return block_solve(op, k, which, tol, start=None if v0 is None else v0[:, None],
+                               seed=seed, max_basis=max_basis, max_matvecs=max_matvecs,
+                               return_vectors=return_vectors, confirm=confirm,
+                               report=report).result
     if max_basis is None:
         max_basis = max(3 * k, k + 40)
     if not isinstance(max_basis, int) or max_basis <= k:
@@ -180,7 +132,24 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
         confirm = False if op.dtype == torch.float64 else "probe"
     with _Reporter(progress, f"Lanczos top-{k} ({which})") as report:
         return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
-                                      return_vectors, confirm, check_multiplicity, report)
+                                      return_vectors, confirm, check_multiplicity, report)[0]
+
+
+def lanczos_with_guards(op: CurvatureOperator, k: int, which: str, tol: float, *, seed: int,
+                        v0: torch.Tensor | None, max_basis: int | None,
+                        guards: int) -> tuple[EigenResult, torch.Tensor]:
+    """:func:`eigenpairs` (Lanczos) that also returns the next ``guards`` Ritz vectors.
+
+    They are not converged, but they are the directions just below the wanted ones, which the
+    next warm start of a tracker must contain to see an eigenvalue rise into the top ``k``.
+    """
+    if max_basis is None:
+        max_basis = max(3 * k, k + 40)
+    max_basis = min(max_basis, op.dim)
+    confirm: bool | str = False if op.dtype == torch.float64 else "probe"
+    return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis,
+                                  max(20 * max_basis, 2 * op.dim, 1000), True, confirm, False,
+                                  lambda n, r: None, n_extra=guards)
 
 
 class _Reporter:
@@ -213,49 +182,15 @@ class _Reporter:
         return False
 
 
-def _finish(op: CurvatureOperator, Y: torch.Tensor, theta: np.ndarray,
-            residuals: np.ndarray | None, tol: float, scale: float, which: str, method: str,
-            n_matvecs: int, n_restarts: int, return_vectors: bool,
-            confirm: bool | str) -> EigenResult:
-    """Package Ritz pairs, values descending; measure residuals as ``confirm`` says.
-
-    ``True`` (or no relation residuals): ``k`` explicit products. ``"probe"``: one explicit
-    product on the first pair; the amount by which it exceeds the relation residual (the
-    operator's own rounding: a float32 product is not exactly linear) is added to every relation
-    residual. ``False``: relation residuals as they are.
-    """
-    th = torch.as_tensor(theta, dtype=torch.float64, device=Y.device)
-    if confirm is True or residuals is None:
-        HY = op.matmat(Y)
-        n_matvecs += Y.shape[1]
-        residuals = (HY - Y * th).norm(dim=0).cpu()
-    else:
-        residuals = torch.as_tensor(residuals, dtype=torch.float64)
-        if confirm == "probe":
-            explicit = float((op.matvec(Y[:, 0]) - th[0] * Y[:, 0]).norm())
-            n_matvecs += 1
-            residuals = residuals + max(explicit - float(residuals[0]), 0.0)
-    order = torch.argsort(torch.as_tensor(theta), descending=True)
-    values = torch.as_tensor(theta, dtype=torch.float64)[order]
-    residuals = residuals[order]
-    scale = max(scale, float(values.abs().max()))
-    converged = bool((residuals <= tol * max(scale, 1e-300)).all())
-    if return_vectors and not bool((order == torch.arange(len(order))).all()):
-        Y = Y[:, order.to(Y.device)]  # a copy: callers above pass Y already in order
-    return EigenResult(values=values, vectors=Y if return_vectors else None,
-                       residuals=residuals, n_matvecs=n_matvecs, converged=converged,
-                       tol=tol, scale=scale, which=which, method=method, n_restarts=n_restarts)
-
-
 def _dense(op: CurvatureOperator, k: int, which: str, tol: float,
            return_vectors: bool) -> EigenResult:
     H = op.to_dense(torch.float64)
     H = 0.5 * (H + H.T)
     evals, evecs = torch.linalg.eigh(H)
-    idx = _select(evals.cpu().numpy(), which)[:k]
+    idx = select(evals.cpu().numpy(), which)[:k]
     idx_t = torch.as_tensor(idx.copy(), device=evecs.device)
     scale = float(evals.abs().max())
-    return _finish(op, evecs[:, idx_t], evals.cpu().numpy()[idx], None, tol, scale, which,
+    return finish(op, evecs[:, idx_t], evals.cpu().numpy()[idx], None, tol, scale, which,
                    "dense", op.dim, 0, return_vectors, confirm=True)
 
 
@@ -299,7 +234,8 @@ def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float,
 def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
                            v0: torch.Tensor | None, m: int, max_matvecs: int,
                            return_vectors: bool, confirm: bool | str, check_multiplicity: bool,
-                           report: Callable[[int, float], None]) -> EigenResult:
+                           report: Callable[[int, float], None], n_extra: int = 0
+                           ) -> tuple[EigenResult, torch.Tensor]:
     n, device = op.dim, op.device
     gen = torch.Generator().manual_seed(int(seed))
     # Rows are written before they are read, so the basis is not zero-filled: untouched rows of
@@ -326,8 +262,8 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
         A[j, :j + 1] = h
         beta = float(w.norm())
         j += 1
-        theta, S = _small_eigh(A[:j, :j])
-        idx = _select(theta, which)
+        theta, S = small_eigh(A[:j, :j])
+        idx = select(theta, which)
         scale = max(scale, float(np.abs(theta).max()))
         floor = max(scale, 1e-300)
         want = idx[:min(k, j)]
@@ -345,8 +281,8 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
                 # basis, so the top of its own block is the top of the complement. Once that has
                 # converged, another chain is needed only if it beat the k-th wanted value (a
                 # missing copy was found, and merged into the wanted pairs by the full A).
-                mu, Sf = _small_eigh(A[segment:j, segment:j])
-                top = _select(mu, which)[0]
+                mu, Sf = small_eigh(A[segment:j, segment:j])
+                top = select(mu, which)[0]
                 if beta * abs(Sf[-1, top]) <= tol * floor:
                     if j >= n or not _better(mu[top], kth_before, which, tol * floor):
                         break
@@ -384,9 +320,7 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
             l = len(keep)
             Sk = S[:, keep]
             drift += float(_chain_residuals(A, Sk, 0.0, ends).max()) if ends else 0.0
-            Skt = torch.as_tensor(Sk.T.copy(), device=device)
-            for c in range(0, n, _RESTART_BLOCK):  # in blocks: no l × dim temporary
-                Q[:l, c:c + _RESTART_BLOCK] = Skt @ Q[:j, c:c + _RESTART_BLOCK]
+            combine_rows(Q, torch.as_tensor(Sk.T.copy(), device=device), j)
             coupling = 0.0 if ends and ends[-1][0] == j - 1 else beta
             ends = []
             A[:] = 0.0
@@ -404,5 +338,8 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
     else:
         Y = Q.new_zeros(n, 0)
     residuals = _chain_residuals(A, S[:, want], beta, ends) + drift
-    return _finish(op, Y, theta[want], residuals, tol, scale, which, "lanczos", n_matvecs,
-                   n_restarts, return_vectors, confirm)
+    more = idx[k:k + n_extra]  # the next Ritz vectors (not converged): a tracker's guards
+    extra = Q[:j].T @ torch.as_tensor(S[:, more].copy(), device=device) if len(more) \
+        else Q.new_zeros(n, 0)
+    return finish(op, Y, theta[want], residuals, tol, scale, which, "lanczos", n_matvecs,
+                  n_restarts, return_vectors, confirm), extra

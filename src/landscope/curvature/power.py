@@ -15,9 +15,9 @@ import warnings
 
 import torch
 
-from landscope.curvature.lanczos import check_k, check_operator, check_start, random_vector
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
+from landscope.curvature.ritz import check_k, check_operator, check_start, random_vector
 from landscope.errors import InputError
 
 
