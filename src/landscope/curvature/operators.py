@@ -13,8 +13,11 @@ Conventions of the model-based operators (:class:`HessianOperator`, :class:`GGNO
 * **Model mode.** ``model_mode="eval"`` (default): dropout off, BatchNorm uses its running
   statistics, so the loss is a deterministic function of the parameters. ``"train"``: BatchNorm
   normalises with the statistics of each chunk (pass ``chunk_size`` = the training batch size to
-  see what training sees); dropout stays off unless ``dropout=True`` (then its masks are fixed by
-  ``dropout_seed``, so the operator is still a fixed matrix).
+  see what training sees); every other module is in eval mode, so dropout stays off, also where a
+  module reads ``self.training`` itself, unless ``dropout=True`` (then the whole model is in train
+  mode and its masks are fixed by ``dropout_seed``, so the operator is still a fixed matrix).
+* **Attention** runs on the math kernel of ``scaled_dot_product_attention`` (the fused kernels
+  have no double backward); the caller's kernel setting is restored afterwards.
 * **Purity.** A matvec never changes the model: not its parameters, ``.grad``, BatchNorm running
   statistics, ``training`` flags, nor the global RNG.
 * **Live parameters.** The operator reads the model's current parameters. It caches the
@@ -39,6 +42,7 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from landscope.curvature.batches import HessianSet
+from landscope.curvature.modes import model_mode
 from landscope.curvature.params import ParamSpec, resolve_params
 from landscope.errors import DataError, InputError
 
@@ -74,7 +78,8 @@ class CurvatureOperator(ABC):
         if not v.is_floating_point():
             raise InputError(f"matvec expects a float32 or float64 vector, got {v.dtype}")
         out = self._matvec(v.to(device=self.device, dtype=self.dtype))
-        return out.to(device=v.device, dtype=v.dtype)
+        # never attached to a graph (torch 2.14 returns train-mode BatchNorm products attached)
+        return out.detach().to(device=v.device, dtype=v.dtype)
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
         """Return ``H V`` for ``V`` of shape ``(dim, b)``: batched, cheaper per vector than a loop."""
@@ -88,7 +93,7 @@ class CurvatureOperator(ABC):
         if V.shape[1] == 0:
             return V.clone()
         out = self._matmat(V.to(device=self.device, dtype=self.dtype))
-        return out.to(device=V.device, dtype=V.dtype)
+        return out.detach().to(device=V.device, dtype=V.dtype)
 
     def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(x, torch.Tensor) and x.dim() == 2:
@@ -315,34 +320,10 @@ class _ModelCurvatureOperator(CurvatureOperator):
                      for t in (*self.model.parameters(), *self.model.buffers()))
 
     # -- model mode -------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def _mode(self) -> Iterator[None]:
-        """Put the model in the operator's mode for one evaluation, and restore it exactly."""
-        modules = list(self.model.modules())
-        flags = [m.training for m in modules]
-        tracked = {m: m.track_running_stats for m in modules
-                   if isinstance(m, nn.modules.batchnorm._BatchNorm)}
-        rng = torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else [])
-        try:
-            with rng:
-                if self.model_mode == "train":
-                    self.model.train()
-                    for m in tracked:
-                        m.track_running_stats = False  # batch statistics, running ones untouched
-                    if not self.dropout:
-                        for m in modules:
-                            if isinstance(m, nn.modules.dropout._DropoutNd):
-                                m.eval()
-                    else:
-                        torch.manual_seed(self.dropout_seed)
-                else:
-                    self.model.eval()
-                yield
-        finally:
-            for m, f in zip(modules, flags, strict=True):
-                m.training = f
-            for m, t in tracked.items():
-                m.track_running_stats = t
+    def _mode(self) -> contextlib.AbstractContextManager:
+        """The operator's mode for one evaluation (:func:`~landscope.curvature.modes.model_mode`)."""
+        return model_mode(self.model, self.model_mode, dropout=self.dropout,
+                          dropout_seed=self.dropout_seed, device=self.device)
 
     def _loss_of(self, fixed: dict[str, torch.Tensor], X: torch.Tensor,
                  y: torch.Tensor) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from landscope.curvature import EigenTracker, HessianOperator
+from landscope.curvature.modes import model_mode
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.sinks import json_safe
 from landscope.train import MeasureConfig, OptimizerSpec, Trainer, stability_threshold
@@ -195,20 +196,12 @@ def _check(model: object, loss_fn: object, data: object, optimizer: object, mome
 def _train_mode_loss(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor,
                      batch_size: int | None) -> float:
     """Mean loss of the function being trained (BN on batches of the training size, dropout off)."""
-    flags = {m: m.training for m in model.modules()}
-    model.train()
-    for m in model.modules():
-        if isinstance(m, nn.modules.dropout._DropoutNd):
-            m.eval()
-    try:
+    with model_mode(model, "train"):
         step = batch_size or len(X)
         total = 0.0
         for s in range(0, len(X), step):
             total += float(loss_fn(model(X[s:s + step]), y[s:s + step])) * len(X[s:s + step])
         return total / len(X)
-    finally:
-        for m, f in flags.items():
-            m.training = f
 
 
 def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],

@@ -1,0 +1,67 @@
+"""The mode a model is evaluated in for a curvature measurement, entered and left exactly.
+
+A measurement must see a fixed, deterministic function of the parameters, and must leave the
+model as it found it (flags, BatchNorm running statistics, the global RNG, the attention kernel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+from torch import nn
+
+# layers whose train mode means batch statistics: the only ones "train" mode keeps training
+BATCH_STATISTICS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
+
+
+def math_attention() -> contextlib.AbstractContextManager:
+    """``scaled_dot_product_attention`` on its math kernel, which has a double backward.
+
+    The fused kernels (flash, memory-efficient, and the CPU flash kernel PyTorch picks by default)
+    have no derivative of their backward, so a Hessian product through attention fails on them.
+    """
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: the older switch
+        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True,
+                                              enable_mem_efficient=False)
+    return sdpa_kernel([SDPBackend.MATH])
+
+
+@contextlib.contextmanager
+def model_mode(model: nn.Module, mode: Literal["eval", "train"], *, dropout: bool = False,
+               dropout_seed: int = 0, device: torch.device | None = None) -> Iterator[None]:
+    """Evaluate ``model`` in ``mode`` inside the block; restore it exactly afterwards.
+
+    ``"eval"``: every module in eval mode. ``"train"`` without ``dropout`` turns training on *only*
+    for the batch-statistics layers (BatchNorm, InstanceNorm), without updating their running
+    statistics; every other module is in eval mode, so modules that read ``self.training``
+    themselves (Hugging Face attention applies its dropout that way) are deterministic too. With
+    ``dropout`` the whole model trains and the masks are fixed by ``dropout_seed``. Attention runs
+    on the math kernel (:func:`math_attention`); the global RNG is forked.
+    """
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    tracked = {m: m.track_running_stats for m in modules if isinstance(m, BATCH_STATISTICS)}
+    cuda = device is not None and torch.device(device).type == "cuda"
+    rng = torch.random.fork_rng(devices=[device] if cuda else [])
+    try:
+        with rng, math_attention():
+            if mode == "train":
+                model.train(dropout)
+                for m in tracked:
+                    m.train()
+                    m.track_running_stats = False  # batch statistics, running ones untouched
+                if dropout:
+                    torch.manual_seed(dropout_seed)
+            else:
+                model.eval()
+            yield
+    finally:
+        for m, f in zip(modules, flags, strict=True):
+            m.training = f
+        for m, t in tracked.items():
+            m.track_running_stats = t
