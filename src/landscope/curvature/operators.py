@@ -33,20 +33,52 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
-from landscope.curvature.batches import HessianSet
+from landscope.curvature.batch_loss import (
+    BatchLoss,
+    LossModule,
+    PerSample,
+    make_batch_loss,
+    outputs_of,
+)
+from landscope.curvature.batches import (
+    Batch,
+    BatchWeight,
+    HessianSet,
+    batch_size,
+    is_pair,
+    map_tensors,
+    tensors,
+)
 from landscope.curvature.modes import model_mode
 from landscope.curvature.params import ParamSpec, resolve_params
-from landscope.errors import DataError, InputError
+from landscope.errors import DataError, InputError, LandscopeError
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def _functional_model_call(model: nn.Module, params: tuple[dict, dict], X: Any) -> Any:
+    """``call_model`` with the parameters substituted: ``model(X)``, ``model(*X)``, ``model(**X)``."""
+    if isinstance(X, Mapping):
+        return functional_call(model, params, (), dict(X))
+    if isinstance(X, (tuple, list)):
+        return functional_call(model, params, tuple(X))
+    return functional_call(model, params, (X,))
+
+
+def _describe(batch: Batch) -> str:
+    """Shapes of a batch's tensors, for error messages."""
+    shapes = [tuple(t.shape) for t in tensors(batch)]
+    if is_pair(batch) and all(isinstance(t, torch.Tensor) for t in batch):
+        return f"inputs of shape {shapes[0]}, targets of shape {shapes[1]}"
+    return f"a {type(batch).__name__} batch with tensors of shapes {shapes}"
 
 _MATMAT_COLUMNS = 16  # vectors per vmap call: bounds the memory of batched tangents
 
@@ -228,16 +260,20 @@ class _ModelCurvatureOperator(CurvatureOperator):
 
     _apply_runs_model = True  # whether a product runs the model (then it needs the mode)
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn, data: object,
+    def __init__(self, model: nn.Module, loss_fn: LossFn | None = None, data: object = None,
                  params: ParamSpec = None, model_mode: Literal["eval", "train"] = "eval",
                  chunk_size: int | None = None, dtype: torch.dtype | None = None,
                  dropout: bool = False, dropout_seed: int = 0,
                  cache: bool | Literal["auto"] = "auto", check_deterministic: bool = True,
-                 vmap_matmat: bool = False) -> None:
+                 vmap_matmat: bool = False, *, batch_loss: BatchLoss | None = None,
+                 batch_weight: BatchWeight | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        self._user_batch_loss = batch_loss is not None
+        self._loss = make_batch_loss(loss_fn, batch_loss)
+        self.loss_fn = loss_fn
+        self.loss_reduction = "mean"  # "sum" when loss_fn is found to sum (see _check_model_and_loss)
+        self._check_loss_kind(loss_fn, batch_loss)
         if model_mode not in ("eval", "train"):
             raise InputError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
         if dtype is not None and dtype not in (torch.float32, torch.float64, torch.float16,
@@ -246,7 +282,6 @@ class _ModelCurvatureOperator(CurvatureOperator):
         if cache not in (True, False, "auto"):
             raise InputError(f"cache must be True, False or 'auto', got {cache!r}")
         self.model = model
-        self.loss_fn = loss_fn
         # vmap over tangents shares work between columns on small models but was 2× slower per
         # column than a loop on the 40-256-256-10 MLP (benchmarks/curvature.py): opt-in.
         self.vmap_matmat = bool(vmap_matmat)
@@ -260,10 +295,16 @@ class _ModelCurvatureOperator(CurvatureOperator):
         self.dim = sum(self._numels)
         self.dtype = dtype or named[self.names[0]].dtype
         self.device = named[self.names[0]].device
-        self.data = HessianSet(data, chunk_size=chunk_size, check_deterministic=check_deterministic)
+        self.data = HessianSet(data, chunk_size=chunk_size, check_deterministic=check_deterministic,
+                               batch_weight=batch_weight)
+        first = self.data.first_chunk()
+        if loss_fn is not None and not is_pair(first):
+            length = f" of length {len(first)}" if isinstance(first, (tuple, list)) else ""
+            raise DataError(f"data batch 0 must be a pair (X, y) for loss_fn(outputs, targets), got "
+                            f"a {type(first).__name__}{length}; for other batches pass "
+                            "batch_loss=f(model, batch)")
         self.n_samples = self.data.n_samples
-        self.cache = (self.data._tensors is not None and chunk_size is None) if cache == "auto" \
-            else bool(cache)
+        self.cache = (self.data.single and chunk_size is None) if cache == "auto" else bool(cache)
         self._cached: list[_Linearisation] | None = None
         self._cache_key: tuple | None = None
         self._check_model_and_loss()
@@ -325,44 +366,75 @@ class _ModelCurvatureOperator(CurvatureOperator):
         return model_mode(self.model, self.model_mode, dropout=self.dropout,
                           dropout_seed=self.dropout_seed, device=self.device)
 
-    def _loss_of(self, fixed: dict[str, torch.Tensor], X: torch.Tensor,
-                 y: torch.Tensor) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    def _loss_of(self, fixed: dict[str, torch.Tensor],
+                 batch: Batch) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+        """The batch's mean loss as a function of the selected parameters.
+
+        Evaluated through :class:`LossModule`, so the parameters are substituted wherever the
+        loss reads them (a regulariser over ``model.parameters()`` included).
+        """
+        wrapper = LossModule(self.model, self._loss)
+        fixed_prefixed = {f"model.{n}": t for n, t in fixed.items()}
+
         def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            return self.loss_fn(functional_call(self.model, (p, fixed), (X,)), y)
+            return functional_call(wrapper, ({f"model.{n}": t for n, t in p.items()}, fixed_prefixed),
+                                   (batch,))
         return loss
 
     def _check_model_and_loss(self) -> None:
-        """Run the model and loss once on a few samples: clear errors at construction, not in Lanczos."""
-        X, y = self.data.first_chunk()
-        X = X.to(device=self.device, dtype=self.dtype if X.is_floating_point() else None)
-        y = y.to(device=self.device, dtype=self.dtype if y.is_floating_point() else None)
+        """Run the model and loss once on a few samples: clear errors at construction, not in Lanczos.
+
+        A ``loss_fn`` that sums over its batch (``reduction="sum"``) is recognised (on the batch
+        repeated twice it doubles) and divided by the chunk's sample count, so the operator is
+        always the curvature of the *mean* loss; multiply by the number of samples for the sum's.
+        """
+        batch = self._moved(self.data.first_chunk())
         p, fixed = self._state()
+        description = _describe(batch)
         try:
             with torch.no_grad(), self._mode():
-                out = functional_call(self.model, (p, fixed), (X,))
-                loss = self.loss_fn(out, y)
-                if isinstance(loss, torch.Tensor) and loss.dim() == 0 and len(X) > 1:
-                    twice = self.loss_fn(torch.cat([out, out]), torch.cat([y, y]))
-                else:
-                    twice = None
-        except (RuntimeError, ValueError, IndexError, TypeError) as e:
-            raise DataError(f"the model or loss_fn failed on the data (inputs of shape "
-                            f"{tuple(X.shape)}, targets of shape {tuple(y.shape)}): {e}") from e
-        if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+                loss = self._loss_of(fixed, batch)(p)
+        except LandscopeError:
+            raise
+        except (RuntimeError, ValueError, IndexError, TypeError, KeyError, AttributeError) as e:
+            raise DataError(f"the model or loss failed on the data ({description}): "
+                            f"{type(e).__name__}: {e}") from e
+        if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
-            raise InputError(f"loss_fn must return a scalar (mean over the batch), got {shape}; "
+            what = "batch_loss" if self._user_batch_loss else "the loss"
+            raise InputError(f"{what} must return a scalar (the batch's mean loss), got {shape}; "
                              "use reduction='mean'")
-        if twice is not None and torch.isfinite(loss) and loss.abs() > 1e-12:
-            ratio = (twice / loss).item()
-            if abs(ratio - 1.0) > 1e-3:
-                raise InputError(f"loss_fn does not look mean-reduced: on the batch repeated twice "
-                                 f"it returns {ratio:.3f}× its value on the batch (a mean gives 1); "
-                                 "use reduction='mean'")
+        if self.loss_fn is None or not is_pair(batch) or batch_size(batch) < 2:
+            return
+        # the outputs once (dropout masks, if any, are drawn once), the loss on them repeated twice
+        with torch.no_grad(), self._mode():
+            try:
+                out = outputs_of(_functional_model_call(self.model, (p, fixed), batch[0]))
+                single = self.loss_fn(out, batch[1])
+                doubled = self.loss_fn(torch.cat([out, out]), map_tensors(
+                    lambda t: torch.cat([t, t]) if t.dim() > 0 else t, batch[1]))
+            except (RuntimeError, ValueError, IndexError, TypeError):
+                return  # targets that cannot be repeated: nothing to compare
+        if not (isinstance(doubled, torch.Tensor) and torch.isfinite(single) and single.abs() > 1e-12):
+            return
+        ratio = float(doubled / single)
+        slack = max(1e-3, 16 * torch.finfo(self.dtype).eps)  # bf16 rounds to ~1e-2
+        if abs(ratio - 2.0) <= 2 * slack and self.loss_fn is not None:
+            self._loss = make_batch_loss(PerSample(self.loss_fn), None)
+            self.loss_reduction = "sum"
+        elif abs(ratio - 1.0) > slack:
+            raise InputError(f"loss_fn does not look mean- or sum-reduced: on the batch repeated "
+                             f"twice it returns {ratio:.3f}× its value on the batch (a mean gives 1, "
+                             "a sum 2); use reduction='mean', or pass batch_loss=f(model, batch)")
+
+    def _moved(self, batch: Batch) -> Batch:
+        return map_tensors(lambda t: t.to(device=self.device,
+                                          dtype=self.dtype if t.is_floating_point() else None), batch)
 
     # -- linearisation ----------------------------------------------------------------------
     @abstractmethod
     def _linearise(self, p: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor],
-                   X: torch.Tensor, y: torch.Tensor, weight: float) -> _Linearisation: ...
+                   batch: Batch, weight: float) -> _Linearisation: ...
 
     def _linearisations(self) -> Iterator[_Linearisation]:
         """Per-chunk linearisations at the current parameters (cached while parameters hold)."""
@@ -381,10 +453,10 @@ class _ModelCurvatureOperator(CurvatureOperator):
         for i, c in enumerate(self.data.chunks(device=self.device, dtype=self.dtype)):
             try:
                 with self._mode():
-                    lin = self._linearise(p, fixed, c.inputs, c.targets, c.weight)
+                    lin = self._linearise(p, fixed, c.batch, c.weight)
             except (RuntimeError, ValueError) as e:
-                raise DataError(f"the model or loss failed on chunk {i} ({len(c.inputs)} samples,"
-                                f" model_mode={self.model_mode!r}): {e}") from e
+                raise DataError(f"the model or loss failed on chunk {i} ({batch_size(c.batch)} "
+                                f"samples, model_mode={self.model_mode!r}): {e}") from e
             yield lin
 
     def clear_cache(self) -> None:
@@ -416,6 +488,9 @@ class _ModelCurvatureOperator(CurvatureOperator):
                 out[:, s:s + _MATMAT_COLUMNS].add_(res.T, alpha=lin.weight)
         return out
 
+    def _check_loss_kind(self, loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> None:
+        """Operators that need more than the composed loss refuse what they cannot use."""
+
     def gradient(self) -> torch.Tensor:
         """Gradient of the mean loss over the Hessian set w.r.t. the selected parameters."""
         g = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
@@ -446,8 +521,8 @@ class HessianOperator(_ModelCurvatureOperator):
     # _linearisations: no module runs, so no mode switch or RNG fork is needed per product.
     _apply_runs_model = False
 
-    def _linearise(self, p, fixed, X, y, weight):
-        loss_fn = self._loss_of(fixed, X, y)
+    def _linearise(self, p, fixed, batch, weight):
+        loss_fn = self._loss_of(fixed, batch)
 
         def grad_and_value(q):
             return grad(lambda r: (loss_fn(r),) * 2, has_aux=True)(q)
@@ -467,11 +542,21 @@ class GGNOperator(_ModelCurvatureOperator):
 
     _apply_runs_model = True  # each product re-runs the model forward (jvp of the outputs)
 
-    def _linearise(self, p, fixed, X, y, weight):
-        model, loss_fn = self.model, self.loss_fn
+    def _check_loss_kind(self, loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> None:
+        if loss_fn is None:
+            raise InputError("GGNOperator needs loss_fn(outputs, targets) and (X, y) batches: the "
+                             "GGN splits the loss into the model's outputs and a loss of them, "
+                             "which batch_loss (their composition) cannot give")
+
+    def _linearise(self, p, fixed, batch, weight):
+        model = self.model
+        if not is_pair(batch):
+            raise DataError(f"GGNOperator needs (X, y) batches, got a {type(batch).__name__}")
+        X, y = batch
+        loss_fn = PerSample(self.loss_fn) if self.loss_reduction == "sum" else self.loss_fn
 
         def outputs(q):
-            return functional_call(model, (q, fixed), (X,))
+            return outputs_of(_functional_model_call(model, (q, fixed), X))
         out, vjp_fn = vjp(outputs, p)
         out = out.detach()
 
