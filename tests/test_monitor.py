@@ -241,7 +241,7 @@ def test_bad_model_batch_and_optimizer_are_named():
     model, X, y = _tiny()
     with pytest.raises(ls.InputError, match=r"model must be a torch.nn.Module, got function"):
         SharpnessMonitor(lambda x: x, mse, (X, y))
-    with pytest.raises(ls.InputError, match=r"batch must be a tuple \(X, y\) of tensors.*got Tensor"):
+    with pytest.raises(ls.InputError, match=r"batch must be a tuple \(X, y\) or a dict batch.*got Tensor"):
         SharpnessMonitor(model, mse, X)
     with pytest.raises(ls.InputError, match=r"got tuple of length 3"):
         SharpnessMonitor(model, mse, (X, y, y))

@@ -7,11 +7,14 @@ have no double backward at all.
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torch.nn.functional as F
 from reference import dense_hessian, max_rel_err
 from torch import nn
+from torch.func import functional_call
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import landscope as ls
@@ -105,3 +108,62 @@ def test_train_mode_batchnorm_products_are_detached(bn_dropout_case):
     op = HessianOperator(c.model, F.cross_entropy, (c.X, c.y), model_mode="train")
     assert not op.matvec(torch.randn(op.dim, dtype=op.dtype)).requires_grad
     assert ls.eigenpairs(op, k=1, tol=1e-6).converged
+
+
+def _tiny_gpt2():
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=40, n_positions=16,
+                                  resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
+                                  bos_token_id=0, eos_token_id=0)
+    model = transformers.GPT2LMHeadModel(cfg).double()
+    g = torch.Generator().manual_seed(1)
+    ids = torch.randint(0, 40, (4, 10), generator=g)
+    mask = torch.ones(4, 10, dtype=torch.long)
+    mask[2, 7:] = 0
+    mask[3, 5:] = 0
+    labels = ids.masked_fill(mask == 0, -100)
+    return model, {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+@pytest.mark.parametrize("mode", ["eval", "train"])
+def test_hf_gpt2_dict_batch_matches_the_dropout_free_reference(mode):
+    """Issue 14's acceptance: default SDPA attention, dropout 0.1, left in train mode, no user code."""
+    model, batch = _tiny_gpt2()
+    assert model.config._attn_implementation == "sdpa"
+    model.train()
+    names = ["transformer.h.1.attn.c_attn.bias", "transformer.ln_f.weight"]
+    op = HessianOperator(model, data=batch, params=names, model_mode=mode)
+    H = op.to_dense()
+    assert all(m.training for m in model.modules()), "training flags changed"
+    ref_model = copy.deepcopy(model).eval()  # dropout off: the loss as a function of θ
+    named = dict(ref_model.named_parameters())
+    theta0 = torch.cat([named[n].detach().reshape(-1) for n in names])
+
+    def loss(theta):
+        parts = dict(zip(names, torch.split(theta, [named[n].numel() for n in names]), strict=True))
+        return functional_call(ref_model, {n: t.reshape(named[n].shape) for n, t in parts.items()},
+                               (), batch).loss
+    with sdpa_kernel([SDPBackend.MATH]):
+        ref = torch.autograd.functional.hessian(loss, theta0)
+    assert max_rel_err(H, ref) <= 1e-8
+    res = ls.eigenpairs(op, k=1, tol=1e-10)
+    assert float(res.values[0]) == pytest.approx(float(torch.linalg.eigvalsh(ref)[-1]), rel=1e-8)
+
+
+def test_readme_transformers_example_runs():
+    pytest.importorskip("transformers")
+    import re
+    from pathlib import Path
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    section = text.split("## Transformers and Hugging Face", 1)[1]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(code, "README.md: Transformers and Hugging Face", "exec"), namespace)
+    mon, op, model = namespace["mon"], namespace["op"], namespace["model"]
+    assert len(mon.history) == 5 and all(r.lambda1 > 0 for r in mon.history)  # steps 1, 5, …, 20
+    assert mon.history[-1].preconditioned  # AdamW: P⁻¹H
+    # the two halves weighted by valid tokens are the Hessian of the whole batch's .loss
+    whole = HessianOperator(model, data=namespace["batch"])
+    v = torch.randn(op.dim, generator=torch.Generator().manual_seed(0))
+    assert max_rel_err(op.matvec(v), whole.matvec(v)) <= 1e-5  # float32 model

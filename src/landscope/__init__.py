@@ -30,6 +30,7 @@ from landscope.curvature import (
     power_iteration,
     spectral_density,
     subspace_overlap,
+    valid_tokens,
 )
 from landscope.errors import ConfigError, DataError, InputError, LandscopeError
 from landscope.monitor import SharpnessMonitor, find_max_stable_lr
@@ -53,5 +54,5 @@ __all__ = [
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
     "load_config", "load_run", "stability_threshold", "train", "analysis",
-    "SharpnessMonitor", "find_max_stable_lr",
+    "SharpnessMonitor", "find_max_stable_lr", "valid_tokens",
 ]

@@ -1,5 +1,6 @@
 """The exact, matrix-free curvature engine: operators, eigensolvers, tracking and densities."""
 
+from landscope.curvature.batches import valid_tokens
 from landscope.curvature.density import hutchinson_trace, spectral_density
 from landscope.curvature.lanczos import eigenpairs
 from landscope.curvature.operators import (
@@ -19,5 +20,5 @@ __all__ = [
     "CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
     "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
-    "LayerSelection", "resolve_params", "EigenResult", "Density", "TraceEstimate",
+    "LayerSelection", "resolve_params", "EigenResult", "Density", "TraceEstimate", "valid_tokens",
 ]

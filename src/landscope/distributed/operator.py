@@ -18,41 +18,48 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
-def _local_size(data: Any) -> int:
+def _has_data(data: Any) -> bool:
+    """Whether a shard holds samples (``None``, an empty list or an empty ``(X, y)`` do not)."""
     if data is None:
-        return 0
+        return False
     if isinstance(data, tuple | list) and len(data) == 2 and isinstance(data[0], torch.Tensor):
-        return int(data[0].shape[0])
-    return sum(int(X.shape[0]) for X, _ in data)
+        return int(data[0].shape[0]) > 0
+    if isinstance(data, list):
+        return len(data) > 0
+    return True
 
 
 class DistributedHessianOperator(CurvatureOperator):
-    """``H = Σ_r (n_r / N) H_r``: the Hessian of the mean loss over every rank's shard.
+    """``H = Σ_r (w_r / W) H_r``: the Hessian of the mean loss over every rank's shard.
 
     ``DistributedHessianOperator(model, loss_fn, local_data, **kwargs)`` under an initialised
     process group (``torchrun``; gloo on CPU, NCCL on GPUs). ``local_data`` is this rank's shard
-    (a tuple ``(X, y)`` or re-iterable batches; ``None`` or empty for a rank without data);
-    ``kwargs`` go to :class:`~landscope.HessianOperator` (``params``, ``model_mode``,
-    ``chunk_size``, ``dtype``…). The model must be identical on every rank. Each product costs
-    one local product and one all-reduce of ``dim`` floats.
+    (any data :class:`~landscope.HessianOperator` takes; ``None`` or empty for a rank without
+    data); ``kwargs`` go to :class:`~landscope.HessianOperator` (``params``, ``model_mode``,
+    ``chunk_size``, ``dtype``, ``batch_loss``, ``batch_weight``…). ``w_r`` is the rank's total
+    weight: its number of samples, or the sum of ``batch_weight`` (valid tokens), so the operator
+    is the curvature of the mean over all shards either way. The model must be identical on every
+    rank. Each product costs one local product and one all-reduce of ``dim`` floats.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, local_data: Any, group: Any = None,
+    def __init__(self, model: nn.Module, loss_fn: Callable | None, local_data: Any, group: Any = None,
                  **kwargs: Any) -> None:
         if not (dist.is_available() and dist.is_initialized()):
             raise InputError("DistributedHessianOperator needs torch.distributed initialised "
                              "(torchrun, or dist.init_process_group); use HessianOperator otherwise")
         self.group = group
-        n_local = _local_size(local_data)
-        counts = torch.tensor([float(n_local)], dtype=torch.float64)
+        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) \
+            if _has_data(local_data) else None
+        n_local = self.local.n_samples if self.local is not None else 0
+        w_local = self.local.data.total_weight if self.local is not None else 0.0
+        counts = torch.tensor([float(n_local), w_local], dtype=torch.float64)
         if dist.get_backend(group) == "nccl":
             counts = counts.cuda()
         dist.all_reduce(counts, group=group)
-        self.n_local, self.n_total = n_local, int(counts.item())
+        self.n_local, self.n_total = n_local, int(counts[0].item())
         if self.n_total == 0:
             raise InputError("every rank's shard is empty: the Hessian set has no samples")
-        self.weight = n_local / self.n_total
-        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if n_local else None
+        self.weight = w_local / float(counts[1].item())
         if self.local is None:  # a rank without data still takes part in every all-reduce
             if kwargs.get("params") is not None:
                 raise InputError("a rank without data needs params=None (it cannot resolve a subset)")

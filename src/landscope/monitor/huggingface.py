@@ -1,10 +1,11 @@
-"""Hugging Face adapter: ``Trainer(..., callbacks=[SharpnessCallback(loss_fn, batch)])``.
+"""Hugging Face adapter: ``Trainer(..., callbacks=[SharpnessCallback(batch=batch)])``.
 
 ``on_step_end`` gets the model and the optimiser (``kwargs["model"]``, ``kwargs["optimizer"]``;
-Accelerate's wrapper is unwrapped) and steps a :class:`~landscope.monitor.SharpnessMonitor`. A
-``transformers`` model takes its inputs as the first argument and returns a ``ModelOutput`` (or a
-dict): the monitor sees ``model(X)[output_key]`` (default ``"logits"``), so ``loss_fn(logits, y)``
-is the loss to monitor. The default optimiser of ``transformers.Trainer`` is AdamW, for which the
+Accelerate's wrapper is unwrapped) and steps a :class:`~landscope.monitor.SharpnessMonitor`. With
+a dict batch holding ``labels`` and no ``loss_fn`` the monitored loss is the model's own
+``.loss`` (no user code). With ``loss_fn`` and an ``(X, y)`` batch the monitor sees
+``model(X)[output_key]`` (default ``"logits"``), so ``loss_fn(logits, y)`` is the loss. The
+default optimiser of ``transformers.Trainer`` is AdamW, for which the
 monitor measures the preconditioned sharpness against 38/η (β₁ = 0.9). Records go to
 ``callback.monitor.history`` and to the sinks. Needs ``transformers`` (the ``monitor`` extra).
 """
@@ -23,6 +24,7 @@ except ImportError as e:  # pragma: no cover
     raise ImportError("landscope.monitor.huggingface needs transformers: "
                       "pip install 'landscope[monitor]' (or pip install transformers accelerate)") from e
 
+from landscope.curvature.batches import map_tensors
 from landscope.errors import InputError
 from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
 
@@ -34,8 +36,8 @@ class _Outputs(nn.Module):
         super().__init__()
         self.model, self.key = model, key
 
-    def forward(self, X: torch.Tensor) -> torch.Tensor:
-        out = self.model(X)
+    def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        out = self.model(*args, **kwargs)
         if isinstance(out, torch.Tensor):
             return out
         if isinstance(out, dict) or hasattr(out, "keys"):
@@ -52,21 +54,24 @@ class SharpnessCallback(TrainerCallback):
     """Sharpness monitoring inside ``transformers.Trainer``.
 
     Args:
-        loss_fn: ``loss_fn(model(X)[output_key], y)``, mean-reduced.
-        batch: the fixed ``(X, y)`` to measure on (moved to the model's device).
-        every, k, tol, edge, sinks, name, background: as :class:`~landscope.monitor.SharpnessMonitor`.
+        loss_fn: ``loss_fn(model(X)[output_key], y)``, mean-reduced; ``None`` (default) for a dict
+            batch with ``labels``: the model's own ``.loss``.
+        batch: the fixed batch to measure on, a dict (``input_ids``, ``attention_mask``,
+            ``labels``…) or ``(X, y)`` (moved to the model's device).
+        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight: as
+            :class:`~landscope.monitor.SharpnessMonitor`.
         output_key: which field of the model's output ``loss_fn`` takes.
     """
 
-    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", background: bool = False,
-                 output_key: str = "logits") -> None:
+    def __init__(self, loss_fn: Callable | None = None, batch: Any = None, every: int = 50,
+                 k: int = 1, tol: float = 1e-3, edge: float = 0.9, sinks: object = (),
+                 name: str = "sharpness", background: bool = False, output_key: str = "logits", *,
+                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn, self.output_key = loss_fn, output_key
         self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background}
+                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight}
         self.monitor: SharpnessMonitor | None = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
@@ -75,9 +80,11 @@ class SharpnessCallback(TrainerCallback):
             raise InputError("transformers did not pass the model and the optimizer to on_step_end")
         if self.monitor is None:
             device = next(model.parameters()).device
-            X, y = (t.to(device) for t in self.batch)
-            self.monitor = SharpnessMonitor(_Outputs(model, self.output_key), self.loss_fn, (X, y),
-                                            **self.options)
+            batch = map_tensors(lambda t: t.to(device), self.batch)
+            # the operator takes the logits of a ModelOutput itself; another field needs the wrapper
+            watched = model if self.output_key == "logits" or self.loss_fn is None \
+                else _Outputs(model, self.output_key)
+            self.monitor = SharpnessMonitor(watched, self.loss_fn, batch, **self.options)
         self.monitor.step(optimizer)
         return control
 

@@ -14,8 +14,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import torch
-
 try:
     from lightning.pytorch.callbacks import Callback
 except ImportError:  # pragma: no cover - the older standalone package
@@ -25,6 +23,7 @@ except ImportError:  # pragma: no cover - the older standalone package
         raise ImportError("landscope.monitor.lightning needs PyTorch Lightning: "
                           "pip install 'landscope[monitor]' (or pip install lightning)") from e
 
+from landscope.curvature.batches import map_tensors
 from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
 
 
@@ -32,31 +31,33 @@ class SharpnessCallback(Callback):
     """Sharpness monitoring inside ``lightning.pytorch.Trainer.fit``.
 
     Args:
-        loss_fn: ``loss_fn(pl_module(X), y)``, mean-reduced.
-        batch: the fixed ``(X, y)`` to measure on (moved to the module's device at fit start).
-        every, k, tol, edge, sinks, name, background: as :class:`~landscope.monitor.SharpnessMonitor`.
+        loss_fn: ``loss_fn(pl_module(X), y)``, mean-reduced (or ``None`` with ``batch_loss``).
+        batch: the fixed batch to measure on, ``(X, y)`` or a dict (moved to the module's device at
+            fit start).
+        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight: as
+            :class:`~landscope.monitor.SharpnessMonitor`.
         log: also log ``{name}/lambda1``, ``/threshold``, ``/ratio`` with ``pl_module.log``.
 
     ``callback.monitor`` is the monitor (``None`` before fitting); its ``history`` holds the records.
     """
 
-    def __init__(self, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness", background: bool = False,
-                 log: bool = True) -> None:
+    def __init__(self, loss_fn: Callable | None, batch: Any, every: int = 50, k: int = 1,
+                 tol: float = 1e-3, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 background: bool = False, log: bool = True, *, batch_loss: Callable | None = None,
+                 batch_weight: Callable | None = None) -> None:
         super().__init__()
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn = loss_fn
         self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background}
+                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight}
         self.log_metrics, self.name = log, name
         self.monitor: SharpnessMonitor | None = None
         self._last_step: int | None = None
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
-        X, y = (t.to(pl_module.device) for t in self.batch)
-        self.monitor = SharpnessMonitor(pl_module, self.loss_fn, (X, y), **self.options)
+        batch = map_tensors(lambda t: t.to(pl_module.device), self.batch)
+        self.monitor = SharpnessMonitor(pl_module, self.loss_fn, batch, **self.options)
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,

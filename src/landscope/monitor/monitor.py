@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -23,6 +23,7 @@ from torch import nn
 
 from landscope.background import BackgroundActor, state_copy
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator, adam_preconditioner
+from landscope.curvature.batches import is_pair
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.sinks import json_safe, make_sinks
 from landscope.train import is_preconditioned, stability_threshold
@@ -101,12 +102,19 @@ def check_options(every: object, k: object, tol: object, edge: object, name: obj
         raise InputError(f"name must be a non-empty string, got {name!r}")
 
 
-def check_batch(batch: object) -> tuple[torch.Tensor, torch.Tensor]:
-    """``batch`` must be a tuple ``(X, y)`` of tensors with as many samples each."""
+def check_batch(batch: object) -> Any:
+    """``batch``: an ``(X, y)`` pair with as many samples each, or a dict batch.
+
+    Other structures (tuple or dict parts) pass to the operator, which checks them.
+    """
+    if isinstance(batch, Mapping) or (is_pair(batch) and not all(isinstance(t, torch.Tensor)
+                                                                 for t in batch)):
+        return batch
     if not (isinstance(batch, (tuple, list)) and len(batch) == 2
             and all(isinstance(t, torch.Tensor) for t in batch)):
         what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise InputError(f"batch must be a tuple (X, y) of tensors (a fixed batch to measure on), got {what}")
+        raise InputError(f"batch must be a tuple (X, y) or a dict batch (a fixed batch to measure on), "
+                         f"got {what}")
     X, y = batch
     if X.dim() == 0 or y.dim() == 0 or len(X) != len(y) or len(X) == 0:
         raise InputError(f"batch: X has shape {tuple(X.shape)} and y {tuple(y.shape)}; they need the same "
@@ -121,11 +129,12 @@ class _Probe:
     model and is given a snapshot of the parameters (and buffers) with each request.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, batch: tuple[torch.Tensor, torch.Tensor],
-                 k: int, tol: float) -> None:
+    def __init__(self, model: nn.Module, loss_fn: Callable | None, batch: Any, k: int, tol: float,
+                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
         self.model = model
         # "train": the function the optimiser moves (BN with batch statistics); dropout stays off.
-        self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True)
+        self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True,
+                                  batch_loss=batch_loss, batch_weight=batch_weight)
         if k > self.op.dim:
             raise InputError(f"k={k} exceeds the number of parameters {self.op.dim}")
         self.tracker = EigenTracker(k=k, tol=float(tol), seed=0)
@@ -181,8 +190,10 @@ class SharpnessMonitor:
 
     Args:
         model: the ``nn.Module`` being trained (read, never modified).
-        loss_fn: ``loss_fn(model(X), y)``, mean-reduced.
-        batch: a fixed ``(X, y)`` the Hessian is measured on, e.g. one training batch. Use the
+        loss_fn: ``loss_fn(model(X), y)``, mean-reduced; ``None`` for a dict batch whose model
+            computes ``.loss`` itself (Hugging Face with ``labels``), or with ``batch_loss``.
+        batch: a fixed batch the Hessian is measured on, e.g. one training batch: ``(X, y)`` or a
+            dict batch (any structure :class:`~landscope.HessianOperator` takes). Use the
             training batch size: the curvature of smaller batches is larger, of the full set
             smaller. BatchNorm uses the statistics of this batch (the function being trained);
             dropout is off.
@@ -198,26 +209,29 @@ class SharpnessMonitor:
         background: measure a snapshot of the parameters in a worker process while the loop goes
             on (one more core busy; ``benchmarks/monitor_overhead.py``). The status then lags by
             the time a measurement takes; :meth:`flush` waits for it, :meth:`close` (or ``with``)
-            stops the worker.
+            stops the worker. ``loss_fn`` / ``batch_loss`` must then be picklable (a module-level
+            function, not a lambda).
+        batch_loss: ``f(model, batch)`` → the batch's mean loss, instead of ``loss_fn``.
+        batch_weight: ``g(batch)`` → the batch's weight (see :class:`~landscope.HessianOperator`).
 
     Attributes:
         history: every :class:`MonitorRecord`, in order.
         status: the last status (``None`` before the first measurement).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                 batch: tuple[torch.Tensor, torch.Tensor], every: int = 50, k: int = 1, tol: float = 1e-3,
-                 edge: float = 0.9, sinks: object = (), name: str = "sharpness",
-                 background: bool = False) -> None:
+    def __init__(self, model: nn.Module, loss_fn: Callable | None = None, batch: Any = None,
+                 every: int = 50, k: int = 1, tol: float = 1e-3, edge: float = 0.9,
+                 sinks: object = (), name: str = "sharpness", background: bool = False, *,
+                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
+        if loss_fn is not None and not callable(loss_fn):
             raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         check_options(every, k, tol, edge, name)
         batch = check_batch(batch)
         self.model, self.loss_fn = model, loss_fn
         self.every, self.k, self.tol, self.edge, self.name = every, k, float(tol), float(edge), name
-        self.probe = _Probe(model, loss_fn, batch, k, float(tol))
+        self.probe = _Probe(model, loss_fn, batch, k, float(tol), batch_loss, batch_weight)
         self.op, self.tracker = self.probe.op, self.probe.tracker
         self.background = bool(background)
         self._actor: BackgroundActor | None = None
