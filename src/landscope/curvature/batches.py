@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from landscope.errors import DataError, InputError
+from landscope.errors import DataError, InputError, LandscopeError
 
 Batch = Any  # a tensor, or a tuple / list / dict of batches
 BatchWeight = Callable[[Batch], float]
@@ -161,6 +161,18 @@ def _same(a: tuple, b: tuple) -> bool:
         abs(x - y) <= 1e-6 * (1 + abs(x)) for x, y in zip(a[1:], b[1:], strict=True))
 
 
+def _iterate(data: Iterable) -> Iterator[Batch]:
+    """Iterate ``data`` without touching the global RNG.
+
+    ``iter(DataLoader)`` draws its base seed from it (a shuffle-free loader needs no randomness),
+    so the caller's state is put back.
+    """
+    state = torch.get_rng_state()
+    it = iter(data)
+    torch.set_rng_state(state)
+    return it
+
+
 def _is_single(data: object) -> bool:
     """One batch rather than an iterable of batches: a tuple pair (or ``[X, y]`` tensors), or a dict."""
     if isinstance(data, Mapping):
@@ -221,6 +233,8 @@ class HessianSet:
         try:
             w = self.batch_weight(chunk)
             w = float(w.item() if isinstance(w, torch.Tensor) else w)
+        except LandscopeError:
+            raise  # its own message (valid_tokens names the missing key)
         except (TypeError, ValueError, RuntimeError) as e:
             raise InputError(f"batch_weight failed on chunk {i}: it must return a number ({e})") from e
         if not w >= 0 or w == float("inf"):
@@ -238,11 +252,12 @@ class HessianSet:
             raise DataError(f"data is an iterator ({type(data).__name__}) and can be read only once; "
                             "the operator passes over it at every matvec. Pass a list of batches "
                             "or a DataLoader(shuffle=False)")
-        first = [_fingerprint(_check_batch(b, f"data batch {i}")) for i, b in enumerate(data)]
+        first = [_fingerprint(_check_batch(b, f"data batch {i}")) for i, b in enumerate(_iterate(data))]
         if not first:
             raise DataError("data yields no batches (empty)")
         if check_deterministic:
-            second = [_fingerprint(_check_batch(b, f"data batch {i}")) for i, b in enumerate(data)]
+            second = [_fingerprint(_check_batch(b, f"data batch {i}"))
+                      for i, b in enumerate(_iterate(data))]
             if len(second) != len(first):
                 raise DataError(f"data yields {len(first)} batches on one pass and {len(second)} on "
                                 "the next; it must yield the same batches every pass")
@@ -259,7 +274,7 @@ class HessianSet:
             yield self._single
         else:
             assert self._iterable is not None
-            yield from self._iterable
+            yield from _iterate(self._iterable)
 
     def _raw_chunks(self) -> Iterator[Batch]:
         for b in self._batches():

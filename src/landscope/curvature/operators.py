@@ -385,8 +385,10 @@ class _ModelCurvatureOperator(CurvatureOperator):
         """Run the model and loss once on a few samples: clear errors at construction, not in Lanczos.
 
         A ``loss_fn`` that sums over its batch (``reduction="sum"``) is recognised (on the batch
-        repeated twice it doubles) and divided by the chunk's sample count, so the operator is
-        always the curvature of the *mean* loss; multiply by the number of samples for the sum's.
+        repeated twice it doubles) and divided by the chunk's sample count, so the operator is the
+        curvature of the mean over samples of each sample's summed loss: multiply by the number of
+        samples for the sum's. For cross-entropy that is ``reduction="mean"``'s; for MSE over D
+        outputs (or a token loss over S positions) it is D (S) times it.
         """
         batch = self._moved(self.data.first_chunk())
         p, fixed = self._state()
