@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import platform
 from pathlib import Path
@@ -40,3 +41,11 @@ def versions(dists: tuple[str, ...]) -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             out[dist] = None
     return out
+
+
+def write_results(folder: Path, name: str, doc: dict, md: list[str]) -> None:
+    """``folder/name.json`` (every raw number) and ``folder/name.md`` (the tables), then print them."""
+    folder.mkdir(exist_ok=True)
+    (folder / f"{name}.json").write_text(json.dumps(doc, indent=1))
+    (folder / f"{name}.md").write_text("\n".join(md))
+    print("\n".join(md))

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import platform
 import statistics
 import time
@@ -37,7 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import cpu_name, markdown_table
+from machine import cpu_name, markdown_table, write_results
 
 import landscope as ls
 from landscope.curvature import EigenTracker, HessianOperator
@@ -146,8 +145,6 @@ def main() -> None:
                            f"{r[s]['time_ratio']:.2f})" for s in ("lanczos", "block")),
                          *(str(r[s]["missed"]) for s in ("cold", "lanczos", "block"))])
             print(" | ".join(rows[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "tracking.json").write_text(json.dumps(doc, indent=1))
     md = ["# Tracking the top-k along training: warm starts against cold solves", "",
           f"{doc['machine']['cpu']}, one torch thread, {steps} consecutive steps per workload "
           "(products and wall time are means over the warm solves, steps 1…); "
@@ -157,8 +154,7 @@ def main() -> None:
           *markdown_table(["workload", "k", "tol", "cold products", "Lanczos tracker",
                            "block tracker", "missed: cold", "missed: Lanczos", "missed: block"],
                           rows)]
-    (RESULTS / "tracking.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results(RESULTS, "tracking", doc, md)
 
 
 if __name__ == "__main__":

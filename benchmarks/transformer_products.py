@@ -18,7 +18,6 @@ Writes results/transformer_products.{json,md}. Needs ``transformers`` (the ``mon
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine import cpu_name, markdown_table
+from machine import cpu_name, markdown_table, write_results
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -116,16 +115,13 @@ def main() -> None:
                      *(f"{1e3 * r[k]['seconds']:.2f} ({r[k]['ratio_to_gradient']:.2f}×)" for k in
                        ("landscope_cached", "landscope_with_linearisation", "autograd_double_backward"))])
         print(" | ".join(rows[-1]), flush=True)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "transformer_products.json").write_text(json.dumps(doc, indent=1))
     md = ["# A Hessian-vector product of Hugging Face GPT-2 against a gradient", "",
           f"{doc['machine']['cpu']}, one torch thread, median of {args.reps}; batch of 8 sequences of 32 "
           "tokens with padding, the model's own `.loss`; `python benchmarks/transformer_products.py`. "
           "Milliseconds, and in brackets the ratio to a gradient (forward + backward).", "",
           *markdown_table(["model", "parameters", "gradient", "landscope product (cached)",
                            "landscope product + linearisation", "autograd double backward"], rows)]
-    (RESULTS / "transformer_products.md").write_text("\n".join(md))
-    print("\n".join(md))
+    write_results(RESULTS, "transformer_products", doc, md)
 
 
 if __name__ == "__main__":
