@@ -340,3 +340,41 @@ def test_bad_values_raise_input_error_naming_the_value(kwargs, needle):
 def test_inits_are_the_config_names():
     assert INITS == ("default", "scaled", "fixup", "metainit", "gradinit")
     assert MODELS == ("mlp", "cnn", "resnet_lite")
+
+
+@pytest.mark.parametrize("shape,cls", [((6, 3), torch.nn.BatchNorm1d), ((6, 3, 5), torch.nn.BatchNorm1d),
+                                       ((6, 3, 4, 4), torch.nn.BatchNorm2d)])
+def test_metainit_batch_norm_matches_torch_and_has_third_derivatives(shape, cls):
+    """torch 2.14's batch_norm has no third derivative; MetaInit's explicit one must equal it."""
+    from landscope.models.init import _explicit_batch_norm
+    torch.manual_seed(0)
+    bn = cls(3).double()
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-0.5, 0.5)
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    for training in (True, False):
+        bn.train(training)
+        ref = torch.nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(),
+                                             bn.weight, bn.bias, training, 0.0, bn.eps)
+        out = _explicit_batch_norm(bn)(x)
+        assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
+    bn.train()
+    y = _explicit_batch_norm(bn)(x).pow(3).sum()
+    (g,) = torch.autograd.grad(y, x, create_graph=True)
+    (h,) = torch.autograd.grad(g.pow(2).sum(), x, create_graph=True)
+    (t,) = torch.autograd.grad(h.sum(), x)
+    assert torch.isfinite(t).all() and t.abs().sum() > 0
+
+
+def test_metainit_never_differentiates_torch_batch_norm(monkeypatch):
+    """What would have caught torch 2.14 on any version: MetaInit must not call F.batch_norm."""
+    import landscope.models.init as init_module
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("batch_norm does not support 3rd+ order derivatives (simulated)")
+    X, y = _data((40,), n=16, seed=2)
+    model = build_model("cnn", (40,), 10, norm="batch", **SMALL)
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", refuse)
+    trace = init_module.metainit(model, "ce", (X, y), steps=2, seed=0)
+    assert len(trace.objective) == 3

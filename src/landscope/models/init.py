@@ -126,10 +126,34 @@ def _he_normal_(w: torch.Tensor, gain: float, gen: torch.Generator) -> None:
 Batch = tuple[torch.Tensor, torch.Tensor]
 
 
+def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``m``'s forward written with plain tensor ops, which have derivatives of every order.
+
+    MetaInit differentiates through a double backward (third derivatives); ``F.batch_norm`` has
+    no third derivative in torch 2.14 ("batch_norm does not support 3rd+ order derivatives"). In
+    training mode the batch statistics are used (biased variance, as BatchNorm normalises) and
+    the running statistics are left alone (the caller works on copies of the buffers anyway).
+    """
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
+        if m.training or m.running_mean is None:
+            dims = [0, *range(2, x.dim())]
+            mean = x.mean(dims, keepdim=True)
+            var = ((x - mean) ** 2).mean(dims, keepdim=True)
+        else:
+            mean, var = m.running_mean.view(shape), m.running_var.view(shape)
+        out = (x - mean) / torch.sqrt(var + m.eps)
+        if m.affine:
+            out = out * m.weight.view(shape) + m.bias.view(shape)
+        return out
+    return forward
+
+
 @contextlib.contextmanager
 def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Tensor]]:
-    """BatchNorm in training mode, dropout off, forked RNG; yields copies of the buffers."""
+    """BatchNorm in training mode (explicit ops), dropout off, forked RNG; yields buffer copies."""
     flags = [(m, m.training) for m in model.modules()]
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
         with torch.random.fork_rng(devices=devices):
@@ -138,10 +162,14 @@ def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Te
             for m in model.modules():
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.eval()
+            for m in norms:
+                m.forward = _explicit_batch_norm(m)  # type: ignore[method-assign]
             yield {n: b.clone() for n, b in model.named_buffers()}
     finally:
         for m, training in flags:
             m.training = training
+        for m in norms:
+            m.__dict__.pop("forward", None)
 
 
 def _loss(model: nn.Module, loss_fn: LossFn, params: dict[str, torch.Tensor],
