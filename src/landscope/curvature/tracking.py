@@ -98,7 +98,6 @@ class EigenTracker:
         self.k, self.tol, self.which = k, tol, which
         self.method = auto_method(k, tol) if method == "auto" else method
         self.guards = guards
-        self.guard_weight = 1.0
         self._guard_vectors: torch.Tensor | None = None
         self.random_part = random_part
         self.max_basis = max_basis
@@ -138,9 +137,6 @@ class EigenTracker:
         if U is None:
             return None
         v = U.sum(dim=1)
-        G = self._guard_vectors
-        if G is not None and G.shape[0] == dim and G.shape[1] and self.guard_weight > 0:
-            v = v + self.guard_weight * G.to(device).sum(dim=1)
         v = v / v.norm()
         if self.random_part > 0:
             r = random_vector(dim, self._gen, device)
@@ -167,9 +163,10 @@ class EigenTracker:
                                 seed=seed, max_basis=self.max_basis)
             res, self._guard_vectors = solve.result, solve.guards.cpu()
         else:
-            res, guards = lanczos_with_guards(op, k, self.which, self.tol, seed=seed,
-                                              v0=self.start_vector(op.dim, op.device),
-                                              max_basis=self.max_basis, guards=self.guards)
+            # a block tracker's cold solve seeds its guards; a Lanczos tracker needs none
+            res, guards = lanczos_with_guards(
+                op, k, self.which, self.tol, seed=seed, v0=self.start_vector(op.dim, op.device),
+                max_basis=self.max_basis, guards=self.guards if self.method == "block" else 0)
             self._guard_vectors = guards.cpu()
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:
