@@ -34,7 +34,15 @@ import torch
 
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
-from landscope.curvature.ritz import combine_rows, finish, random_vector, select, small_eigh
+from landscope.curvature.ritz import (
+    combine_rows,
+    default_confirm,
+    default_max_matvecs,
+    finish,
+    random_vector,
+    select,
+    small_eigh,
+)
 
 DEFAULT_GUARDS = 2  # extra vectors carried beyond k (benchmarks/tracking.py)
 
@@ -111,9 +119,9 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
     m_max = max_basis if max_basis is not None else default_max_basis(k, b - k, n)
     m_max = min(max(int(m_max), b + 1), n)  # room for at least one expansion
     if max_matvecs is None:
-        max_matvecs = max(20 * m_max, 2 * n, 1000)
+        max_matvecs = default_max_matvecs(m_max, n)
     if confirm is None:
-        confirm = False if op.dtype == torch.float64 else "probe"
+        confirm = default_confirm(op)
     gen = torch.Generator().manual_seed(int(seed))
     Q = torch.empty(m_max, n, dtype=torch.float64, device=device)
     HQ = torch.empty(m_max, n, dtype=torch.float64, device=device)

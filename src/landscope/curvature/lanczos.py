@@ -37,6 +37,8 @@ from landscope.curvature.ritz import (
     check_operator,
     check_start,
     combine_rows,
+    default_confirm,
+    default_max_matvecs,
     finish,
     orthogonalise,
     random_vector,
@@ -121,18 +123,26 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
                                seed=seed, max_basis=max_basis, max_matvecs=max_matvecs,
                                return_vectors=return_vectors, confirm=confirm,
                                report=report).result
-    if max_basis is None:
-        max_basis = max(3 * k, k + 40)
-    if not isinstance(max_basis, int) or max_basis <= k:
+    if max_basis is not None and (not isinstance(max_basis, int) or max_basis <= k):
         raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
-    max_basis = min(max_basis, op.dim)
-    if max_matvecs is None:
-        max_matvecs = max(20 * max_basis, 2 * op.dim, 1000)
-    if confirm is None:
-        confirm = False if op.dtype == torch.float64 else "probe"
     with _Reporter(progress, f"Lanczos top-{k} ({which})") as report:
-        return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
-                                      return_vectors, confirm, check_multiplicity, report)[0]
+        return _lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs, return_vectors,
+                        confirm, check_multiplicity, report)[0]
+
+
+def _lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
+             v0: torch.Tensor | None, max_basis: int | None, max_matvecs: int | None,
+             return_vectors: bool, confirm: bool | str | None, check_multiplicity: bool,
+             report: Callable[[int, float], None], n_extra: int = 0
+             ) -> tuple[EigenResult, torch.Tensor]:
+    """Thick-restart Lanczos with the defaults filled in (``max_basis``, budget, ``confirm``)."""
+    max_basis = min(max(3 * k, k + 40) if max_basis is None else max_basis, op.dim)
+    if max_matvecs is None:
+        max_matvecs = default_max_matvecs(max_basis, op.dim)
+    if confirm is None:
+        confirm = default_confirm(op)
+    return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
+                                  return_vectors, confirm, check_multiplicity, report, n_extra)
 
 
 def lanczos_with_guards(op: CurvatureOperator, k: int, which: str, tol: float, *, seed: int,
@@ -143,13 +153,8 @@ def lanczos_with_guards(op: CurvatureOperator, k: int, which: str, tol: float, *
     They are not converged, but they are the directions just below the wanted ones, which the
     next warm start of a tracker must contain to see an eigenvalue rise into the top ``k``.
     """
-    if max_basis is None:
-        max_basis = max(3 * k, k + 40)
-    max_basis = min(max_basis, op.dim)
-    confirm: bool | str = False if op.dtype == torch.float64 else "probe"
-    return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis,
-                                  max(20 * max_basis, 2 * op.dim, 1000), True, confirm, False,
-                                  lambda n, r: None, n_extra=guards)
+    return _lanczos(op, k, which, tol, seed, v0, max_basis, None, True, None, False,
+                    lambda n, r: None, n_extra=guards)
 
 
 class _Reporter:

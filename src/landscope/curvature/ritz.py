@@ -121,6 +121,16 @@ def finish(op: CurvatureOperator, Y: torch.Tensor, theta: np.ndarray,
                        tol=tol, scale=scale, which=which, method=method, n_restarts=n_restarts)
 
 
+def default_max_matvecs(max_basis: int, dim: int) -> int:
+    """The product budget of a solve when the caller sets none (generous: a safety stop)."""
+    return max(20 * max_basis, 2 * dim, 1000)
+
+
+def default_confirm(op: CurvatureOperator) -> bool | str:
+    """How residuals are measured by default: as computed in float64, probed below it."""
+    return False if op.dtype == torch.float64 else "probe"
+
+
 _COMBINE_BLOCK = 1 << 16  # columns per block of combine_rows
 
 
