@@ -31,13 +31,19 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 BatchLoss = Callable[[nn.Module, Batch], torch.Tensor]
 
 
-def call_model(model: nn.Module, inputs: Any) -> Any:
-    """``model(X)``, ``model(*X)`` for a tuple or list, ``model(**X)`` for a dict."""
+def model_arguments(inputs: Any) -> tuple[tuple, dict[str, Any]]:
+    """How inputs are passed: ``model(X)``, ``model(*X)`` for a tuple or list, ``model(**X)`` for a dict."""
     if isinstance(inputs, Mapping):
-        return model(**inputs)
+        return (), dict(inputs)
     if isinstance(inputs, (tuple, list)):
-        return model(*inputs)
-    return model(inputs)
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model`` called on ``inputs`` as :func:`model_arguments` says."""
+    args, kwargs = model_arguments(inputs)
+    return model(*args, **kwargs)
 
 
 def outputs_of(out: Any) -> Any:

@@ -30,13 +30,7 @@ BatchWeight = Callable[[Batch], float]
 
 def tensors(batch: Batch) -> list[torch.Tensor]:
     """The tensors of a batch, depth first, in order."""
-    if isinstance(batch, torch.Tensor):
-        return [batch]
-    if isinstance(batch, Mapping):
-        return [t for v in batch.values() for t in tensors(v)]
-    if isinstance(batch, (tuple, list)):
-        return [t for v in batch for t in tensors(v)]
-    return []
+    return [t for _, t in named_tensors(batch)]
 
 
 def named_tensors(batch: Batch, name: str = "batch") -> list[tuple[str, torch.Tensor]]:
@@ -61,6 +55,12 @@ def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> Bat
     if isinstance(batch, list):
         return [map_tensors(fn, v) for v in batch]
     return batch
+
+
+def to_device(batch: Batch, device: torch.device | None, dtype: torch.dtype | None) -> Batch:
+    """``batch`` on ``device``, its floating tensors in ``dtype`` (integer ones keep theirs)."""
+    return map_tensors(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None),
+                       batch)
 
 
 def batch_size(batch: Batch) -> int:
@@ -115,16 +115,6 @@ class Chunk:
     batch: Batch
     weight: float
 
-    @property
-    def inputs(self) -> Any:
-        """``X`` of an ``(X, y)`` pair."""
-        return self.batch[0]
-
-    @property
-    def targets(self) -> Any:
-        """``y`` of an ``(X, y)`` pair."""
-        return self.batch[1]
-
 
 def _check_batch(batch: object, where: str) -> Batch:
     leaves = tensors(batch)
@@ -138,7 +128,7 @@ def _check_batch(batch: object, where: str) -> Batch:
         X, y = (tensors(part) for part in batch)
         if not X:
             raise DataError(f"{where}: X holds no tensor")
-        if X and y and y[0].dim() > 0 and X[0].dim() > 0 and len(X[0]) != len(y[0]):
+        if y and y[0].dim() > 0 and X[0].dim() > 0 and len(X[0]) != len(y[0]):
             raise DataError(f"{where}: X has {len(X[0])} samples but y has {len(y[0])}")
     if batch_size(batch) == 0:
         raise DataError(f"{where} is empty (0 samples)")
@@ -289,13 +279,11 @@ class HessianSet:
 
         Chunks of weight 0 (no valid tokens) are left out: their mean loss is undefined.
         """
-        def move(t: torch.Tensor) -> torch.Tensor:
-            return t.to(device=device, dtype=dtype if t.is_floating_point() else None)
         for c, w in zip(self._raw_chunks(), self._raw_weights, strict=True):
             if w == 0:
                 continue
             if device is not None or dtype is not None:
-                c = map_tensors(move, c)
+                c = to_device(c, device, dtype)
             yield Chunk(c, w / self.total_weight)
 
     def first_chunk(self, max_samples: int = 64) -> Batch:

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -46,6 +46,7 @@ from landscope.curvature.batch_loss import (
     LossModule,
     PerSample,
     make_batch_loss,
+    model_arguments,
     outputs_of,
 )
 from landscope.curvature.batches import (
@@ -56,6 +57,7 @@ from landscope.curvature.batches import (
     is_pair,
     map_tensors,
     tensors,
+    to_device,
 )
 from landscope.curvature.modes import model_mode
 from landscope.curvature.params import ParamSpec, resolve_params
@@ -65,12 +67,9 @@ LossFn = Callable[[Any, Any], torch.Tensor]
 
 
 def _functional_model_call(model: nn.Module, params: tuple[dict, dict], X: Any) -> Any:
-    """``call_model`` with the parameters substituted: ``model(X)``, ``model(*X)``, ``model(**X)``."""
-    if isinstance(X, Mapping):
-        return functional_call(model, params, (), dict(X))
-    if isinstance(X, (tuple, list)):
-        return functional_call(model, params, tuple(X))
-    return functional_call(model, params, (X,))
+    """``call_model`` with the parameters substituted."""
+    args, kwargs = model_arguments(X)
+    return functional_call(model, params, args, kwargs)
 
 
 def _describe(batch: Batch) -> str:
@@ -297,12 +296,6 @@ class _ModelCurvatureOperator(CurvatureOperator):
         self.device = named[self.names[0]].device
         self.data = HessianSet(data, chunk_size=chunk_size, check_deterministic=check_deterministic,
                                batch_weight=batch_weight)
-        first = self.data.first_chunk()
-        if loss_fn is not None and not is_pair(first):
-            length = f" of length {len(first)}" if isinstance(first, (tuple, list)) else ""
-            raise DataError(f"data batch 0 must be a pair (X, y) for loss_fn(outputs, targets), got "
-                            f"a {type(first).__name__}{length}; for other batches pass "
-                            "batch_loss=f(model, batch)")
         self.n_samples = self.data.n_samples
         self.cache = (self.data.single and chunk_size is None) if cache == "auto" else bool(cache)
         self._cached: list[_Linearisation] | None = None
@@ -390,7 +383,13 @@ class _ModelCurvatureOperator(CurvatureOperator):
         samples for the sum's. For cross-entropy that is ``reduction="mean"``'s; for MSE over D
         outputs (or a token loss over S positions) it is D (S) times it.
         """
-        batch = self._moved(self.data.first_chunk())
+        batch = self.data.first_chunk()
+        if self.loss_fn is not None and not is_pair(batch):
+            length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
+            raise DataError(f"data batch 0 must be a pair (X, y) for loss_fn(outputs, targets), got "
+                            f"a {type(batch).__name__}{length}; for other batches pass "
+                            "batch_loss=f(model, batch)")
+        batch = to_device(batch, self.device, self.dtype)
         p, fixed = self._state()
         description = _describe(batch)
         try:
@@ -421,17 +420,18 @@ class _ModelCurvatureOperator(CurvatureOperator):
             return
         ratio = float(doubled / single)
         slack = max(1e-3, 16 * torch.finfo(self.dtype).eps)  # bf16 rounds to ~1e-2
-        if abs(ratio - 2.0) <= 2 * slack and self.loss_fn is not None:
-            self._loss = make_batch_loss(PerSample(self.loss_fn), None)
+        if abs(ratio - 2.0) <= 2 * slack:
             self.loss_reduction = "sum"
+            self._loss = make_batch_loss(self._mean_loss_fn, None)
         elif abs(ratio - 1.0) > slack:
             raise InputError(f"loss_fn does not look mean- or sum-reduced: on the batch repeated "
                              f"twice it returns {ratio:.3f}× its value on the batch (a mean gives 1, "
                              "a sum 2); use reduction='mean', or pass batch_loss=f(model, batch)")
 
-    def _moved(self, batch: Batch) -> Batch:
-        return map_tensors(lambda t: t.to(device=self.device,
-                                          dtype=self.dtype if t.is_floating_point() else None), batch)
+    @property
+    def _mean_loss_fn(self) -> LossFn | None:
+        """``loss_fn`` as a mean over the chunk's samples (a sum-reduced one is divided)."""
+        return PerSample(self.loss_fn) if self.loss_reduction == "sum" else self.loss_fn
 
     # -- linearisation ----------------------------------------------------------------------
     @abstractmethod
@@ -555,7 +555,7 @@ class GGNOperator(_ModelCurvatureOperator):
         if not is_pair(batch):
             raise DataError(f"GGNOperator needs (X, y) batches, got a {type(batch).__name__}")
         X, y = batch
-        loss_fn = PerSample(self.loss_fn) if self.loss_reduction == "sum" else self.loss_fn
+        loss_fn = self._mean_loss_fn
 
         def outputs(q):
             return outputs_of(_functional_model_call(model, (q, fixed), X))
