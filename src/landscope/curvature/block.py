@@ -141,7 +141,8 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
         want = order[:k]
         Sk = torch.as_tensor(S[:, want].T.copy(), device=device)  # (k, m)
         th = torch.as_tensor(theta[want].copy(), device=device)
-        R = Sk @ HQ[:m] - th[:, None] * (Sk @ Q[:m])
+        Yk = Sk @ Q[:m]  # the wanted Ritz vectors, as rows
+        R = Sk @ HQ[:m] - th[:, None] * Yk
         res = R.norm(dim=1)
         worst = float(res.max()) / floor
         if report is not None:
@@ -173,12 +174,11 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
         HQ[m:m + added] = op.matmat(Q[m:m + added].T).T
         n_matvecs += added
         m += added
-    want = order[:k]
-    want = want[np.argsort(-theta[want], kind="stable")]  # descending, as finish expects
-    Y = Q[:m].T @ torch.as_tensor(S[:, want].copy(), device=device)
-    Sw = torch.as_tensor(S[:, want].T.copy(), device=device)
-    residuals = (Sw @ HQ[:m] - torch.as_tensor(theta[want].copy(), device=device)[:, None]
-                 * (Sw @ Q[:m])).norm(dim=1).cpu().numpy()
+    # the last Rayleigh–Ritz pairs and their explicit residuals, values descending as finish expects
+    desc = np.argsort(-theta[want], kind="stable")
+    Y = Yk[torch.as_tensor(desc.copy(), device=device)].T.contiguous()
+    residuals = res.cpu().numpy()[desc]
+    want = want[desc]
     guard_idx = order[k:b]
     G = Q[:m].T @ torch.as_tensor(S[:, guard_idx].copy(), device=device) if len(guard_idx) \
         else Q.new_zeros(n, 0)
