@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from machine import cpu_name, markdown_table, versions
+from machine import cpu_name, markdown_table, median_time, sync, versions
 from torch import nn
 
 import landscope as ls
@@ -109,12 +109,6 @@ MODELS = (
     ModelSpec("mlp-256", "tanh MLP 40-256-256-10", lambda: mlp(40, 10, width=256, depth=2), True),
     ModelSpec("cnn-bn", "cnn1d(norm='batch'), eval mode", lambda: cnn1d(norm="batch"), False),
 )
-
-
-def sync() -> None:
-    """Wait for queued CUDA work before a timer is read (no-op on CPU-only runs)."""
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        torch.cuda.synchronize()
 
 
 def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int,
@@ -464,19 +458,6 @@ def guarded(fn: Callable[[], dict]) -> dict:
         return fn()
     except Exception as e:  # noqa: BLE001
         return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
-
-
-def median_time(fn: Callable[[], object], reps: int) -> float:
-    """Median wall time of ``fn()`` over ``reps`` calls (after one untimed call)."""
-    fn()
-    times = []
-    for _ in range(reps):
-        sync()
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,

@@ -6,7 +6,12 @@ import importlib.metadata
 import json
 import os
 import platform
+import statistics
+import time
+from collections.abc import Callable
 from pathlib import Path
+
+import torch
 
 
 def cpu_name() -> str:
@@ -49,3 +54,22 @@ def write_results(folder: Path, name: str, doc: dict, md: list[str]) -> None:
     (folder / f"{name}.json").write_text(json.dumps(doc, indent=1))
     (folder / f"{name}.md").write_text("\n".join(md))
     print("\n".join(md))
+
+
+def sync() -> None:
+    """Wait for queued CUDA work before a timer is read (no-op on CPU-only runs)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
+def median_time(fn: Callable[[], object], reps: int) -> float:
+    """Median wall time of ``fn()`` over ``reps`` calls (after one untimed call)."""
+    fn()
+    times = []
+    for _ in range(reps):
+        sync()
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)

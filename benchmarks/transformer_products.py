@@ -19,13 +19,10 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from machine import cpu_name, markdown_table, write_results
+from machine import cpu_name, markdown_table, median_time, write_results
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -42,16 +39,6 @@ def batch_for(cfg: GPT2Config, n: int, seq: int) -> dict[str, torch.Tensor]:
     mask = torch.ones_like(ids)
     mask[::2, 3 * seq // 4:] = 0
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
-
-
-def median_time(fn: Callable[[], object], reps: int) -> float:
-    fn()
-    times = []
-    for _ in range(reps):
-        tic = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - tic)
-    return statistics.median(times)
 
 
 def measure(name: str, reps: int) -> dict:
