@@ -26,16 +26,17 @@ BLOCK_MIN_TOL = 1e-4  # below it Lanczos resolves the cluster as it converges (s
 
 
 def auto_method(k: int, tol: float) -> str:
-    """The warm-start method ``benchmarks/tracking.py`` measured better for ``k`` pairs at ``tol``.
+    """The warm-start method for ``k`` pairs at ``tol`` (measured: ``benchmarks/tracking.py``).
 
     At a loose tolerance (the quick experiments' 1e-3) a single Krylov chain stops before it has
     resolved a cluster of top eigenvalues, and misses one now and then with every residual small:
     on the η = 0.3 quick run, cold and warm Lanczos both got the top 3 wrong on 6–7 of 402 steps
-    (λ₃ up to 8 % of λ₁ too low), the block tracker on none, with 8 % fewer products. On the five
-    workloads of ``benchmarks/tracking.py`` (GD, momentum, AdamW, a CNN; CE and MSE) at k = 3,
-    tol 1e-3 the block tracker took 0.44–0.65 of a cold solve's products, Lanczos 0.70–0.77. At
-    k = 10, tol 1e-6 the block took 1.4–2.5× a cold solve, Lanczos 0.80–0.87, and no method
-    missed an eigenvalue. For k = 1 the block brings nothing that shows: λ₁ was never missed.
+    (λ₃ up to 8 % of λ₁ too low), the block tracker on none, with 8 % fewer products. The block
+    is chosen for that robustness, not for cost: along the smoother runs of
+    ``benchmarks/tracking.py`` (k = 3, tol 1e-3) it took 0.44–0.65 of a cold solve's products
+    against 0.33–0.42 for the Lanczos tracker on the GD workloads (neither missed an eigenvalue
+    there). At k = 10, tol 1e-6 the block took 1.4–2.5× a cold solve, Lanczos 0.68–0.87, and no
+    method missed one. For k = 1 the block brings nothing that shows: λ₁ was never missed.
     """
     return "block" if k >= 2 and tol >= BLOCK_MIN_TOL else "lanczos"
 
