@@ -33,10 +33,11 @@ def auto_method(k: int, tol: float) -> str:
     on the η = 0.3 quick run, cold and warm Lanczos both got the top 3 wrong on 6–7 of 402 steps
     (λ₃ up to 8 % of λ₁ too low), the block tracker on none, with 8 % fewer products. The block
     is chosen for that robustness, not for cost: along the smoother runs of
-    ``benchmarks/tracking.py`` (k = 3, tol 1e-3) it took 0.44–0.65 of a cold solve's products
-    against 0.33–0.42 for the Lanczos tracker on the GD workloads (neither missed an eigenvalue
-    there). At k = 10, tol 1e-6 the block took 1.4–2.5× a cold solve, Lanczos 0.68–0.87, and no
-    method missed one. For k = 1 the block brings nothing that shows: λ₁ was never missed.
+    ``benchmarks/tracking.py`` (GD, momentum, AdamW, a CNN; k = 3, tol 1e-3) it took 0.44–0.65
+    of a cold solve's products against 0.33–0.57 for the Lanczos tracker (neither missed an
+    eigenvalue there; a cold solve missed one). At k = 10, tol 1e-6 the block took 1.4–2.5× a
+    cold solve, Lanczos 0.68–0.86, and no method missed one. For k = 1 the block brings nothing
+    that shows: λ₁ was never missed.
     """
     return "block" if k >= 2 and tol >= BLOCK_MIN_TOL else "lanczos"
 
