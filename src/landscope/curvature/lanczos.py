@@ -8,8 +8,13 @@ equivalent to Krylov–Schur for symmetric matrices). Memory: ``(max_basis + 1) 
 the basis, one product vector, and the ``k`` returned vectors; products are orthogonalised in
 place and the restart is done in column blocks, so nothing else of size ``dim`` is held
 (``tests/test_memory.py`` measures the peak: 13.2 × dim at max_basis 12, 16.0 with 4 vectors
-returned). With ``check_multiplicity`` the basis grows instead of restarting while a fresh chain is
-verified.
+returned). With ``check_multiplicity=True`` the basis grows instead of restarting while a fresh
+chain is verified. By default (k ≥ 2) a converged solve is followed by the multiplicity probe of
+:mod:`~landscope.curvature.probe` (``PROBE_PRODUCTS`` products on the complement of the returned
+vectors, at most ``max_basis − k`` of them, so that it fits in the basis's memory; the ``k``
+vectors are then formed even when not returned). If it finds a better value, a block solve started
+from the returned vectors and the probe's direction takes over (:mod:`~landscope.curvature.block`,
+twice the memory), and the probe is repeated.
 
 A pair is converged when ``‖H v − θ v‖ ≤ tol · scale`` with ``scale`` the largest Ritz value in
 magnitude (≈ |λ₁|, for ``which="LA"`` on a Hessian exactly |θ₁|). While iterating the residual is
@@ -20,6 +25,7 @@ product adds the operator's own rounding, and ``confirm=True`` re-measures all `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable
@@ -27,9 +33,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from landscope.curvature.block import block_solve
+from landscope.curvature.block import DEFAULT_GUARDS, block_solve
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.power import power_iteration
+from landscope.curvature.probe import PROBE_PRODUCTS, beats, kth_value, probe_complement
 from landscope.curvature.results import EigenResult
 from landscope.curvature.ritz import (
     WHICH,
@@ -48,13 +55,14 @@ from landscope.curvature.ritz import (
 from landscope.errors import InputError
 
 METHODS = ("lanczos", "block", "power", "dense")
+PROBE_ROUNDS = 4  # probe → block solve rounds before a warning (each finds at least one value)
 
 
 def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "LA",
                tol: float = 1e-6, method: str = "lanczos", seed: int = 0,
                v0: torch.Tensor | None = None, *, max_basis: int | None = None,
                max_matvecs: int | None = None, return_vectors: bool = True,
-               confirm: bool | None = None, check_multiplicity: bool = False,
+               confirm: bool | None = None, check_multiplicity: bool | None = None,
                progress: bool | Callable[[int, float], None] = False) -> EigenResult:
     """The ``k`` extreme eigenpairs of a symmetric operator.
 
@@ -69,7 +77,8 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
             (deflated power iteration, ``LA``/``LM`` only, slower and less accurate: for
             comparison), ``"dense"`` (materialises the matrix:
             tiny operators only).
-        seed: seeds the start vector (``torch.Generator``); same seed, same result.
+        seed: seeds the start vector and the multiplicity probe (``torch.Generator``); same
+            seed, same result.
         v0: start vector (length ``op.dim``), e.g. the previous top eigenvector.
         max_basis: Krylov basis size before a thick restart (default ``max(3k, k + 40)``, at most
             ``dim``); memory ``(max_basis + 1) × dim`` float64.
@@ -85,11 +94,15 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
             amount is added to every residual.
         check_multiplicity: find every copy of repeated eigenvalues. A single start vector sees
             one copy of an exactly repeated eigenvalue (last-layer blocks of MSE losses are
-            Kronecker products with the identity: each eigenvalue repeats C times). With this
-            flag, after convergence the Krylov process continues from a fresh random direction
-            orthogonal to the basis until the best Ritz pair of that segment converges; if it
-            beats the k-th wanted value, another segment follows. Costs about a top-1 solve per
-            segment.
+            Kronecker products with the identity: each eigenvalue repeats C times; symmetric
+            models). ``None`` (default): for k ≥ 2, the multiplicity probe
+            (:mod:`~landscope.curvature.probe`, ``PROBE_PRODUCTS`` = 12 products) after
+            convergence; only if it finds a better value does a block solve follow (the result's
+            ``method`` is then ``"block"``). ``True``: the exhaustive check: the Krylov process
+            continues from a fresh random direction orthogonal to the basis until the best Ritz
+            pair of that segment converges; if it beats the k-th wanted value, another segment
+            follows (about a top-1 solve per segment). ``False``: no check (k = 1 needs none:
+            λ₁'s value does not depend on its copies).
         progress: ``True`` for a rich progress bar, or a callable ``(n_matvecs, max_rel_residual)``.
 
     Returns:
@@ -103,6 +116,9 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
         raise InputError(f"method must be one of {METHODS}, got {method!r}")
     if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
         raise InputError(f"tol must be a positive number, got {tol!r}")
+    if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
+        raise InputError("check_multiplicity must be True, False or None (the default probe), got "
+                         f"{check_multiplicity!r}")
     v0 = check_start(v0, op.dim)
     if method == "dense":
         return _dense(op, k, which, tol, return_vectors)
@@ -132,28 +148,96 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
 
 def _lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
              v0: torch.Tensor | None, max_basis: int | None, max_matvecs: int | None,
-             return_vectors: bool, confirm: bool | str | None, check_multiplicity: bool,
+             return_vectors: bool, confirm: bool | str | None, check_multiplicity: bool | None,
              report: Callable[[int, float], None], n_extra: int = 0
              ) -> tuple[EigenResult, torch.Tensor]:
-    """Thick-restart Lanczos with the defaults filled in (``max_basis``, budget, ``confirm``)."""
+    """Thick-restart Lanczos with the defaults filled in (``max_basis``, budget, ``confirm``).
+
+    Followed by the multiplicity probe unless ``check_multiplicity`` is ``True`` or ``False``.
+    """
     max_basis = min(max(3 * k, k + 40) if max_basis is None else max_basis, op.dim)
     if max_matvecs is None:
         max_matvecs = default_max_matvecs(max_basis, op.dim)
     if confirm is None:
         confirm = default_confirm(op)
-    return _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
-                                  return_vectors, confirm, check_multiplicity, report, n_extra)
+    probe = check_multiplicity is None and 2 <= k < op.dim
+    res, extra = _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
+                                        return_vectors or probe, confirm,
+                                        check_multiplicity is True, report, n_extra)
+    if probe and res.converged:
+        res, extra = _probe_and_refine(op, res, extra, tol, seed, max_matvecs, confirm, report,
+                                       room=max_basis - k)
+    if not return_vectors and res.vectors is not None:
+        res = dataclasses.replace(res, vectors=None)
+    return res, extra
+
+
+def _probe_and_refine(op: CurvatureOperator, res: EigenResult, extra: torch.Tensor, tol: float,
+                      seed: int, max_matvecs: int, confirm: bool | str,
+                      report: Callable[[int, float], None], room: int
+                      ) -> tuple[EigenResult, torch.Tensor]:
+    """Probe the complement of a converged solve; while it finds better values, re-solve.
+
+    Each probe that finds a direction is followed by another on the complement of that one too,
+    so that all missing copies are collected (up to ``k``) before one block solve, started from
+    the returned vectors, the found directions, the guards and two random columns, takes over.
+    Its block is wider than ``k`` by the found directions, so it holds the missing copies by
+    construction. The probes take at most ``room`` products and vectors (``max_basis − k``), so
+    that they and the ``k`` returned vectors fit in the Lanczos basis's memory.
+    """
+    gen = torch.Generator().manual_seed(int(seed) + 0x5EED)  # its own stream: v0 alone fixes the solve
+    k, which, total = res.k, res.which, res.n_matvecs
+    for _ in range(PROBE_ROUNDS):
+        assert res.vectors is not None
+        Y = res.vectors
+        kth = kth_value(res.values.cpu().numpy(), which)
+        worst = float(res.relative_residuals.max())
+        found: list[torch.Tensor] = []
+        while len(found) < k:
+            length = min(PROBE_PRODUCTS, room - len(found), op.dim - k - len(found),
+                         max_matvecs - total)
+            if length <= 0:
+                if not found:
+                    warnings.warn(f"the multiplicity probe was skipped (max_matvecs={max_matvecs} "
+                                  f"or max_basis reached); copies of repeated eigenvalues may be "
+                                  "missing", RuntimeWarning, stacklevel=4)
+                break
+            known = torch.cat([Y, torch.stack(found, dim=1).to(Y.device)], dim=1) if found else Y
+            z, used = probe_complement(op, known, kth, which, tol * res.scale, length, gen,
+                                       report=lambda n, done=total, r=worst: report(done + n, r))
+            total += used
+            if z is None:
+                break
+            found.append(z)
+        if not found:
+            break
+        start = torch.cat([Y.to(found[0].device), torch.stack(found, dim=1),
+                           extra.to(found[0].device)], dim=1)
+        # two random columns beyond the start: the block can grow past what the probes found
+        solve = block_solve(op, k, which, tol, start=start,
+                            guards=start.shape[1] - k + DEFAULT_GUARDS,
+                            seed=seed, max_matvecs=max(max_matvecs - total, k), confirm=confirm,
+                            report=lambda n, r, done=total: report(done + n, r))
+        total += solve.result.n_matvecs
+        res, extra = solve.result, solve.guards[:, :extra.shape[1]]
+        if not res.converged:
+            break
+    else:
+        warnings.warn(f"the multiplicity probe still found better values after {PROBE_ROUNDS} "
+                      "rounds; the top values may be incomplete", RuntimeWarning, stacklevel=4)
+    return dataclasses.replace(res, n_matvecs=total), extra
 
 
 def lanczos_with_guards(op: CurvatureOperator, k: int, which: str, tol: float, *, seed: int,
-                        v0: torch.Tensor | None, max_basis: int | None,
-                        guards: int) -> tuple[EigenResult, torch.Tensor]:
+                        v0: torch.Tensor | None, max_basis: int | None, guards: int,
+                        check_multiplicity: bool | None = None
+                        ) -> tuple[EigenResult, torch.Tensor]:
     """:func:`eigenpairs` (Lanczos) that also returns the next ``guards`` Ritz vectors.
 
     They are not converged, but they are the directions just below the wanted ones, which the
     next warm start of a tracker must contain to see an eigenvalue rise into the top ``k``.
     """
-    return _lanczos(op, k, which, tol, seed, v0, max_basis, None, True, None, False,
+    return _lanczos(op, k, which, tol, seed, v0, max_basis, None, True, None, check_multiplicity,
                     lambda n, r: None, n_extra=guards)
 
 
@@ -197,24 +281,6 @@ def _dense(op: CurvatureOperator, k: int, which: str, tol: float,
     scale = float(evals.abs().max())
     return finish(op, evecs[:, idx_t], evals.cpu().numpy()[idx], None, tol, scale, which,
                    "dense", op.dim, 0, return_vectors, confirm=True)
-
-
-def _kth(values: np.ndarray, which: str) -> float:
-    """The worst of the wanted values: the one a newly found eigenvalue must beat."""
-    if which == "LA":
-        return float(values.min())
-    if which == "SA":
-        return float(values.max())
-    return float(np.abs(values).min())
-
-
-def _better(value: float, kth: float, which: str, margin: float) -> bool:
-    """Whether ``value`` would enter the wanted set in place of ``kth`` (by more than ``margin``)."""
-    if which == "LA":
-        return value > kth + margin
-    if which == "SA":
-        return value < kth - margin
-    return abs(value) > kth + margin
 
 
 def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float,
@@ -289,11 +355,11 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
                 mu, Sf = small_eigh(A[segment:j, segment:j])
                 top = select(mu, which)[0]
                 if beta * abs(Sf[-1, top]) <= tol * floor:
-                    if j >= n or not _better(mu[top], kth_before, which, tol * floor):
+                    if j >= n or not beats(mu[top], kth_before, which, tol * floor):
                         break
                     new_chain = True
             if new_chain:
-                kth_before = _kth(theta[want], which)
+                kth_before = kth_value(theta[want], which)
                 segment = j
         if j == n:  # the basis spans the whole space: the Ritz pairs are exact
             break

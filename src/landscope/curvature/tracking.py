@@ -81,12 +81,16 @@ class EigenTracker:
             first solve, and the first after :meth:`reset`, is a cold Lanczos solve either way
             (cheaper cold), whose next Ritz vectors seed the guards.
         guards: vectors carried beyond ``k`` (the next Ritz vectors of the last solve).
+        check_multiplicity: for the Lanczos solves, as in :func:`eigenpairs` (default: the
+            probe for k ≥ 2). A warm start is one vector, the sum of the last ones, so it sees
+            one copy of a repeated eigenvalue however many the last solve found. The block
+            solves need no probe: their block (k + guards vectors) holds the copies.
     """
 
     def __init__(self, k: int = 10, tol: float = 1e-6, which: str = "LA", seed: int = 0,
                  random_part: float = 1e-4, max_basis: int | None = None,
                  extrapolate: bool = True, method: str = "auto",
-                 guards: int = DEFAULT_GUARDS) -> None:
+                 guards: int = DEFAULT_GUARDS, check_multiplicity: bool | None = None) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InputError(f"EigenTracker: k must be a positive integer, got {k!r}")
         if which not in WHICH:
@@ -99,7 +103,11 @@ class EigenTracker:
             raise InputError(f"EigenTracker: guards must be a non-negative integer, got {guards!r}")
         self.k, self.tol, self.which = k, tol, which
         self.method = auto_method(k, tol) if method == "auto" else method
+        if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
+            raise InputError("EigenTracker: check_multiplicity must be True, False or None, got "
+                             f"{check_multiplicity!r}")
         self.guards = guards
+        self.check_multiplicity = check_multiplicity
         self._guard_vectors: torch.Tensor | None = None
         self.random_part = random_part
         self.max_basis = max_basis
@@ -168,7 +176,8 @@ class EigenTracker:
             # a block tracker's cold solve seeds its guards; a Lanczos tracker needs none
             res, guards = lanczos_with_guards(
                 op, k, self.which, self.tol, seed=seed, v0=self.start_vector(op.dim, op.device),
-                max_basis=self.max_basis, guards=self.guards if self.method == "block" else 0)
+                max_basis=self.max_basis, guards=self.guards if self.method == "block" else 0,
+                check_multiplicity=self.check_multiplicity)
             self._guard_vectors = guards.cpu()
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:

@@ -162,7 +162,7 @@ class MeasureConfig(_Section):
     model_mode: Literal["train", "eval"] = "train"
     chunk_size: int | None = Field(None, gt=0)
     preconditioned: bool | None = None
-    check_multiplicity: bool = False
+    check_multiplicity: bool | None = None       # None: the probe of ls.eigenpairs
     params: tuple[str, ...] | None = None        # names or glob patterns (default: all)
     last_layers: int | None = Field(None, gt=0)  # the k-layer approximation of [W&R]
     first_layers: int | None = Field(None, gt=0)

@@ -111,7 +111,8 @@ class Measurer:
         # set) is kept between products: each product is then one backward pass.
         self.op = HessianOperator(model, loss_fn, hessian_set, params=params,
                                   model_mode=config.model_mode, chunk_size=chunk, cache=config.cache)
-        self.tracker = EigenTracker(k=min(config.k, self.op.dim), tol=config.tol, seed=seed) \
+        self.tracker = EigenTracker(k=min(config.k, self.op.dim), tol=config.tol, seed=seed,
+                                    check_multiplicity=config.check_multiplicity) \
             if config.k > 0 else None
         self.tracked_preconditioned: bool | None = None
 
