@@ -10,7 +10,10 @@ cross-entropy. Measured, all in one process with ``torch.set_num_threads(2)``:
   matrix would take too long), whose residuals are re-checked with plain ``torch.autograd``
   double-backward products, independent of landscope;
 * one Hessian-vector product against one gradient (``torch.autograd.grad`` of the mean loss);
-* ``ls.EigenTracker`` along consecutive SGD steps against cold ``ls.eigenpairs`` solves.
+* ``ls.EigenTracker`` along consecutive SGD steps against cold ``ls.eigenpairs`` solves;
+* a tiny Hugging Face GPT-2 with a dict batch (``gpt2_case.py``): the top-10 solve against
+  curvlinops (PyHessian and hessian-eigenthings cannot express its loss) and a product against a
+  gradient. Needs ``transformers`` in the bench venv.
 
 The peers live in their own venv. curvlinops declares backpack-for-pytorch, which declares
 torchvision, which would pull a multi-GB CUDA torch: install them without dependencies and add the
@@ -104,6 +107,7 @@ class ModelSpec:
     tracker: bool
 
 
+GPT2 = "gpt2-tiny"  # run by gpt2_case.py: a dict batch, which the MODELS' harness cannot take
 MODELS = (
     ModelSpec("mlp-32", "tanh MLP 40-32-32-10", lambda: mlp(40, 10, width=32, depth=2), True),
     ModelSpec("mlp-256", "tanh MLP 40-256-256-10", lambda: mlp(40, 10, width=256, depth=2), True),
@@ -943,6 +947,12 @@ def markdown(results: dict) -> str:
            f"≥ {TARGET_VS_PYHESSIAN_SPEED:g}× faster / ≥ {TARGET_VS_PYHESSIAN_ACC:g}× more "
            "accurate than PyHessian", f"HVP ≤ {TARGET_HVP_OVER_GRAD}× gradient",
            "tracker ≤ 1/3 cold"], rows)
+    if "gpt2" in results:
+        if "error" in results["gpt2"]:
+            lines += ["## Tiny GPT-2", "", f"Not run: {results['gpt2']['error']}", ""]
+        else:
+            from gpt2_case import markdown_rows
+            lines += markdown_rows(results["gpt2"])
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     return "\n".join(lines)
@@ -1023,7 +1033,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="smoke test: mlp-32 only, 1 timed rep, 10 tracker steps")
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--models", nargs="*", default=None, help="subset of " +
-                   ", ".join(s.name for s in MODELS))
+                   ", ".join([*(s.name for s in MODELS), GPT2]))
     p.add_argument("--skip", nargs="*", default=[], help="library keys to skip: " +
                    ", ".join(lib.key for lib in LIBRARIES))
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up")
@@ -1077,6 +1087,13 @@ def main(argv: list[str] | None = None) -> dict:
         if args.models and spec.name not in args.models:
             continue
         results["models"][spec.name] = run_model(spec, X, y, args, t_start)
+    if device.type == "cpu" and (not args.models or GPT2 in args.models):
+        log("tiny GPT-2 (dict batch, its own .loss)", t_start)
+        try:
+            from gpt2_case import gpt2_case
+            results["gpt2"] = gpt2_case(args.reps, args.hvp_reps)
+        except ImportError as e:  # transformers is in the monitor extra
+            results["gpt2"] = {"error": f"{type(e).__name__}: {e}"}
     results["machine"]["load_average_end"] = load_average()
     results["machine"]["matmul_gflops_end"] = calibrate()
     results["machine"]["torchvision_imported"] = "torchvision" in sys.modules

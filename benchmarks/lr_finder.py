@@ -13,7 +13,10 @@ factors come from; the "held-out" ones were not used for any choice. Timings: on
 CPU time is the primary cost (the 2-core machine is shared, so wall time is noisy). Writes
 results/lr_finder.{json,md}.
 
-    .venv/bin/python benchmarks/lr_finder.py [--quick] [--repeats 3] [--models NAME,...]
+    .venv/bin/python benchmarks/lr_finder.py --suite gd-mse [--quick] [--repeats 3] [--models NAME,...]
+
+The default suite is the six held-out workloads of ``lr_workloads.py`` (CE, minibatches, momentum,
+BatchNorm, Adam, AdamW on a GPT-2, RMSprop): ``python benchmarks/lr_finder.py``.
 """
 
 from __future__ import annotations
@@ -90,8 +93,17 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the four benchmark models, one repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
+    ap.add_argument("--suite", choices=("workloads", "gd-mse"), default="workloads",
+                    help="'workloads': six held-out workloads, finder vs range test vs brute force "
+                         "(lr_workloads.py, writes results/lr_workloads.*); 'gd-mse': the round-1 "
+                         "MSE / full-batch GD models (results/lr_finder.*)")
+    ap.add_argument("--workloads", default=None, help="comma-separated subset of the workloads")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    if args.suite == "workloads":
+        from lr_workloads import run_suite
+        run_suite(args.workloads.split(",") if args.workloads else None, RESULTS)
+        return
     names = args.models.split(",") if args.models else \
         [n for n in MODELS if not args.quick or MODELS[n][0] == "benchmark"]
     repeats = 1 if args.quick else args.repeats

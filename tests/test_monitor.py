@@ -248,8 +248,10 @@ def test_bad_model_batch_and_optimizer_are_named():
     with pytest.raises(ls.InputError, match=r"X has shape \(16, 5\) and y \(15,\)"):
         SharpnessMonitor(model, mse, (X, y[:15]))
     mon = SharpnessMonitor(model, mse, (X, y))
-    with pytest.raises(ls.InputError, match=r"no stability threshold is known for RMSprop"):
-        mon.step(torch.optim.RMSprop(model.parameters()))
+    with pytest.raises(ls.InputError, match=r"no stability threshold is known for Adagrad"):
+        mon.step(torch.optim.Adagrad(model.parameters()))
+    with pytest.raises(ls.InputError, match=r"after optimizer\.step\(\)"):
+        mon.measure(torch.optim.RMSprop(model.parameters()))  # RMSprop: P⁻¹H, needs its state
     with pytest.raises(ls.InputError, match=r"after optimizer\.step\(\)"):
         mon.measure(torch.optim.Adam(model.parameters()))
     with pytest.raises(ls.InputError, match=r"needs the torch optimizer.*got str"):

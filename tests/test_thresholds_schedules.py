@@ -79,7 +79,11 @@ def test_threshold_values():
     # dampening scales η: v ← βv + (1−d)g
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.5, dampening=0.5)
     assert ls.stability_threshold(opt) == pytest.approx(3.0 / 0.05)
-    assert ls.stability_threshold(torch.optim.RMSprop([torch.nn.Parameter(torch.zeros(1))])) is None
+    one = [torch.nn.Parameter(torch.zeros(1))]
+    assert ls.stability_threshold(torch.optim.RMSprop(one, lr=0.01)) == pytest.approx(2 / 0.01)
+    assert ls.stability_threshold(torch.optim.RMSprop(one, lr=0.01, momentum=0.5)) == \
+        pytest.approx(3 / 0.01)  # heavy-ball on the preconditioned step
+    assert ls.stability_threshold(torch.optim.Adagrad(one)) is None
 
 
 def test_threshold_bad_input():

@@ -33,7 +33,7 @@ from landscope.curvature import (
     valid_tokens,
 )
 from landscope.errors import ConfigError, DataError, InputError, LandscopeError
-from landscope.monitor import SharpnessMonitor, find_max_stable_lr
+from landscope.monitor import SharpnessMonitor, find_max_stable_lr, lr_range_test
 from landscope.train import (
     OptimizerSpec,
     Run,
@@ -54,5 +54,5 @@ __all__ = [
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
     "load_config", "load_run", "stability_threshold", "train", "analysis",
-    "SharpnessMonitor", "find_max_stable_lr", "valid_tokens",
+    "SharpnessMonitor", "find_max_stable_lr", "lr_range_test", "valid_tokens",
 ]

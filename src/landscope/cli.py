@@ -378,7 +378,8 @@ def lr_find(
                                                   "(default runs/<config name>_lr_find.png)."),
     rule: str = typer.Option("catapult", help="'catapult' (short probe runs measure the catapult factor) "
                                               "or 'curvature' (a fixed measured factor, no probes)."),
-    probe_steps: int = typer.Option(10, help="Steps of each catapult probe."),
+    probe_steps: int = typer.Option(None, help="Steps of each catapult probe (default: 1/20 of the "
+                                               "config's train.steps, 10 to 100)."),
 ) -> None:
     """Predict the largest stable learning rate of CONFIG's model from its early curvature."""
     from pathlib import Path
@@ -400,7 +401,8 @@ def lr_find(
         res = find_max_stable_lr(model, loss_fn, (X, y), optimizer=opt.name,
                                  momentum=opt.momentum if opt.name in ("momentum", "nesterov") else 0.0,
                                  batch_size=cfg.train.batch_size, rule=rule, probe_steps=probe_steps,
-                                 seed=cfg.seed)
+                                 steps=cfg.train.steps, betas=opt.betas, eps=opt.eps,
+                                 weight_decay=opt.weight_decay, seed=cfg.seed)
     console.print(res.table(title=f"{config} · largest stable learning rate"))
     verdict = "within" if opt.lr <= res.lr else "[red]above[/]"
     console.print(f"the config's η = {opt.lr:g} is {verdict} the predicted limit {res.lr:.4g}")

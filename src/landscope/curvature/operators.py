@@ -213,6 +213,8 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer,
                         ) -> torch.Tensor:
     """Adam's diagonal preconditioner ``P = √(v / (1 − β₂ᵗ)) + ε`` from the optimiser's state.
 
+    Also RMSprop's, ``P = √v + ε`` (``v`` minus the squared mean gradient when centred).
+
     ``params`` orders the entries: a model-based operator (its selected parameters), a sequence of
     parameter tensors, or ``None`` for every parameter of the optimiser's groups in order. The
     threshold ``(2 + 2β₁) / ((1 − β₁) η)`` used with it assumes that the bias correction of the
@@ -234,9 +236,15 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer,
         if id(p) not in groups:
             raise InputError(f"parameter {i} (shape {tuple(p.shape)}) is not optimised by this optimizer")
         group, state = groups[id(p)], optimizer.state.get(p, {})
+        if "square_avg" in state:  # RMSprop: no bias correction; centred, the variance
+            v = state["square_avg"].detach().double()
+            if "grad_avg" in state:
+                v = (v - state["grad_avg"].detach().double() ** 2).clamp_min(0.0)
+            parts.append((v.sqrt() + group["eps"]).reshape(-1))
+            continue
         if "exp_avg_sq" not in state:
-            raise InputError(f"optimizer has no Adam state for parameter {i} (shape "
-                             f"{tuple(p.shape)}): it is not Adam/AdamW, or no step was taken yet")
+            raise InputError(f"optimizer has no Adam or RMSprop state for parameter {i} (shape "
+                             f"{tuple(p.shape)}): it is neither, or no step was taken yet")
         step = float(state["step"])
         beta2, eps = group["betas"][1], group["eps"]
         v_hat = state["exp_avg_sq"].detach().double() / (1.0 - beta2**step)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,14 +24,23 @@ from typing import Any
 import torch
 from torch import nn
 
-from landscope.curvature import EigenTracker, HessianOperator
-from landscope.curvature.modes import model_mode
+from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator
+from landscope.curvature.batch_loss import make_batch_loss
+from landscope.curvature.operators import adam_preconditioner
 from landscope.errors import InputError, LandscopeError
+from landscope.monitor.range_test import RangeTestResult, apply_lr
+from landscope.monitor.short_runs import (
+    OPTIMIZERS,
+    Batches,
+    at_chance,
+    mean_loss,
+    optimizer_choice,
+    outputs_collapsed,
+    train_steps,
+)
 from landscope.monitor.sinks import json_safe
-from landscope.train import MeasureConfig, OptimizerSpec, Trainer, stability_threshold
-from landscope.train.measure import hessian_subset
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov")
+__all__ = ["OPTIMIZERS", "RULES", "find_max_stable_lr", "LRFinderResult", "Probe"]
 RULES = ("catapult", "curvature")
 
 # η*/η_thr = η*·λ̂1/a (a = threshold × η: 2 for SGD) measured on the four benchmark models of
@@ -39,9 +49,11 @@ RULES = ("catapult", "curvature")
 # 3.75. rule="curvature" uses the smallest (safe on all four; 2.2× too low on the CNN with BN).
 CATAPULT_FACTOR = 1.70
 START_FACTOR = 2.0        # first catapult probe, in units of η_thr
-MAX_FACTOR = 64.0         # the search gives up above / below these
-MIN_FACTOR = 1.0 / 64.0
+MAX_FACTOR = 1024.0       # the search gives up above / below these; wide, because the
+MIN_FACTOR = 1.0 / 64.0   # early preconditioned sharpness of RMSprop (whose v has no bias
+#                           correction) puts η_thr 10³× below what trains (benchmarks/lr_finder.py)
 BISECTIONS = 2            # resolution of the catapult factor: 2^(1/4) ≈ 1.19
+CLEARLY_BELOW = 0.9       # a probe trains when its loss ends at most this × the initial loss
 
 
 @dataclass(frozen=True)
@@ -50,9 +62,11 @@ class Probe:
 
     lr: float
     factor: float
-    survived: bool        # no divergence, and the loss ended below its initial value
+    survived: bool        # no divergence, loss ≤ 0.9 × initial, network alive and not at chance
     steps: int            # steps run (fewer when it diverged)
     loss_ratio: float     # final / initial loss on the Hessian set (inf when it diverged)
+    dead: bool = False    # the outputs no longer depended on the inputs
+    at_chance: bool = False  # no better than its mean output (a stunned network)
 
 
 @dataclass(frozen=True)
@@ -82,12 +96,34 @@ class LRFinderResult:
     n_matvecs: int
     n_train_steps: int
     seconds: float
+    preconditioned: bool = False      # λ1 is the preconditioned sharpness (Adam, RMSprop)
+    notes: tuple[str, ...] = ()       # where the model did not fit the finder's assumptions
+    range_test: RangeTestResult | None = None  # a curve to draw the bound over (plot)
+
+    @property
+    def suggestion(self) -> float:
+        """The learning rate to use: the prediction ``lr`` (the name LR finders use)."""
+        return self.lr
+
+    @property
+    def history(self) -> dict[str, list]:
+        """How the prediction was reached: the early λ1 and every probe, in order."""
+        return {"lambda1_steps": list(self.lambda1_steps),
+                "lambda1": list(self.lambda1_trajectory),
+                "probe_lr": [p.lr for p in self.probes],
+                "probe_loss_ratio": [p.loss_ratio for p in self.probes],
+                "probe_survived": [p.survived for p in self.probes]}
+
+    def apply(self, optimizer: torch.optim.Optimizer, fraction: float = 1.0) -> float:
+        """Set every parameter group's learning rate to ``fraction`` × the prediction."""
+        return apply_lr(optimizer, fraction * self.lr)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict."""
         d = asdict(self)
         d["probes"] = [{k: json_safe(v) for k, v in asdict(p).items()} for p in self.probes]
-        return {k: (json_safe(v) if k != "probes" else v) for k, v in d.items()}
+        d["range_test"] = self.range_test.as_dict() if self.range_test is not None else None
+        return {k: (json_safe(v) if k not in ("probes", "range_test") else v) for k, v in d.items()}
 
     def table(self, title: str = "Largest stable learning rate") -> Any:
         """A rich ``Table`` of the estimate and how it was reached."""
@@ -156,166 +192,180 @@ class LRFinderResult:
         return path
 
 
-def _check(model: object, loss_fn: object, data: object, optimizer: object, momentum: object,
-           batch_size: object, rule: object, early_steps: object, probe_steps: object) -> tuple[str, float]:
+def _check(model: object, rule: object, early_steps: object, probe_steps: object,
+           steps: object, warmup_steps: object) -> None:
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not callable(loss_fn):
-        raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
-    if not (isinstance(data, (tuple, list)) and len(data) == 2
-            and all(isinstance(t, torch.Tensor) for t in data)):
-        raise InputError(f"data must be a tuple (X, y) of tensors (the training set), "
-                         f"got {type(data).__name__}")
-    if len(data[0]) != len(data[1]) or len(data[0]) == 0:
-        raise InputError(f"data: X has {len(data[0])} samples and y {len(data[1])}; they need the same "
-                         f"positive number")
-    if optimizer not in OPTIMIZERS:
-        raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r} (Adam's preconditioned "
-                         f"threshold depends on its state along the run: use the SharpnessMonitor)")
-    if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum < 1:
-        raise InputError(f"momentum must be in [0, 1), got {momentum!r}")
-    if optimizer == "nesterov" and momentum == 0:
-        raise InputError("optimizer 'nesterov' needs momentum > 0, got 0")
-    n = len(data[0])
-    if batch_size is not None and not (isinstance(batch_size, int) and not isinstance(batch_size, bool)
-                                       and 1 <= batch_size <= n):
-        raise InputError(f"batch_size must be None (full batch) or an integer in [1, {n}], "
-                         f"got {batch_size!r}")
     if rule not in RULES:
         raise InputError(f"rule must be one of {RULES}, got {rule!r}")
-    for key, v in (("early_steps", early_steps), ("probe_steps", probe_steps)):
+    for key, v in (("early_steps", early_steps), ("warmup_steps", warmup_steps)):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InputError(f"{key} must be a positive integer, got {v!r}")
-    kind = "momentum" if optimizer in ("gd", "sgd") and momentum > 0 else optimizer
-    if kind == "momentum" and momentum == 0:
-        kind = "sgd"
-    return ("sgd" if kind == "gd" else kind), float(momentum)
+    for key, v in (("probe_steps", probe_steps), ("steps", steps)):
+        if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+            raise InputError(f"{key} must be None or a positive integer, got {v!r}")
 
 
-@torch.no_grad()
-def _train_mode_loss(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor,
-                     batch_size: int | None) -> float:
-    """Mean loss of the function being trained (BN on batches of the training size, dropout off)."""
-    with model_mode(model, "train"):
-        step = batch_size or len(X)
-        total = 0.0
-        for s in range(0, len(X), step):
-            total += float(loss_fn(model(X[s:s + step]), y[s:s + step])) * len(X[s:s + step])
-        return total / len(X)
+def default_probe_steps(steps: int | None) -> int:
+    """Probe length for a planned run of ``steps``: 10, or 1/8 of the run, 10 to 100 steps.
+
+    Divergence shows within 8 steps on full-batch GD, but a network that a large step stuns dies
+    later: on the digits ReLU MLP of ``benchmarks/lr_workloads.py`` at twice the largest η that
+    trains, the loss is still below its initial value after 15 steps and at chance after 30–50.
+    The probe follows the run it stands for.
+    """
+    return 10 if steps is None else int(min(max(10, steps // 8), 100))
 
 
-def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-                       data: tuple[torch.Tensor, torch.Tensor], optimizer: str = "sgd", momentum: float = 0.0,
-                       *, batch_size: int | None = None, rule: str = "catapult", early_steps: int = 5,
-                       probe_steps: int = 10, hessian_samples: int | None = 256, tol: float = 1e-3,
-                       diverge_factor: float = 1000.0, seed: int = 0) -> LRFinderResult:
+def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+                       data: object = None, optimizer: str = "sgd", momentum: float = 0.0,
+                       *, batch_size: int | None = None,
+                       batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+                       batch_weight: Callable[[Any], float] | None = None, steps: int | None = None,
+                       rule: str = "catapult", early_steps: int = 5, probe_steps: int | None = None,
+                       warmup_steps: int = 10, hessian_samples: int | None = 256, tol: float = 1e-3,
+                       diverge_factor: float = 1000.0, betas: tuple[float, float] = (0.9, 0.999),
+                       eps: float = 1e-8, weight_decay: float = 0.0,
+                       seed: int = 0) -> LRFinderResult:
     """Predict the largest learning rate at which training ``model`` on ``data`` does not diverge.
 
     Works on a copy: ``model``, its gradients, BN statistics and the global RNG are untouched.
 
     1. **Early curvature** ([G]): λ1 of the training loss (on ``hessian_samples`` seeded samples,
-       BatchNorm with batch statistics) at initialisation and after each of ``early_steps`` steps
-       at half the threshold η of λ1(init); its last value λ̂1 absorbs the fast initial transient
-       (λ1 of the BatchNorm CNN of the benchmark falls from 8.3 to 5.9 in one step).
-    2. **Threshold inversion**: η_thr = a/λ̂1 with a the optimiser's threshold × η (2 for SGD,
-       2 + 2β heavy-ball, (2 + 2β)/(1 + 2β) Nesterov).
+       or the first batches holding them; BatchNorm with batch statistics) at initialisation and
+       after each of ``early_steps`` steps at half the threshold η of λ1(init); its last value λ̂1
+       absorbs the fast initial transient (λ1 of the BatchNorm CNN of the benchmark falls from
+       8.3 to 5.9 in one step). For Adam, AdamW and RMSprop it is the *preconditioned* λ1(P⁻¹H),
+       after ``warmup_steps`` steps at η = 0 have filled the second-moment estimate that P reads
+       (an empty state would make P ≈ ε and λ1 meaningless).
+    2. **Threshold inversion**: η_thr = a/(λ̂1 + wd) with a the optimiser's threshold × η (2 for SGD,
+       2 + 2β heavy-ball, (2 + 2β)/(1 + 2β) Nesterov, (2 + 2β₁)/(1 − β₁) Adam, 2 + 2β RMSprop)
+       and wd coupled weight decay (SGD family).
     3. **Catapult correction**: training survives above η_thr when the curvature falls fast
        enough after the loss starts to grow. How far is model-specific; measured on the four
-       benchmark models (benchmarks/lr_finder.py: MNIST-1D, MSE, full-batch GD, η* the largest η
-       not diverging in 200 steps on a 2^(1/4) grid), η*/η_thr = 1.70 (tanh MLP), 3.40 (ReLU MLP
-       with BatchNorm), 3.59 (ReLU CNN), 3.75 (ReLU CNN with BatchNorm): a 2.2× spread, so no
-       single factor is within 1.5× on all of them. ``rule="catapult"`` (default) therefore
-       measures the factor: short runs ("probes", ``probe_steps`` steps from the initial
-       parameters) at η = f·η_thr, f = 2, then doubling or halving, then two bisections
-       (resolution 2^(1/4)); a probe survives when it does not diverge and its loss ends below
-       the initial loss (the catapult has come back). The prediction is the largest surviving η.
-       On the benchmark models divergence showed within 8 steps, and 10-step probes agreed with
-       the 200-step runs: predictions 0.94–1.07× η* (four held-out models: 0.92–1.10×), at
-       1.0–3.3 % of the sweep's CPU time. ``rule="curvature"`` skips the probes and uses the smallest
-       measured factor, :data:`CATAPULT_FACTOR` = 1.70 (cheaper, safe on those models, up to
-       2.2× low).
+       round-1 benchmark models (MNIST-1D, MSE, full-batch GD), η*/η_thr = 1.70–3.75: no single
+       factor is within 1.5× on all of them. ``rule="catapult"`` (default) therefore measures the
+       factor: short runs ("probes", ``probe_steps`` steps from the initial parameters, a fresh
+       optimiser each) at η = f·η_thr, f = 2, then doubling or halving, then two bisections
+       (resolution 2^(1/4)). A probe survives when it does not diverge, its loss ends clearly
+       below the initial loss (≤ :data:`CLEARLY_BELOW` = 0.9 ×), and the network is neither
+       dead (outputs that no longer depend on the inputs) nor at chance (no better than its own
+       mean output: a stunned ReLU network sits at the class-frequency loss, below its random
+       initial loss).
+       The prediction is the largest surviving η. ``rule="curvature"`` skips the probes and uses
+       :data:`CATAPULT_FACTOR` = 1.70, the smallest factor measured with full-batch GD (cheaper,
+       up to 2.2× low there; unmeasured for other optimisers).
+
+    A warning is given when the measured factor is below 1: training then fails below the
+    curvature threshold, so the early curvature does not bound what this model tolerates.
 
     Args:
         model: the model at its initialisation (copied, never modified).
-        loss_fn: mean-reduced ``loss_fn(model(X), y)``.
-        data: the training set ``(X, y)``.
+        loss_fn: mean-reduced ``loss_fn(outputs, targets)`` for ``(X, y)`` batches; or
+            ``batch_loss``; or neither for dict batches of a model returning ``.loss``.
+        data: the training set ``(X, y)``, or a re-iterable of batches of any structure (a
+            ``DataLoader``, a list of dicts), cycled by the runs.
         optimizer: ``"sgd"``/``"gd"`` (momentum > 0 makes it heavy-ball), ``"momentum"``,
-            ``"nesterov"``. (Adam's preconditioned threshold depends on its state along the run;
-            use the :class:`~landscope.monitor.SharpnessMonitor` for it.)
-        momentum: β, PyTorch's form.
-        batch_size: ``None`` for full-batch GD, else the minibatch size of the probes (seeded
-            batches, as the :class:`~landscope.train.Trainer` draws them).
+            ``"nesterov"``, ``"adam"``, ``"adamw"``, ``"rmsprop"``.
+        momentum: β, PyTorch's form (SGD, Nesterov, RMSprop).
+        batch_size: for ``(X, y)`` tensors: ``None`` for full-batch GD, else the minibatch size
+            (seeded batches, without replacement within an epoch).
+        batch_loss: ``f(model, batch)`` returning the batch's mean loss (any batch structure).
+        batch_weight: ``g(batch)``, the batch's weight in the Hessian (default its sample count;
+            :func:`~landscope.valid_tokens` for token losses).
+        steps: the length of the run the η is for: sets the default ``probe_steps``
+            (:func:`default_probe_steps`: 1/8 of it, 10 to 100).
         rule: ``"catapult"`` or ``"curvature"`` (see 3.).
         early_steps: steps of the early phase (λ1 measured after each).
-        probe_steps: steps of each catapult probe.
+        probe_steps: steps of each catapult probe (default from ``steps``).
+        warmup_steps: η = 0 steps that fill Adam's / RMSprop's state before λ1(P⁻¹H) is read.
         hessian_samples: size of the seeded subset the Hessian is measured on (``None``: all).
         tol: relative residual of the eigensolver.
         diverge_factor: a run diverges when its loss exceeds this × the initial loss (or is NaN).
+        betas: Adam's (β₁, β₂).
+        eps: the adaptive optimisers' ε.
+        weight_decay: the optimiser's weight decay (coupled L2 for SGD, decoupled for AdamW).
         seed: seeds the subset, the batches, dropout and the eigensolver.
     """
-    kind, beta = _check(model, loss_fn, data, optimizer, momentum, batch_size, rule, early_steps, probe_steps)
+    _check(model, rule, early_steps, probe_steps, steps, warmup_steps)
+    choice = optimizer_choice(optimizer, momentum, betas, eps, weight_decay)
+    f_loss = make_batch_loss(loss_fn, batch_loss)
+    batches = Batches(data, batch_size, seed)
+    probe_len = probe_steps if probe_steps is not None else default_probe_steps(steps)
     tic = time.perf_counter()
-
-    def spec(lr: float) -> OptimizerSpec:
-        return OptimizerSpec(name=kind, lr=lr, momentum=beta if kind in ("momentum", "nesterov") else 0.9)
-    a = float(stability_threshold(spec(1.0)))
-    X, y = data
+    a = choice.threshold_constant()
+    wd = 0.0 if choice.preconditioned else choice.weight_decay
     device = next(model.parameters()).device
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(seed)
         work = copy.deepcopy(model)
         for p in work.parameters():
             p.grad = None
         work.train()
         theta0 = copy.deepcopy(work.state_dict())
-        measure = MeasureConfig(every=1, k=1, tol=tol, hessian_samples=hessian_samples, model_mode="train",
-                                test=False, save_vectors=False)
-        # λ1 at init sets the early η; a cold solve (the early run's measurements warm-start from it)
-        hX, hy = hessian_subset(X, y, hessian_samples, seed)
-        has_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in work.modules())
-        op = HessianOperator(work, loss_fn, (hX, hy), model_mode="train",
-                             chunk_size=batch_size if has_bn and batch_size else None)
+        evaluation = batches.evaluation_set(hessian_samples)
+        op = HessianOperator(work, loss_fn, evaluation, batch_loss=batch_loss,
+                             batch_weight=batch_weight, model_mode="train")
         tracker = EigenTracker(k=1, tol=tol, seed=seed)
-        res0 = tracker.update(op)
-        lam0 = float(res0.values[0])
-        n_matvecs, n_steps = res0.n_matvecs, 0
-        del op
+        stream = iter(batches)
+        n_steps = 0
+        opt = choice.build(work.parameters(), 0.0)
+        if choice.preconditioned:
+            # fill the second-moment estimate at θ0 (η = 0: the parameters do not move)
+            run = train_steps(work, opt, f_loss, stream, warmup_steps, math.inf)
+            n_steps += run.steps
+
+        def sharpness() -> float:
+            o = PreconditionedOperator(op, adam_preconditioner(opt, op)) if choice.preconditioned \
+                else op
+            res = tracker.update(o)
+            nonlocal n_matvecs
+            n_matvecs += res.n_matvecs
+            return float(res.values[0])
+
+        n_matvecs = 0
+        lam0 = sharpness()
         if not lam0 > 0:
-            raise LandscopeError(f"λ1 at initialisation is {lam0:.4g}: no positive curvature whose threshold "
-                                 f"could be inverted")
-        early_lr = 0.5 * a / lam0
-        trainer = Trainer(work, loss_fn, (X, y), optimizer=spec(early_lr), steps=early_steps,
-                          batch_size=batch_size, measure=measure, diverge_factor=diverge_factor, seed=seed)
-        # the early run's first measurement (step 0) starts from the converged λ1(init) vector
-        trainer.measurer.load_state_dict({"tracker": tracker.state_dict(), "tracked_preconditioned": False})
-        run = trainer.fit()
-        rows = [r for r in run.metrics if r.get("lambda1") is not None]
-        n_matvecs += sum(r.get("n_matvecs", 0) for r in rows)
-        n_steps += run.step
-        steps = tuple(int(r["step"]) for r in rows)
-        traj = tuple(float(r["lambda1"]) for r in rows)
-        lam_early = traj[-1] if traj else lam0
+            raise LandscopeError(f"λ1 at initialisation is {lam0:.4g}: no positive curvature whose "
+                                 "threshold could be inverted")
+        early_lr = 0.5 * a / (lam0 + wd)
+        for g in opt.param_groups:
+            g["lr"] = early_lr
+        steps_seen, traj = [0], [lam0]
+        for t in range(early_steps):
+            run = train_steps(work, opt, f_loss, stream, 1, diverge_factor)
+            n_steps += run.steps
+            if run.diverged:
+                break
+            steps_seen.append(t + 1)
+            traj.append(sharpness())
+        lam_early = traj[-1]
         if not (math.isfinite(lam_early) and lam_early > 0):
-            raise LandscopeError(f"λ1 after {steps[-1] if steps else 0} early steps is {lam_early:.4g}")
-        thr_lr = a / lam_early
+            raise LandscopeError(f"λ1 after {steps_seen[-1]} early steps is {lam_early:.4g}")
+        thr_lr = a / (lam_early + wd)
         probes: list[Probe] = []
+        custom = batch_loss is not None
 
         def survives(f: float) -> bool:
             nonlocal n_steps
             work.load_state_dict(theta0)
-            loss0 = _train_mode_loss(work, loss_fn, hX, hy, batch_size)
-            r = Trainer(work, loss_fn, (X, y), optimizer=spec(f * thr_lr), steps=probe_steps,
-                        batch_size=batch_size, diverge_factor=diverge_factor, seed=seed).fit()
-            n_steps += r.step
-            ratio = math.inf
-            if r.status == "completed":
-                ratio = _train_mode_loss(work, loss_fn, hX, hy, batch_size) / loss0
+            torch.manual_seed(seed)
+            loss0 = mean_loss(work, f_loss, evaluation, batch_weight)
+            o = choice.build(work.parameters(), f * thr_lr)
+            r = train_steps(work, o, f_loss, iter(batches), probe_len, diverge_factor)
+            n_steps += r.steps
+            ratio, dead, chance = math.inf, None, None
+            if not r.diverged:
+                ratio = mean_loss(work, f_loss, evaluation, batch_weight) / loss0
                 ratio = ratio if math.isfinite(ratio) else math.inf
-            ok = r.status == "completed" and ratio < 1.0
-            probes.append(Probe(lr=f * thr_lr, factor=f, survived=ok, steps=r.step, loss_ratio=ratio))
+                dead = outputs_collapsed(work, evaluation, custom)
+                chance = at_chance(work, None if custom else loss_fn, evaluation)
+            ok = not r.diverged and ratio <= CLEARLY_BELOW and not dead and not chance
+            probes.append(Probe(lr=f * thr_lr, factor=f, survived=ok, steps=r.steps,
+                                loss_ratio=ratio, dead=bool(dead), at_chance=bool(chance)))
             return ok
 
+        notes: list[str] = []
         if rule == "curvature":
             factor = CATAPULT_FACTOR
             rule_text = (f"curvature: η = {CATAPULT_FACTOR} × {a:.3g}/λ1 after {early_steps} steps "
@@ -327,13 +377,23 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[torch.Tensor, torch.
                 lo, hi = (mid, hi) if survives(mid) else (lo, mid)
             factor = lo
             rule_text = (f"catapult: η = f × {a:.3g}/λ1 after {early_steps} steps, f the largest that "
-                         f"survived {probe_steps}-step probes (loss back below its initial value)")
-    return LRFinderResult(lr=factor * thr_lr, rule=rule_text, optimizer=kind,
-                          momentum=beta if kind != "sgd" else 0.0, lambda1_init=lam0, lambda1_steps=steps,
-                          lambda1_trajectory=traj, lambda1_early=lam_early, early_lr=early_lr,
-                          threshold_constant=a, threshold_lr=thr_lr, catapult_factor=factor,
-                          probes=tuple(probes), probe_steps=probe_steps, n_matvecs=n_matvecs,
-                          n_train_steps=n_steps, seconds=time.perf_counter() - tic)
+                         f"survived {probe_len}-step probes (loss ≤ {CLEARLY_BELOW} × initial, "
+                         "network alive)")
+            if factor < 1:
+                notes.append(f"the catapult factor is {factor:.3g} < 1: training failed below the "
+                             f"curvature threshold η_thr = {thr_lr:.3g}, so the early curvature "
+                             "does not bound what this model tolerates; the prediction rests on "
+                             "the probes alone")
+    for note in notes:
+        warnings.warn(note, RuntimeWarning, stacklevel=2)
+    return LRFinderResult(lr=factor * thr_lr, rule=rule_text, optimizer=choice.name,
+                          momentum=choice.momentum, lambda1_init=lam0,
+                          lambda1_steps=tuple(steps_seen), lambda1_trajectory=tuple(traj),
+                          lambda1_early=lam_early, early_lr=early_lr, threshold_constant=a,
+                          threshold_lr=thr_lr, catapult_factor=factor, probes=tuple(probes),
+                          probe_steps=probe_len, n_matvecs=n_matvecs, n_train_steps=n_steps,
+                          seconds=time.perf_counter() - tic,
+                          preconditioned=choice.preconditioned, notes=tuple(notes))
 
 
 def _search(survives: Callable[[float], bool]) -> tuple[float, float]:
@@ -349,5 +409,7 @@ def _search(survives: Callable[[float], bool]) -> tuple[float, float]:
         f /= 2
         if survives(f):
             return f, 2 * f
-    raise LandscopeError(f"no probe survived, down to {MIN_FACTOR:g} × the threshold η: training diverges "
-                         f"from this initialisation at any learning rate tried")
+    raise LandscopeError(f"no probe survived, down to {MIN_FACTOR:g} × the threshold η: at every "
+                         f"learning rate tried, training diverged, died, or did not bring the loss "
+                         f"to {CLEARLY_BELOW} × its initial value within the probe (longer probes: "
+                         f"probe_steps=, or steps= for the planned run)")

@@ -7,7 +7,9 @@ quadratic stay bounded ([G] §2; Cohen et al. 2021, 2022). For η and PyTorch's 
 - heavy-ball momentum β (v ← βv + (1−d)g, θ ← θ − ηv): ``(2 + 2β) / (η(1 − d))``;
 - Nesterov (PyTorch's form, d = 0): ``(2 + 2β) / (η(1 + 2β))``;
 - Adam/AdamW with β₁: ``(2 + 2β₁) / ((1 − β₁)η)`` (38/η at β₁ = 0.9) for the *preconditioned*
-  sharpness λ₁(P⁻¹H), assuming the first moment's bias correction has decayed.
+  sharpness λ₁(P⁻¹H), assuming the first moment's bias correction has decayed;
+- RMSprop (PyTorch's form, momentum β on the preconditioned step): ``(2 + 2β) / η`` for
+  λ₁(P⁻¹H), ``P = √v + ε`` (no bias correction in RMSprop).
 
 Coupled L2 weight decay ``wd`` (SGD family) adds ``wd`` to every curvature, so the threshold for the
 loss's own Hessian is lowered by ``wd``; AdamW's decoupled decay is ignored (it is O(η·wd)).
@@ -51,6 +53,8 @@ def _threshold(kind: str, lr: float, momentum: float = 0.0, dampening: float = 0
         return (2.0 + 2.0 * momentum) / (lr * (1.0 - dampening)) - weight_decay
     if kind == "nesterov":
         return (2.0 + 2.0 * momentum) / (lr * (1.0 + 2.0 * momentum)) - weight_decay
+    if kind == "rmsprop":
+        return (2.0 + 2.0 * momentum) / lr
     return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
 
 
@@ -60,7 +64,7 @@ def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: fl
 
     Takes a ``torch.optim`` optimiser (its first parameter group's hyper-parameters) or an
     :class:`OptimizerSpec`; ``lr`` overrides η (for a schedule's value). Returns ``None`` for an
-    optimiser without a known threshold (RMSprop, Adagrad…).
+    optimiser without a known threshold (Adagrad, Adafactor…).
     """
     if isinstance(optimizer, OptimizerConfig):
         s = optimizer
@@ -78,11 +82,13 @@ def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: fl
                           weight_decay=float(g.get("weight_decay", 0.0)))
     if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
         return _threshold("adam", eta, beta1=float(g["betas"][0]))
+    if type(optimizer) is torch.optim.RMSprop:
+        return _threshold("rmsprop", eta, momentum=float(g.get("momentum", 0.0)))
     return None
 
 
 def is_preconditioned(optimizer: torch.optim.Optimizer | OptimizerSpec) -> bool:
-    """Whether the threshold applies to the preconditioned sharpness (Adam, AdamW)."""
+    """Whether the threshold applies to the preconditioned sharpness (Adam, AdamW, RMSprop)."""
     if isinstance(optimizer, OptimizerConfig):
         return optimizer.name in PRECONDITIONED
-    return type(optimizer) in (torch.optim.Adam, torch.optim.AdamW)
+    return type(optimizer) in (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
