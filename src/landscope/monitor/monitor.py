@@ -287,7 +287,8 @@ class SharpnessMonitor:
         threshold = stability_threshold(optimizer)
         if threshold is None:
             raise InputError(f"no stability threshold is known for {type(optimizer).__name__}; the monitor "
-                             f"supports torch.optim.SGD (with or without momentum, Nesterov), Adam, AdamW and RMSprop")
+                             f"supports torch.optim.SGD (with or without momentum, Nesterov), Adam, "
+                             f"AdamW and RMSprop")
         P = None
         if is_preconditioned(optimizer):
             try:
