@@ -446,3 +446,23 @@ def test_deterministic(data):
     assert a.lr == b.lr and a.probes == b.probes and a.lambda1_trajectory == b.lambda1_trajectory
     c = ls.find_max_stable_lr(_model(), F.cross_entropy, data, **{**kw, "seed": 4})
     assert c.lambda1_trajectory != a.lambda1_trajectory  # the seed drives the batches and the subset
+
+
+def test_auto_hessian_samples_is_one_training_batch(data):
+    """Default: 256 samples for full batch, one batch of ``batch_size`` for minibatches."""
+    kw = dict(rule="curvature", early_steps=1, tol=1e-8)
+    auto = ls.find_max_stable_lr(_model(), F.cross_entropy, data, batch_size=32, **kw)
+    one = ls.find_max_stable_lr(_model(), F.cross_entropy, data, batch_size=32, hessian_samples=32, **kw)
+    more = ls.find_max_stable_lr(_model(), F.cross_entropy, data, batch_size=32, hessian_samples=96, **kw)
+    assert auto.lambda1_init == one.lambda1_init != more.lambda1_init
+    X, y = data
+    pairs = [(X[:24], y[:24]), (X[24:72], y[24:72])]
+    first = ls.find_max_stable_lr(_model(), F.cross_entropy, pairs, **kw)
+    only = ls.find_max_stable_lr(_model(), F.cross_entropy, pairs[:1], **kw)
+    assert first.lambda1_init == pytest.approx(only.lambda1_init, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [0, 2.5, "all", True])
+def test_bad_hessian_samples_is_named(data, bad):
+    with pytest.raises(ls.InputError, match=r"hessian_samples must be a positive integer, None .*'auto'"):
+        ls.find_max_stable_lr(_model(), F.cross_entropy, data, hessian_samples=bad)

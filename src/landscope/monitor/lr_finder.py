@@ -223,7 +223,8 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                        batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
                        batch_weight: Callable[[Any], float] | None = None, steps: int | None = None,
                        rule: str = "catapult", early_steps: int = 5, probe_steps: int | None = None,
-                       warmup_steps: int = 10, hessian_samples: int | None = 256, tol: float = 1e-3,
+                       warmup_steps: int = 10, hessian_samples: int | str | None = "auto",
+                       tol: float = 1e-3,
                        diverge_factor: float = 1000.0, betas: tuple[float, float] = (0.9, 0.999),
                        eps: float = 1e-8, weight_decay: float = 0.0,
                        seed: int = 0) -> LRFinderResult:
@@ -279,7 +280,11 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         early_steps: steps of the early phase (λ1 measured after each).
         probe_steps: steps of each catapult probe (default from ``steps``).
         warmup_steps: η = 0 steps that fill Adam's / RMSprop's state before λ1(P⁻¹H) is read.
-        hessian_samples: size of the seeded subset the Hessian is measured on (``None``: all).
+        hessian_samples: samples the Hessian is measured on and the probes are judged on: a
+            seeded subset of ``(X, y)``, or the first batches holding them; ``None``: all;
+            ``"auto"`` (default): 256 for full-batch training, else one training batch (so that
+            a λ1 solve costs a few dozen training steps, not hundreds: on the GPT-2 of
+            ``benchmarks/lr_workloads.py`` 256 sequences made the finder cost 40 % of the sweep).
         tol: relative residual of the eigensolver.
         diverge_factor: a run diverges when its loss exceeds this × the initial loss (or is NaN).
         betas: Adam's (β₁, β₂).
@@ -288,6 +293,11 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         seed: seeds the subset, the batches, dropout and the eigensolver.
     """
     _check(model, rule, early_steps, probe_steps, steps, warmup_steps)
+    if hessian_samples != "auto" and hessian_samples is not None and (
+            not isinstance(hessian_samples, int) or isinstance(hessian_samples, bool)
+            or hessian_samples < 1):
+        raise InputError(f"hessian_samples must be a positive integer, None (all) or 'auto', got "
+                         f"{hessian_samples!r}")
     choice = optimizer_choice(optimizer, momentum, betas, eps, weight_decay)
     f_loss = make_batch_loss(loss_fn, batch_loss)
     batches = Batches(data, batch_size, seed)
@@ -303,7 +313,8 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
             p.grad = None
         work.train()
         theta0 = copy.deepcopy(work.state_dict())
-        evaluation = batches.evaluation_set(hessian_samples)
+        evaluation = batches.evaluation_set(batches.training_batch_samples()
+                                            if hessian_samples == "auto" else hessian_samples)
         op = HessianOperator(work, loss_fn, evaluation, batch_loss=batch_loss,
                              batch_weight=batch_weight, model_mode="train")
         tracker = EigenTracker(k=1, tol=tol, seed=seed)

@@ -143,6 +143,7 @@ class Batches:
             if first is None:
                 raise InputError("data yields no batches")
             self.data = data
+            self.first_size = batch_size(first)
 
     def __iter__(self) -> Iterator[Batch]:
         if not self.tensors:
@@ -159,6 +160,16 @@ class Batches:
             for s in range(0, len(X) - self.batch_size + 1, self.batch_size):  # type: ignore[operator]
                 idx = perm[s:s + self.batch_size]
                 yield X[idx], y[idx]
+
+    def training_batch_samples(self) -> int:
+        """What one training step sees: 256 samples of a full batch, else one batch.
+
+        The default size of the evaluation set: measuring λ1 on it costs a few training steps, as
+        the :class:`~landscope.monitor.SharpnessMonitor` does on one batch.
+        """
+        if self.tensors:
+            return self.batch_size if self.batch_size is not None else min(256, len(self.data[0]))
+        return self.first_size
 
     def evaluation_set(self, samples: int | None) -> list[Batch]:
         """Fixed batches the runs are judged on (and the Hessian is measured on).
