@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -175,10 +176,21 @@ def test_blown_up_model_is_unstable_not_an_error():
 
 def test_real_errors_are_not_reported_as_blow_ups():
     model, X, y = _tiny()
-    mon = SharpnessMonitor(model, mse, (X, y))
+    mon = SharpnessMonitor(model, mse, (X, y), strict=True)
     model[0].weight = nn.Parameter(torch.randn(7, 5, dtype=torch.float64))  # and 7 ≠ 6 hidden units
     with pytest.raises(ls.InputError, match=r"changed shape from \(6, 5\) to \(7, 5\)"):
         mon.step(torch.optim.SGD(model.parameters(), lr=0.1))
+    # by default the same error is warned once and the monitor turns itself off
+    model, X, y = _tiny()
+    mon = SharpnessMonitor(model, mse, (X, y))
+    model[0].weight = nn.Parameter(torch.randn(7, 5, dtype=torch.float64))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.warns(RuntimeWarning, match=r"changed shape.*the monitor is off and training goes on"):
+        assert mon.step(opt) == "off"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: no second warning
+        assert mon.step(opt) == "off" and mon.step(opt) == "off"
+    assert isinstance(mon.error, ls.InputError) and mon.history == []
 
 
 def test_sinks_csv_jsonl_callable_and_tensorboard(tmp_path):
@@ -249,7 +261,13 @@ def test_bad_model_batch_and_optimizer_are_named():
         SharpnessMonitor(model, mse, (X, y[:15]))
     mon = SharpnessMonitor(model, mse, (X, y))
     with pytest.raises(ls.InputError, match=r"no stability threshold is known for Adagrad"):
-        mon.step(torch.optim.Adagrad(model.parameters()))
+        SharpnessMonitor(model, mse, (X, y), strict=True).step(torch.optim.Adagrad(model.parameters()))
+    with pytest.warns(RuntimeWarning, match=r"no stability threshold is known for Adagrad"):
+        assert SharpnessMonitor(model, mse, (X, y)).step(torch.optim.Adagrad(model.parameters())) == "off"
+    for bad, match in ((-0.1, "hysteresis must be in"), (0.95, "hysteresis must be in"),
+                       (True, "hysteresis")):
+        with pytest.raises(ls.InputError, match=match):
+            SharpnessMonitor(model, mse, (X, y), hysteresis=bad)
     with pytest.raises(ls.InputError, match=r"after optimizer\.step\(\)"):
         mon.measure(torch.optim.RMSprop(model.parameters()))  # RMSprop: P⁻¹H, needs its state
     with pytest.raises(ls.InputError, match=r"after optimizer\.step\(\)"):

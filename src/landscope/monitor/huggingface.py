@@ -7,11 +7,16 @@ a dict batch holding ``labels`` and no ``loss_fn`` the monitored loss is the mod
 ``model(X)[output_key]`` (default ``"logits"``), so ``loss_fn(logits, y)`` is the loss. The
 default optimiser of ``transformers.Trainer`` is AdamW, for which the
 monitor measures the preconditioned sharpness against 38/η (β₁ = 0.9). Records go to
-``callback.monitor.history`` and to the sinks. Needs ``transformers`` (the ``monitor`` extra).
+``callback.monitor.history``, to the sinks, and to the Trainer's log: each measurement asks for a
+log event and adds ``sharpness/lambda1``, ``/threshold`` and ``/ratio`` to it, so they land in
+``trainer.state.log_history`` and (with :meth:`SharpnessCallback.put_first`) in every
+``report_to`` reporter. A measurement error is warned once and turns the monitor off: training
+goes on. Needs ``transformers`` (the ``monitor`` extra).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -26,7 +31,7 @@ except ImportError as e:  # pragma: no cover
 
 from landscope.curvature.batches import map_tensors
 from landscope.errors import InputError
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, report_failure
 
 
 class _Outputs(nn.Module):
@@ -58,7 +63,7 @@ class SharpnessCallback(TrainerCallback):
             batch with ``labels``: the model's own ``.loss``.
         batch: the fixed batch to measure on, a dict (``input_ids``, ``attention_mask``,
             ``labels``…) or ``(X, y)`` (moved to the model's device).
-        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight: as
+        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight, strict: as
             :class:`~landscope.monitor.SharpnessMonitor`.
         output_key: which field of the model's output ``loss_fn`` takes.
     """
@@ -66,27 +71,84 @@ class SharpnessCallback(TrainerCallback):
     def __init__(self, loss_fn: Callable | None = None, batch: Any = None, every: int = 50,
                  k: int = 1, tol: float = 1e-3, edge: float = 0.9, sinks: object = (),
                  name: str = "sharpness", background: bool = False, output_key: str = "logits", *,
-                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
+                 batch_loss: Callable | None = None, batch_weight: Callable | None = None,
+                 strict: bool = False) -> None:
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn, self.output_key = loss_fn, output_key
         self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight}
+                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight,
+                        "strict": strict}
         self.monitor: SharpnessMonitor | None = None
+        self._pending: Any = None   # a record not yet in the Trainer's log
+        self.error: BaseException | None = None  # what turned monitoring off at set-up
+        self._logged: Any = None
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         model, optimizer = kwargs.get("model"), kwargs.get("optimizer")
         if model is None or optimizer is None:
             raise InputError("transformers did not pass the model and the optimizer to on_step_end")
+        if self.error is not None:
+            return control
         if self.monitor is None:
             device = next(model.parameters()).device
             batch = map_tensors(lambda t: t.to(device), self.batch)
             # the operator takes the logits of a ModelOutput itself; another field needs the wrapper
             watched = model if self.output_key == "logits" or self.loss_fn is None \
                 else _Outputs(model, self.output_key)
-            self.monitor = SharpnessMonitor(watched, self.loss_fn, batch, **self.options)
+            try:
+                self.monitor = SharpnessMonitor(watched, self.loss_fn, batch, **self.options)
+            except Exception as e:  # the monitor never stops the user's training
+                if self.options["strict"]:
+                    raise
+                self.error = e
+                report_failure(self.options["name"], "setting up the monitor", e)
+                return control
         self.monitor.step(optimizer)
+        last = self.monitor.last
+        if last is not None and last is not self._logged:
+            self._pending = last
+            control.should_log = True  # a log event at this step carries the measurement
         return control
+
+    def metrics(self) -> dict[str, float]:
+        """The last measurement as ``{name/lambda1, name/threshold, name/ratio}`` (finite only)."""
+        r = self.monitor.last if self.monitor is not None else None
+        if r is None:
+            return {}
+        name = self.options["name"]
+        out = {f"{name}/lambda1": r.lambda1, f"{name}/threshold": r.threshold, f"{name}/ratio": r.ratio}
+        return {k: float(v) for k, v in out.items() if math.isfinite(v)}
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
+               **kwargs: Any) -> Any:
+        """Add a new measurement to the Trainer's log.
+
+        It lands in ``state.log_history`` and, when this callback runs before the reporters
+        (:meth:`put_first`), in every ``report_to`` reporter.
+        """
+        if self._pending is None or logs is None:
+            return control
+        values = self.metrics()
+        logs.update(values)
+        if state.log_history and state.log_history[-1].get("step") == state.global_step:
+            state.log_history[-1].update(values)
+        else:
+            state.log_history.append({**values, "step": state.global_step})
+        self._logged, self._pending = self._pending, None
+        return control
+
+    def put_first(self, trainer: Any) -> SharpnessCallback:
+        """Run before the Trainer's reporters, so that TensorBoard / W&B / … get the sharpness too.
+
+        ``transformers.Trainer`` puts the callbacks it is given after its reporters, which have
+        then already sent each log on; ``log_history`` gets the values either way.
+        """
+        handler = getattr(trainer, "callback_handler", None)
+        if handler is None or not hasattr(handler, "callbacks"):
+            raise InputError(f"put_first needs a transformers.Trainer, got {type(trainer).__name__}")
+        handler.callbacks = [self] + [c for c in handler.callbacks if c is not self]
+        return self
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.monitor is not None:

@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - the older standalone package
                           "pip install 'landscope[monitor]' (or pip install lightning)") from e
 
 from landscope.curvature.batches import map_tensors
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, report_failure
 
 
 class SharpnessCallback(Callback):
@@ -34,8 +34,9 @@ class SharpnessCallback(Callback):
         loss_fn: ``loss_fn(pl_module(X), y)``, mean-reduced (or ``None`` with ``batch_loss``).
         batch: the fixed batch to measure on, ``(X, y)`` or a dict (moved to the module's device at
             fit start).
-        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight: as
-            :class:`~landscope.monitor.SharpnessMonitor`.
+        every, k, tol, edge, sinks, name, background, batch_loss, batch_weight, strict: as
+            :class:`~landscope.monitor.SharpnessMonitor` (a measurement error is warned once and
+            turns the monitor off; ``strict=True`` raises).
         log: also log ``{name}/lambda1``, ``/threshold``, ``/ratio`` with ``pl_module.log``.
 
     ``callback.monitor`` is the monitor (``None`` before fitting); its ``history`` holds the records.
@@ -44,20 +45,29 @@ class SharpnessCallback(Callback):
     def __init__(self, loss_fn: Callable | None, batch: Any, every: int = 50, k: int = 1,
                  tol: float = 1e-3, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
                  background: bool = False, log: bool = True, *, batch_loss: Callable | None = None,
-                 batch_weight: Callable | None = None) -> None:
+                 batch_weight: Callable | None = None, strict: bool = False) -> None:
         super().__init__()
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn = loss_fn
         self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight}
+                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight,
+                        "strict": strict}
         self.log_metrics, self.name = log, name
         self.monitor: SharpnessMonitor | None = None
         self._last_step: int | None = None
+        self.error: BaseException | None = None  # what turned monitoring off at set-up
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         batch = map_tensors(lambda t: t.to(pl_module.device), self.batch)
-        self.monitor = SharpnessMonitor(pl_module, self.loss_fn, batch, **self.options)
+        try:
+            self.monitor = SharpnessMonitor(pl_module, self.loss_fn, batch, **self.options)
+        except Exception as e:  # the monitor never stops the user's training
+            if self.options["strict"]:
+                raise
+            self.error = e
+            report_failure(self.name, "setting up the monitor", e)
+            return
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,

@@ -11,9 +11,11 @@ user's RNG (the curvature operator is pure; the eigensolver draws from its own g
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
@@ -23,13 +25,18 @@ from torch import nn
 
 from landscope.background import BackgroundActor, state_copy
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator, adam_preconditioner
+from landscope.curvature.batch_loss import call_model, outputs_of
 from landscope.curvature.batches import is_pair
+from landscope.curvature.modes import model_mode
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.sinks import json_safe, make_sinks
 from landscope.train import is_preconditioned, stability_threshold
 
-Status = Literal["stable", "edge", "unstable"]
-STATUSES: tuple[str, ...] = ("stable", "edge", "unstable")
+Status = Literal["stable", "edge", "unstable", "warming_up", "dead", "off"]
+STATUSES: tuple[str, ...] = ("stable", "edge", "unstable", "warming_up", "dead", "off")
+HYSTERESIS = 0.1       # a status is left only once the ratio is this far back below its entry
+RETHRESHOLD = 1.5      # an lr change by more than this factor triggers a measurement at once
+CHANCE_MARGIN = 0.02   # loss within this of the constant-output loss: at chance
 
 logger = logging.getLogger("landscope.monitor")
 
@@ -54,30 +61,70 @@ class MonitorRecord:
     preconditioned: bool
     n_matvecs: int
     seconds: float
+    loss: float | None = None        # the loss on the monitor's batch
+    chance: float | None = None      # loss / loss of the model's mean output (≥ 0.98: at chance)
+    collapsed: bool | None = None    # the outputs no longer depend on the inputs
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers as ``None``)."""
         return {k: json_safe(v) for k, v in asdict(self).items()}
 
 
-def classify(lambda1: float, threshold: float, edge: float) -> str:
+def classify(lambda1: float, threshold: float, edge: float, previous: str | None = None,
+             hysteresis: float = 0.0) -> str:
     """``unstable`` above the threshold, ``edge`` above ``edge`` × it, else ``stable``.
 
-    A non-finite λ1 (NaN parameters after a blow-up) is ``unstable``.
+    A non-finite λ1 (NaN parameters after a blow-up) is ``unstable``. With a ``previous`` status
+    and ``hysteresis`` h, a status is kept until the ratio falls h below where it was entered
+    (``unstable`` until ≤ 1 − h, ``edge`` until ≤ edge − h), so a λ1 that hovers at a boundary
+    (the edge of stability) does not flip the status at every measurement.
     """
     if not math.isfinite(lambda1):
         return "unstable"
-    if lambda1 > threshold:
+    ratio = lambda1 / threshold if math.isfinite(threshold) and threshold > 0 else 0.0
+    if ratio > 1 or (previous == "unstable" and ratio > 1 - hysteresis):
         return "unstable"
-    if lambda1 > edge * threshold:
+    if ratio > edge or (previous in ("edge", "unstable") and ratio > edge - hysteresis):
         return "edge"
     return "stable"
+
+
+def warmup_steps(optimizer: torch.optim.Optimizer) -> int:
+    """Optimiser steps before the threshold applies: ⌈3 / (1 − β₁)⌉ for Adam/AdamW, else 0.
+
+    Adam's threshold (2 + 2β₁)/((1 − β₁)η) assumes the first moment's bias correction has
+    decayed (β₁ᵗ ≪ 1, e.g. t ≥ 30 at β₁ = 0.9); before that the second-moment estimate is a few
+    gradients' worth and λ1(P⁻¹H) reads 3 to 23,000 × the threshold at step 1 on healthy runs.
+    """
+    if type(optimizer) not in (torch.optim.Adam, torch.optim.AdamW):
+        return 0
+    beta1 = float(optimizer.param_groups[0]["betas"][0])
+    return int(math.ceil(3.0 / (1.0 - beta1) - 1e-9)) if beta1 > 0 else 1  # 3/0.1 = 30.000…04
+
+
+def optimizer_steps(optimizer: torch.optim.Optimizer) -> int | None:
+    """Steps the optimiser itself has taken (its state's ``step``), ``None`` if it keeps none."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            step = optimizer.state.get(p, {}).get("step")
+            if step is not None:
+                return int(float(step))
+    return None
+
+
+def report_failure(name: str, what: str, e: BaseException) -> None:
+    """Log and warn, once per failure, that monitoring stopped and training goes on."""
+    msg = (f"{name}: {what} failed ({type(e).__name__}: {e}); the monitor is off and training "
+           "goes on (strict=True raises instead)")
+    logger.error(msg)
+    warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
 
 def unwrap_optimizer(optimizer: object) -> torch.optim.Optimizer:
     """The ``torch.optim`` optimiser inside wrappers (Lightning's, Accelerate's ``.optimizer``)."""
     seen = 0
-    while type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW) and seen < 5 \
+    while type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW,
+                                  torch.optim.RMSprop) and seen < 5 \
             and hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups"):
         optimizer = optimizer.optimizer
         seen += 1
@@ -131,7 +178,8 @@ class _Probe:
 
     def __init__(self, model: nn.Module, loss_fn: Callable | None, batch: Any, k: int, tol: float,
                  batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
-        self.model = model
+        self.model, self.loss_fn, self.batch = model, loss_fn, batch
+        self.custom_loss = batch_loss is not None
         # "train": the function the optimiser moves (BN with batch statistics); dropout stays off.
         self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True,
                                   batch_loss=batch_loss, batch_weight=batch_weight)
@@ -140,8 +188,40 @@ class _Probe:
         self.tracker = EigenTracker(k=k, tol=float(tol), seed=0)
         self.preconditioned: bool | None = None
 
-    def measure(self, P: torch.Tensor | None) -> tuple[tuple[float, ...], int, float]:
-        """Top-k eigenvalues (of P⁻¹H when ``P`` is given), products taken, seconds."""
+    @torch.no_grad()
+    def health(self) -> dict[str, Any]:
+        """The batch loss, the loss relative to the model's mean output, and whether outputs collapsed.
+
+        One forward pass. A network that a large step killed has outputs that no longer depend on
+        its inputs (``collapsed``), or sits at the loss of predicting its mean output
+        (``chance`` ≈ 1): its λ1 is small and would read ``stable``.
+        """
+        out: dict[str, Any] = {"loss": None, "chance": None, "collapsed": None}
+        if self.custom_loss:
+            return out
+        try:
+            with model_mode(self.model, "train"):
+                pair = is_pair(self.batch)
+                raw = call_model(self.model, self.batch[0]) if pair else self.model(**self.batch)
+                logits = outputs_of(raw)
+                if pair and self.loss_fn is not None:
+                    y = self.batch[1]
+                    own = float(self.loss_fn(logits, y))
+                    mean = logits.mean(dim=0, keepdim=True).expand_as(logits)
+                    const = float(self.loss_fn(mean, y))
+                    out["loss"] = own
+                    if math.isfinite(own) and math.isfinite(const) and const > 0:
+                        out["chance"] = own / const
+        except Exception as e:  # a model whose outputs we cannot read: no verdict on its health
+            logger.debug("no health check: %s", e)
+            return out
+        if logits.dim() > 0 and logits.shape[0] >= 2 and bool(torch.isfinite(logits).all()):
+            x = logits.double()
+            out["collapsed"] = bool(x.std(dim=0).max() <= 1e-6 * (x.abs().max() + 1e-12))
+        return out
+
+    def measure(self, P: torch.Tensor | None) -> tuple[tuple[float, ...], int, float, dict[str, Any]]:
+        """Top-k eigenvalues (of P⁻¹H when ``P`` is given), products taken, seconds, health."""
         tic = time.perf_counter()
         pre = P is not None
         op = PreconditionedOperator(self.op, P) if pre else self.op
@@ -161,10 +241,10 @@ class _Probe:
             values = (math.nan,)
         finally:
             self.op.clear_cache()  # the graph holds the batch's activations until the next measurement
-        return values, n_matvecs, time.perf_counter() - tic
+        return values, n_matvecs, time.perf_counter() - tic, self.health()
 
     def measure_snapshot(self, state: dict[str, torch.Tensor], P: torch.Tensor | None
-                         ) -> tuple[tuple[float, ...], int, float]:
+                         ) -> tuple[tuple[float, ...], int, float, dict[str, Any]]:
         """:meth:`measure` at the parameters and buffers ``state`` (a background copy's request)."""
         self.model.load_state_dict(state)
         return self.measure(P)
@@ -176,7 +256,7 @@ class _Probe:
         try:
             return math.isfinite(self.op.loss())
         except (LandscopeError, RuntimeError):
-            return False
+            return True  # finite parameters, yet the loss itself fails: an error, not a blow-up
         finally:
             self.op.clear_cache()
 
@@ -185,8 +265,19 @@ class SharpnessMonitor:
     """Measure λ1 every ``every`` optimiser steps and say whether η is stable, at the edge, or not.
 
     ``mon = SharpnessMonitor(model, loss_fn, (X, y))``; in the loop, after ``optimizer.step()``:
-    ``status = mon.step(optimizer)``. The first call and every ``every``-th call measure; the
-    others return the last status at no cost.
+    ``status = mon.step(optimizer)``. The first call and every ``every``-th call measure (and any
+    call at which the learning rate has changed by more than 1.5× since the last measurement); at
+    the others the status is recomputed from the last λ1 and the optimiser's *current* threshold,
+    so an lr jump shows at once.
+
+    Statuses: ``stable``, ``edge`` (λ1 > ``edge`` × threshold), ``unstable`` (above it), with
+    hysteresis: a status is left only once the ratio is ``hysteresis`` below where it was entered.
+    ``warming_up``: Adam/AdamW before ⌈3/(1 − β₁)⌉ optimiser steps, when their threshold does not
+    apply yet (:func:`warmup_steps`). ``dead``: the network's outputs no longer depend on its
+    inputs, or, after it had learned, its loss is back at that of its own mean output (a killed
+    ReLU network has a small λ1 and would read ``stable``). ``off``: a measurement failed; the
+    error was logged once (and warned), the monitor turned itself off and training goes on
+    (``strict=True`` raises instead).
 
     Args:
         model: the ``nn.Module`` being trained (read, never modified).
@@ -213,24 +304,32 @@ class SharpnessMonitor:
             function, not a lambda).
         batch_loss: ``f(model, batch)`` → the batch's mean loss, instead of ``loss_fn``.
         batch_weight: ``g(batch)`` → the batch's weight (see :class:`~landscope.HessianOperator`).
+        hysteresis: see the statuses above (0 for none).
+        strict: raise a measurement's error instead of turning the monitor off (for tests).
 
     Attributes:
         history: every :class:`MonitorRecord`, in order.
         status: the last status (``None`` before the first measurement).
+        error: the exception that turned the monitor off (``None`` while it is on).
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable | None = None, batch: Any = None,
                  every: int = 50, k: int = 1, tol: float = 1e-3, edge: float = 0.9,
                  sinks: object = (), name: str = "sharpness", background: bool = False, *,
-                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
+                 batch_loss: Callable | None = None, batch_weight: Callable | None = None,
+                 hysteresis: float = HYSTERESIS, strict: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is not None and not callable(loss_fn):
             raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         check_options(every, k, tol, edge, name)
+        if isinstance(hysteresis, bool) or not isinstance(hysteresis, (int, float)) \
+                or not 0 <= hysteresis < edge:
+            raise InputError(f"hysteresis must be in [0, edge={edge}), got {hysteresis!r}")
         batch = check_batch(batch)
         self.model, self.loss_fn = model, loss_fn
         self.every, self.k, self.tol, self.edge, self.name = every, k, float(tol), float(edge), name
+        self.hysteresis, self.strict = float(hysteresis), bool(strict)
         self.probe = _Probe(model, loss_fn, batch, k, float(tol), batch_loss, batch_weight)
         self.op, self.tracker = self.probe.op, self.probe.tracker
         self.background = bool(background)
@@ -238,28 +337,51 @@ class SharpnessMonitor:
         self.sinks = make_sinks(sinks, name)
         self.history: list[MonitorRecord] = []
         self.status: str | None = None
+        self.error: BaseException | None = None
         self.n_steps = 0
+        self._base: str | None = None     # stable / edge / unstable, with hysteresis
+        self._dead = False
+        self._learned = False             # the loss was once clearly below chance
 
     def step(self, optimizer: torch.optim.Optimizer) -> str:
         """Count one optimiser step; measure if due; return the status (call after ``optimizer.step()``).
 
-        In background mode the status is that of the latest measurement that has come back.
+        In background mode the λ1 is that of the latest measurement that has come back.
         """
         self.n_steps += 1
-        if self.n_steps == 1 or self.n_steps % self.every == 0:
-            self._submit(optimizer)
-        elif self._actor is not None and self._actor.n_pending:
-            for tag, result in self._actor.ready():
-                self._record(tag, result)
+        if self.error is not None:
+            return "off"
+        try:
+            opt = unwrap_optimizer(optimizer)
+            threshold = self._threshold(opt)
+            jumped = self._lr_jumped(threshold)
+            # the step just taken, at the new η, against the curvature it was taken at
+            before = self._status_now(opt, threshold) if jumped else None
+            if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped:
+                self._submit(opt, threshold)
+            elif self._actor is not None and self._actor.n_pending:
+                for tag, result in self._actor.ready():
+                    self._record(tag, result)
+            now = self._status_now(opt, threshold)
+            if before == "unstable" and now in ("stable", "edge"):
+                # a large step can move the model to flatter ground at once (Adam's steps are
+                # η-sized): that step was still taken above the threshold
+                now = self._base = "unstable"
+            self._set_status(now)
+        except Exception as e:  # the monitor never stops the user's training
+            self._turn_off(e)
         return self.status  # type: ignore[return-value]
 
     def measure(self, optimizer: torch.optim.Optimizer) -> MonitorRecord:
         """Measure now (whatever the step), record, notify the sinks, and return the record.
 
-        In background mode this waits for the measurement (and any still pending before it).
+        An explicit request: errors are raised. In background mode this waits for the
+        measurement (and any still pending before it).
         """
-        self._submit(optimizer)
+        opt = unwrap_optimizer(optimizer)
+        self._submit(opt, self._threshold(opt))
         self.flush()
+        self._set_status(self._status_now(opt, self._threshold(opt)))
         return self.history[-1]
 
     def flush(self) -> None:
@@ -271,9 +393,14 @@ class SharpnessMonitor:
     def close(self) -> None:
         """Record what is pending and stop the background worker (the monitor can go on after)."""
         if self._actor is not None:
-            self.flush()
-            self._actor.close()
-            self._actor = None
+            try:
+                self.flush()
+            except Exception as e:
+                self._turn_off(e)
+            finally:
+                if self._actor is not None:
+                    self._actor.close()
+                    self._actor = None
 
     def __enter__(self) -> SharpnessMonitor:
         return self
@@ -281,21 +408,73 @@ class SharpnessMonitor:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _submit(self, optimizer: torch.optim.Optimizer) -> None:
-        """Measure θ now: in the foreground, or hand a snapshot to the background worker."""
-        optimizer = unwrap_optimizer(optimizer)
+    @property
+    def ratio(self) -> float | None:
+        """The last λ1 over the threshold at the optimiser's η when :meth:`step` was last called."""
+        return self._ratio_now
+
+    _ratio_now: float | None = None
+
+    def _threshold(self, optimizer: torch.optim.Optimizer) -> float:
         threshold = stability_threshold(optimizer)
         if threshold is None:
             raise InputError(f"no stability threshold is known for {type(optimizer).__name__}; the monitor "
                              f"supports torch.optim.SGD (with or without momentum, Nesterov), Adam, "
                              f"AdamW and RMSprop")
+        return float(threshold)
+
+    def _lr_jumped(self, threshold: float) -> bool:
+        """The threshold moved by more than :data:`RETHRESHOLD` since the last measurement."""
+        last = self.last
+        if last is None or not (math.isfinite(threshold) and math.isfinite(last.threshold)):
+            return False
+        if threshold <= 0 or last.threshold <= 0:
+            return False
+        return max(threshold / last.threshold, last.threshold / threshold) > RETHRESHOLD
+
+    def _status_now(self, optimizer: torch.optim.Optimizer, threshold: float) -> str | None:
+        last = self.last
+        if last is None:
+            return None  # background: the first measurement has not come back yet
+        self._ratio_now = last.lambda1 / threshold if math.isfinite(threshold) else 0.0
+        if self._dead:
+            return "dead"
+        done = optimizer_steps(optimizer)
+        if done is not None and done < warmup_steps(optimizer):
+            return "warming_up"
+        self._base = classify(last.lambda1, threshold, self.edge, self._base, self.hysteresis)
+        return self._base
+
+    def _set_status(self, status: str | None) -> None:
+        if status is not None and status != self.status and self.status is not None:
+            last = self.last
+            logger.warning("%s: %s -> %s at step %d: lambda1 = %.4g, ratio %s", self.name,
+                           self.status, status, self.n_steps, last.lambda1 if last else math.nan,
+                           f"{self._ratio_now:.3f}" if self._ratio_now is not None else "-")
+        self.status = status
+
+    def _turn_off(self, e: BaseException) -> None:
+        if self.strict:
+            raise e
+        self.error = e
+        self.status = "off"
+        report_failure(self.name, f"the measurement at step {self.n_steps}", e)
+        if self._actor is not None:
+            with contextlib.suppress(Exception):
+                self._actor.close()
+            self._actor = None
+
+    def _submit(self, optimizer: torch.optim.Optimizer, threshold: float) -> None:
+        """Measure θ now: in the foreground, or hand a snapshot to the background worker."""
         P = None
         if is_preconditioned(optimizer):
             try:
                 P = adam_preconditioner(optimizer, self.op)
             except InputError as e:
                 raise InputError(f"{e}; call mon.step(optimizer) after optimizer.step()") from None
-        tag = (self.n_steps, float(threshold), float(optimizer.param_groups[0]["lr"]), P is not None)
+        done = optimizer_steps(optimizer)
+        warming = done is not None and done < warmup_steps(optimizer)
+        tag = (self.n_steps, threshold, float(optimizer.param_groups[0]["lr"]), P is not None, warming)
         if not self.background:
             self._record(tag, self.probe.measure(P))
             return
@@ -306,21 +485,27 @@ class SharpnessMonitor:
         for done_tag, result in self._actor.ready():
             self._record(done_tag, result)
 
-    def _record(self, tag: tuple[int, float, float, bool], result: tuple[tuple[float, ...], int, float]
-                ) -> MonitorRecord:
-        step, threshold, lr, pre = tag
-        values, n_matvecs, seconds = result
+    def _record(self, tag: tuple[int, float, float, bool, bool],
+                result: tuple[tuple[float, ...], int, float, dict[str, Any]]) -> MonitorRecord:
+        step, threshold, lr, pre, warming = tag
+        values, n_matvecs, seconds, health = result
         lam1 = values[0]
         ratio = lam1 / threshold if math.isfinite(threshold) else 0.0
-        status = classify(lam1, threshold, self.edge)
+        chance, collapsed = health.get("chance"), health.get("collapsed")
+        if chance is not None and chance <= 0.9:
+            self._learned = True
+        self._dead = bool(collapsed) or (self._learned and chance is not None
+                                         and chance >= 1.0 - CHANCE_MARGIN)
+        if self._dead:
+            status = "dead"
+        elif warming:
+            status = "warming_up"
+        else:
+            status = classify(lam1, threshold, self.edge, self._base, self.hysteresis)
         record = MonitorRecord(step=step, lambda1=lam1, threshold=threshold, ratio=ratio, status=status,
                                eigenvalues=values, lr=lr, preconditioned=pre, n_matvecs=n_matvecs,
-                               seconds=seconds)
-        if status != (self.status or "stable"):
-            logger.warning("%s: %s -> %s at step %d: lambda1 = %.4g, threshold = %.4g (ratio %.3f, lr %.4g)",
-                           self.name, self.status or "stable", status, record.step, lam1, threshold, ratio,
-                           record.lr)
-        self.status = status
+                               seconds=seconds, loss=health.get("loss"), chance=chance,
+                               collapsed=collapsed)
         self.history.append(record)
         for sink in self.sinks:
             sink(record)
