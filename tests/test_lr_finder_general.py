@@ -466,3 +466,15 @@ def test_auto_hessian_samples_is_one_training_batch(data):
 def test_bad_hessian_samples_is_named(data, bad):
     with pytest.raises(ls.InputError, match=r"hessian_samples must be a positive integer, None .*'auto'"):
         ls.find_max_stable_lr(_model(), F.cross_entropy, data, hessian_samples=bad)
+
+
+def test_range_test_attached_and_drawn(data, tmp_path):
+    res = ls.find_max_stable_lr(_model(), F.cross_entropy, data, optimizer="adamw", batch_size=32,
+                                range_test=True, **FAST)
+    rt = res.range_test
+    assert rt is not None and rt.optimizer == "adamw" and len(rt.lrs) == rt.n_train_steps
+    alone = ls.lr_range_test(_model(), F.cross_entropy, data, optimizer="adamw", batch_size=32)
+    assert rt.losses == alone.losses  # the same run as calling it directly
+    path = res.plot(tmp_path / "finder.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert res.as_dict()["range_test"]["suggestions"] == rt.suggestions

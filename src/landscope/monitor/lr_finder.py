@@ -28,7 +28,7 @@ from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOpe
 from landscope.curvature.batch_loss import make_batch_loss
 from landscope.curvature.operators import adam_preconditioner
 from landscope.errors import InputError, LandscopeError
-from landscope.monitor.range_test import RangeTestResult, apply_lr
+from landscope.monitor.range_test import RangeTestResult, apply_lr, lr_range_test
 from landscope.monitor.short_runs import (
     OPTIMIZERS,
     Batches,
@@ -155,7 +155,8 @@ class LRFinderResult:
         import matplotlib.pyplot as plt
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig, axes = plt.subplots(1, 2 if self.probes else 1, figsize=(10 if self.probes else 5.5, 3.8),
+        second = bool(self.probes) or self.range_test is not None
+        fig, axes = plt.subplots(1, 2 if second else 1, figsize=(10 if second else 5.5, 3.8),
                                  squeeze=False)
         ax = axes[0, 0]
         a = self.threshold_constant
@@ -170,8 +171,16 @@ class LRFinderResult:
         ax.set_title("early curvature")
         ax.set_ylim(bottom=0)
         ax.legend(fontsize=8)
-        if self.probes:
+        if second:
             ax = axes[0, 1]
+            rt = self.range_test
+            if rt is not None and rt.smoothed and rt.smoothed[0] > 0:
+                # the loss-vs-lr curve of the range test, as a ratio to its first value
+                ax.plot(rt.lrs, [v / rt.smoothed[0] for v in rt.smoothed], color="0.4",
+                        label="range test (smoothed loss / first)")
+                for name, lr in rt.suggestions.items():
+                    if lr is not None:
+                        ax.axvline(lr, color="tab:purple", ls=":", lw=0.9, label=f"range {name}")
             for survived, colour, label in ((True, "tab:green", "survived"), (False, "tab:red", "failed")):
                 ps = [p for p in self.probes if p.survived == survived]
                 if ps:
@@ -184,7 +193,8 @@ class LRFinderResult:
             ax.set_yscale("log")
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(f"loss after {self.probe_steps} steps / initial (capped at 1e3)")
-            ax.set_title("catapult probes")
+            ax.set_title("probes and the curvature bound" if rt is None else
+                         "the curvature bound over the loss-vs-lr curve")
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -226,7 +236,7 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                        warmup_steps: int = 10, hessian_samples: int | str | None = "auto",
                        tol: float = 1e-3,
                        diverge_factor: float = 1000.0, betas: tuple[float, float] = (0.9, 0.999),
-                       eps: float = 1e-8, weight_decay: float = 0.0,
+                       eps: float = 1e-8, weight_decay: float = 0.0, range_test: bool = False,
                        seed: int = 0) -> LRFinderResult:
     """Predict the largest learning rate at which training ``model`` on ``data`` does not diverge.
 
@@ -290,6 +300,11 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         betas: Adam's (β₁, β₂).
         eps: the adaptive optimisers' ε.
         weight_decay: the optimiser's weight decay (coupled L2 for SGD, decoupled for AdamW).
+        range_test: also run :func:`~landscope.monitor.lr_range_test` (same model, data and
+            optimiser) and keep it in the result: :meth:`LRFinderResult.plot` then draws the
+            curvature bound and the probes over its loss-vs-lr curve. It is cheap (one 100-step
+            run) and, measured in ``benchmarks/lr_workloads.py``, its ``min/10`` suggestion is the
+            better choice for Adam-family optimisers.
         seed: seeds the subset, the batches, dropout and the eigensolver.
     """
     _check(model, rule, early_steps, probe_steps, steps, warmup_steps)
@@ -397,6 +412,12 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                              "the probes alone")
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
+    curve = None
+    if range_test:
+        curve = lr_range_test(model, loss_fn, data, optimizer=optimizer, momentum=momentum,
+                              batch_size=batch_size, batch_loss=batch_loss, betas=betas, eps=eps,
+                              weight_decay=weight_decay, seed=seed)
+        n_steps += curve.n_train_steps
     return LRFinderResult(lr=factor * thr_lr, rule=rule_text, optimizer=choice.name,
                           momentum=choice.momentum, lambda1_init=lam0,
                           lambda1_steps=tuple(steps_seen), lambda1_trajectory=tuple(traj),
@@ -404,7 +425,8 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                           threshold_lr=thr_lr, catapult_factor=factor, probes=tuple(probes),
                           probe_steps=probe_len, n_matvecs=n_matvecs, n_train_steps=n_steps,
                           seconds=time.perf_counter() - tic,
-                          preconditioned=choice.preconditioned, notes=tuple(notes))
+                          preconditioned=choice.preconditioned, notes=tuple(notes),
+                          range_test=curve)
 
 
 def _search(survives: Callable[[float], bool]) -> tuple[float, float]:
