@@ -265,3 +265,29 @@ def test_a_failing_measurement_does_not_stop_the_huggingface_trainer(tmp_path):
         out = trainer.train()
     assert out.global_step == 8 and cb.monitor is None
     assert isinstance(cb.error, ls.LandscopeError) and "not implemented" in str(cb.error)
+
+
+def test_adam_is_measured_anew_when_its_warm_up_ends(data):
+    """The warm-up λ1 says nothing about the threshold: the step it ends at measures."""
+    model = _gelu_mlp(9)
+    X, y = data
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mon = SharpnessMonitor(model, CE, (X[:64], y[:64]), every=50, strict=True)
+    statuses = _train(model, opt, data, 40, mon)
+    assert [r.step for r in mon.history] == [1, 30]
+    assert [r.status for r in mon.history][0] == "warming_up" and statuses[29] == mon.history[1].status
+
+
+def test_background_auto_follows_the_spare_cores(monkeypatch):
+    from landscope.monitor import monitor as M
+    model = nn.Linear(3, 2)
+    monkeypatch.setattr(M.os if hasattr(M, "os") else __import__("os"), "sched_getaffinity",
+                        lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    assert M.spare_core(model) is True
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    assert M.spare_core(model) is False
+    X, y = torch.randn(8, 3), torch.randn(8, 2)
+    assert SharpnessMonitor(model, nn.MSELoss(), (X, y), background="auto").background is False
+    with pytest.raises(ls.InputError, match=r"background must be True, False or 'auto', got 'yes'"):
+        SharpnessMonitor(model, nn.MSELoss(), (X, y), background="yes")

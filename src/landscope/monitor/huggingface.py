@@ -69,8 +69,9 @@ class SharpnessCallback(TrainerCallback):
     """
 
     def __init__(self, loss_fn: Callable | None = None, batch: Any = None, every: int = 50,
-                 k: int = 1, tol: float = 1e-3, edge: float = 0.9, sinks: object = (),
-                 name: str = "sharpness", background: bool = False, output_key: str = "logits", *,
+                 k: int = 1, tol: float = 1e-2, edge: float = 0.9, sinks: object = (),
+                 name: str = "sharpness", background: bool | str = False,
+                 output_key: str = "logits", *,
                  batch_loss: Callable | None = None, batch_weight: Callable | None = None,
                  strict: bool = False) -> None:
         check_options(every, k, tol, edge, name)

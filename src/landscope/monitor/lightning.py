@@ -43,8 +43,9 @@ class SharpnessCallback(Callback):
     """
 
     def __init__(self, loss_fn: Callable | None, batch: Any, every: int = 50, k: int = 1,
-                 tol: float = 1e-3, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
-                 background: bool = False, log: bool = True, *, batch_loss: Callable | None = None,
+                 tol: float = 1e-2, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 background: bool | str = False, log: bool = True, *,
+                 batch_loss: Callable | None = None,
                  batch_weight: Callable | None = None, strict: bool = False) -> None:
         super().__init__()
         check_options(every, k, tol, edge, name)

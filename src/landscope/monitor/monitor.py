@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
@@ -110,6 +111,24 @@ def optimizer_steps(optimizer: torch.optim.Optimizer) -> int | None:
             if step is not None:
                 return int(float(step))
     return None
+
+
+def spare_core(model: nn.Module) -> bool:
+    """Whether a background worker would have a core of its own.
+
+    Linux (fork), a CPU model, and more usable cores than torch's intra-op threads.
+    """
+    import multiprocessing
+    import os
+    if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
+        return False
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
 
 
 def report_failure(name: str, what: str, e: BaseException) -> None:
@@ -291,8 +310,8 @@ class SharpnessMonitor:
         every: optimiser steps between measurements.
         k: top eigenvalues tracked (the status uses λ1).
         tol: relative residual of each (warm-started) Lanczos solve. λ1's error is about tol²·λ1,
-            so 1e-3 is far more than a status needs; 1e-2 saves products (benchmarks/
-            monitor_overhead.py).
+            so the default 1e-2 gives it to ~1e-4, ample for a status; 1e-3 costs 1–2 more
+            products per measurement (benchmarks/monitor_overhead.py, monitor_gpt2.py).
         edge: status ``edge`` when λ1 > edge × threshold.
         sinks: a TensorBoard ``SummaryWriter``, a ``.csv``/``.jsonl`` path, a callable(record), or
             a tuple of them; each gets every :class:`MonitorRecord`.
@@ -300,8 +319,15 @@ class SharpnessMonitor:
         background: measure a snapshot of the parameters in a worker process while the loop goes
             on (one more core busy; ``benchmarks/monitor_overhead.py``). The status then lags by
             the time a measurement takes; :meth:`flush` waits for it, :meth:`close` (or ``with``)
-            stops the worker. ``loss_fn`` / ``batch_loss`` must then be picklable (a module-level
-            function, not a lambda).
+            stops the worker. ``"auto"``: in the background when a spare core exists
+            (:func:`spare_core`: Linux, a CPU model, more usable cores than torch's threads). On
+            GPT-2 with AdamW at every = 50 the foreground costs 30–40 % of training, the
+            background 3 % (``benchmarks/monitor_gpt2.py``). It is not the default because the
+            status then lags by a measurement (``None`` at the first call), because forking a
+            process that runs other threads (DataLoader workers, a framework's) is unsafe, because
+            torch uses every core by default (no spare one), and because a CUDA model would need a
+            worker with its own CUDA context, a copy of the model on the device, and a picklable
+            ``loss_fn`` / ``batch_loss`` (a module-level function, not a lambda).
         batch_loss: ``f(model, batch)`` → the batch's mean loss, instead of ``loss_fn``.
         batch_weight: ``g(batch)`` → the batch's weight (see :class:`~landscope.HessianOperator`).
         hysteresis: see the statuses above (0 for none).
@@ -314,8 +340,8 @@ class SharpnessMonitor:
     """
 
     def __init__(self, model: nn.Module, loss_fn: Callable | None = None, batch: Any = None,
-                 every: int = 50, k: int = 1, tol: float = 1e-3, edge: float = 0.9,
-                 sinks: object = (), name: str = "sharpness", background: bool = False, *,
+                 every: int = 50, k: int = 1, tol: float = 1e-2, edge: float = 0.9,
+                 sinks: object = (), name: str = "sharpness", background: bool | str = False, *,
                  batch_loss: Callable | None = None, batch_weight: Callable | None = None,
                  hysteresis: float = HYSTERESIS, strict: bool = False) -> None:
         if not isinstance(model, nn.Module):
@@ -332,7 +358,9 @@ class SharpnessMonitor:
         self.hysteresis, self.strict = float(hysteresis), bool(strict)
         self.probe = _Probe(model, loss_fn, batch, k, float(tol), batch_loss, batch_weight)
         self.op, self.tracker = self.probe.op, self.probe.tracker
-        self.background = bool(background)
+        if background not in (True, False, "auto"):
+            raise InputError(f"background must be True, False or 'auto', got {background!r}")
+        self.background = spare_core(model) if background == "auto" else bool(background)
         self._actor: BackgroundActor | None = None
         self.sinks = make_sinks(sinks, name)
         self.history: list[MonitorRecord] = []
@@ -355,9 +383,12 @@ class SharpnessMonitor:
             opt = unwrap_optimizer(optimizer)
             threshold = self._threshold(opt)
             jumped = self._lr_jumped(threshold)
+            done = optimizer_steps(opt)
+            warmed = (self.last is not None and self.last.status == "warming_up" and done is not None
+                      and done >= warmup_steps(opt))  # the warm-up λ1 says nothing: measure anew
             # the step just taken, at the new η, against the curvature it was taken at
             before = self._status_now(opt, threshold) if jumped else None
-            if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped:
+            if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped or warmed:
                 self._submit(opt, threshold)
             elif self._actor is not None and self._actor.n_pending:
                 for tag, result in self._actor.ready():
