@@ -291,3 +291,14 @@ def test_background_auto_follows_the_spare_cores(monkeypatch):
     assert SharpnessMonitor(model, nn.MSELoss(), (X, y), background="auto").background is False
     with pytest.raises(ls.InputError, match=r"background must be True, False or 'auto', got 'yes'"):
         SharpnessMonitor(model, nn.MSELoss(), (X, y), background="yes")
+
+
+def test_background_asks_once_per_due_measurement_and_holds_warming_up(data):
+    """While a post-warm-up (or post-jump) measurement is in flight, no call asks again."""
+    model = _gelu_mlp(10)
+    X, y = data
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    with SharpnessMonitor(model, CE, (X[:64], y[:64]), every=50, strict=True, background=True) as mon:
+        statuses = _train(model, opt, data, 120, mon)
+    assert [r.step for r in mon.history] == [1, 30, 50, 100]
+    assert "unstable" not in statuses  # the step-1 λ1 is never judged against the threshold

@@ -370,6 +370,8 @@ class SharpnessMonitor:
         self._base: str | None = None     # stable / edge / unstable, with hysteresis
         self._dead = False
         self._learned = False             # the loss was once clearly below chance
+        self._submitted_threshold: float | None = None  # of the last measurement asked for
+        self._submitted_warming = False
 
     def step(self, optimizer: torch.optim.Optimizer) -> str:
         """Count one optimiser step; measure if due; return the status (call after ``optimizer.step()``).
@@ -384,8 +386,8 @@ class SharpnessMonitor:
             threshold = self._threshold(opt)
             jumped = self._lr_jumped(threshold)
             done = optimizer_steps(opt)
-            warmed = (self.last is not None and self.last.status == "warming_up" and done is not None
-                      and done >= warmup_steps(opt))  # the warm-up λ1 says nothing: measure anew
+            # the warm-up λ1 says nothing about the threshold: measure anew once it ends
+            warmed = self._submitted_warming and done is not None and done >= warmup_steps(opt)
             # the step just taken, at the new η, against the curvature it was taken at
             before = self._status_now(opt, threshold) if jumped else None
             if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped or warmed:
@@ -455,13 +457,13 @@ class SharpnessMonitor:
         return float(threshold)
 
     def _lr_jumped(self, threshold: float) -> bool:
-        """The threshold moved by more than :data:`RETHRESHOLD` since the last measurement."""
-        last = self.last
-        if last is None or not (math.isfinite(threshold) and math.isfinite(last.threshold)):
+        """The threshold moved by more than :data:`RETHRESHOLD` since the last measurement asked."""
+        last = self._submitted_threshold
+        if last is None or not (math.isfinite(threshold) and math.isfinite(last)):
             return False
-        if threshold <= 0 or last.threshold <= 0:
+        if threshold <= 0 or last <= 0:
             return False
-        return max(threshold / last.threshold, last.threshold / threshold) > RETHRESHOLD
+        return max(threshold / last, last / threshold) > RETHRESHOLD
 
     def _status_now(self, optimizer: torch.optim.Optimizer, threshold: float) -> str | None:
         last = self.last
@@ -471,8 +473,8 @@ class SharpnessMonitor:
         if self._dead:
             return "dead"
         done = optimizer_steps(optimizer)
-        if done is not None and done < warmup_steps(optimizer):
-            return "warming_up"
+        if (done is not None and done < warmup_steps(optimizer)) or last.status == "warming_up":
+            return "warming_up"  # (in the background, until a measurement after it comes back)
         self._base = classify(last.lambda1, threshold, self.edge, self._base, self.hysteresis)
         return self._base
 
@@ -505,6 +507,7 @@ class SharpnessMonitor:
                 raise InputError(f"{e}; call mon.step(optimizer) after optimizer.step()") from None
         done = optimizer_steps(optimizer)
         warming = done is not None and done < warmup_steps(optimizer)
+        self._submitted_threshold, self._submitted_warming = threshold, warming
         tag = (self.n_steps, threshold, float(optimizer.param_groups[0]["lr"]), P is not None, warming)
         if not self.background:
             self._record(tag, self.probe.measure(P))
