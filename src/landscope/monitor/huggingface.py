@@ -31,7 +31,7 @@ except ImportError as e:  # pragma: no cover
 
 from landscope.curvature.batches import map_tensors
 from landscope.errors import InputError
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, report_failure
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, start_monitor
 
 
 class _Outputs(nn.Module):
@@ -97,13 +97,8 @@ class SharpnessCallback(TrainerCallback):
             # the operator takes the logits of a ModelOutput itself; another field needs the wrapper
             watched = model if self.output_key == "logits" or self.loss_fn is None \
                 else _Outputs(model, self.output_key)
-            try:
-                self.monitor = SharpnessMonitor(watched, self.loss_fn, batch, **self.options)
-            except Exception as e:  # the monitor never stops the user's training
-                if self.options["strict"]:
-                    raise
-                self.error = e
-                report_failure(self.options["name"], "setting up the monitor", e)
+            self.monitor, self.error = start_monitor(watched, self.loss_fn, batch, self.options)
+            if self.monitor is None:
                 return control
         self.monitor.step(optimizer)
         last = self.monitor.last

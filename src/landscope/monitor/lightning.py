@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - the older standalone package
                           "pip install 'landscope[monitor]' (or pip install lightning)") from e
 
 from landscope.curvature.batches import map_tensors
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, report_failure
+from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, start_monitor
 
 
 class SharpnessCallback(Callback):
@@ -61,13 +61,8 @@ class SharpnessCallback(Callback):
 
     def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
         batch = map_tensors(lambda t: t.to(pl_module.device), self.batch)
-        try:
-            self.monitor = SharpnessMonitor(pl_module, self.loss_fn, batch, **self.options)
-        except Exception as e:  # the monitor never stops the user's training
-            if self.options["strict"]:
-                raise
-            self.error = e
-            report_failure(self.name, "setting up the monitor", e)
+        self.monitor, self.error = start_monitor(pl_module, self.loss_fn, batch, self.options)
+        if self.monitor is None:
             return
         self._last_step = trainer.global_step
 

@@ -37,6 +37,7 @@ from landscope.monitor.short_runs import (
     optimizer_choice,
     outputs_collapsed,
     train_steps,
+    working_copy,
 )
 from landscope.monitor.sinks import json_safe
 
@@ -320,12 +321,7 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
     tic = time.perf_counter()
     a = choice.threshold_constant()
     wd = 0.0 if choice.preconditioned else choice.weight_decay
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        work = copy.deepcopy(model)
-        for p in work.parameters():
-            p.grad = None
+    with working_copy(model, seed) as work:
         work.train()
         theta0 = copy.deepcopy(work.state_dict())
         evaluation = batches.evaluation_set(batches.training_batch_samples()

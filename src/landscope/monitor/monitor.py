@@ -131,6 +131,23 @@ def spare_core(model: nn.Module) -> bool:
     return cores > torch.get_num_threads()
 
 
+def start_monitor(model: nn.Module, loss_fn: Callable | None, batch: Any, options: dict[str, Any]
+                  ) -> tuple[SharpnessMonitor | None, BaseException | None]:
+    """A framework callback's monitor, or the error that kept it from starting (reported once).
+
+    The monitor never stops the user's training: unless ``options["strict"]``, a set-up error
+    (a loss the model cannot compute, an attention kernel without a double backward) is logged
+    and warned, and the callback goes on without monitoring.
+    """
+    try:
+        return SharpnessMonitor(model, loss_fn, batch, **options), None
+    except Exception as e:
+        if options.get("strict"):
+            raise
+        report_failure(options.get("name", "sharpness"), "setting up the monitor", e)
+        return None, e
+
+
 def report_failure(name: str, what: str, e: BaseException) -> None:
     """Log and warn, once per failure, that monitoring stopped and training goes on."""
     msg = (f"{name}: {what} failed ({type(e).__name__}: {e}); the monitor is off and training "

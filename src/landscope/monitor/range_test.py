@@ -15,7 +15,6 @@ It needs no curvature, and it costs one short run. It is the baseline
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from torch import nn
 
 from landscope.curvature.batch_loss import BatchLoss, LossFn, make_batch_loss
 from landscope.errors import InputError
-from landscope.monitor.short_runs import Batches, optimizer_choice, train_steps
+from landscope.monitor.short_runs import Batches, optimizer_choice, train_steps, working_copy
 
 SUGGESTIONS = ("steepest", "min/10")
 
@@ -171,12 +170,7 @@ def lr_range_test(model: nn.Module, loss_fn: LossFn | None = None, data: object 
     f = make_batch_loss(loss_fn, batch_loss)
     batches = Batches(data, batch_size, seed)
     tic = time.perf_counter()
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        work = copy.deepcopy(model)
-        for p in work.parameters():
-            p.grad = None
+    with working_copy(model, seed) as work:
         opt = choice.build(work.parameters(), min_lr)
         ratio = max_lr / min_lr
 

@@ -9,6 +9,8 @@ structure (a ``DataLoader``, a list of dicts), cycled; the loss is ``loss_fn(out
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import itertools
 import math
 from collections.abc import Callable, Iterable, Iterator
@@ -191,6 +193,22 @@ class Batches:
             if samples is not None and seen >= samples:
                 break
         return out
+
+
+@contextlib.contextmanager
+def working_copy(model: nn.Module, seed: int) -> Iterator[nn.Module]:
+    """A copy of ``model`` without gradients, inside a forked, seeded RNG: short runs' sandbox.
+
+    The caller's model, its gradients and BatchNorm statistics, and the global RNG (CPU, and the
+    model's CUDA device) are left as they were.
+    """
+    device = next(model.parameters()).device
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        work = copy.deepcopy(model)
+        for p in work.parameters():
+            p.grad = None
+        yield work
 
 
 @torch.no_grad()
