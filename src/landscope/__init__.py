@@ -24,6 +24,7 @@ from landscope.curvature import (
     PreconditionedOperator,
     TraceEstimate,
     adam_preconditioner,
+    batch_sharpness,
     eigenpairs,
     hutchinson_trace,
     layers,
@@ -54,5 +55,5 @@ __all__ = [
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
     "load_config", "load_run", "stability_threshold", "train", "analysis",
-    "SharpnessMonitor", "find_max_stable_lr", "lr_range_test", "valid_tokens",
+    "SharpnessMonitor", "find_max_stable_lr", "lr_range_test", "valid_tokens", "batch_sharpness",
 ]

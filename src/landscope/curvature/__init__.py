@@ -1,5 +1,6 @@
 """The exact, matrix-free curvature engine: operators, eigensolvers, tracking and densities."""
 
+from landscope.curvature.batch_sharpness import BatchSharpness, batch_sharpness
 from landscope.curvature.batches import valid_tokens
 from landscope.curvature.density import hutchinson_trace, spectral_density
 from landscope.curvature.lanczos import eigenpairs
@@ -21,4 +22,5 @@ __all__ = [
     "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
     "LayerSelection", "resolve_params", "EigenResult", "Density", "TraceEstimate", "valid_tokens",
+    "batch_sharpness", "BatchSharpness",
 ]
