@@ -66,7 +66,9 @@ CE = nn.CrossEntropyLoss()
 WORKLOADS = [
     Workload("ReLU MLP, CE, SGD, batch 32, η 0.1", lambda s: _mlp(nn.ReLU, s), CE, 32, 0.1),
     Workload("ReLU MLP, CE, SGD, batch 32, η 0.3", lambda s: _mlp(nn.ReLU, s), CE, 32, 0.3),
+    Workload("ReLU MLP, CE, SGD, batch 32, η 1.0", lambda s: _mlp(nn.ReLU, s), CE, 32, 1.0),
     Workload("tanh MLP, MSE, SGD, batch 64, η 0.5", lambda s: _mlp(nn.Tanh, s), _mse, 64, 0.5),
+    Workload("tanh MLP, MSE, SGD, batch 64, η 2.0", lambda s: _mlp(nn.Tanh, s), _mse, 64, 2.0),
     Workload("Conv1d net, CE, momentum 0.9, batch 64, η 0.02", _cnn, CE, 64, 0.02, 0.9),
 ]
 
@@ -95,6 +97,8 @@ def run(w: Workload, steps: int, seed: int, X: torch.Tensor, y: torch.Tensor) ->
             with torch.no_grad():
                 losses.append(float(w.loss(model(X), y)))
             loss_steps.append(t)
+            if not np.isfinite(losses[-1]):
+                break  # diverged: a result; what was measured before it stands
         if t % EVERY == 0:
             fresh = torch.Generator().manual_seed(10_000 + t)
             batches = [(X[i], y[i]) for i in (torch.randint(0, len(X), (w.batch,), generator=fresh)
@@ -112,8 +116,9 @@ def run(w: Workload, steps: int, seed: int, X: torch.Tensor, y: torch.Tensor) ->
     spikes = loss_spikes(Trace.from_arrays(np.array(losses), np.array(loss_steps)))
     for r in rows:
         r["spike_ahead"] = bool(((spikes > r["step"]) & (spikes <= r["step"] + HORIZON)).any())
-    late = [r for r in rows if r["step"] >= steps // 2]
+    late = [r for r in rows if r["step"] >= steps // 2] or rows
     return {"threshold": threshold, "rows": rows, "spikes": spikes.tolist(),
+            "diverged_at": loss_steps[-1] if not np.isfinite(losses[-1]) else None,
             "median_bs_ratio": statistics.median(r["bs_ratio"] for r in late),
             "median_lambda_ratio": statistics.median(r["lambda_ratio"] for r in late),
             "auc_bs": auc([r["bs_ratio"] for r in rows], [r["spike_ahead"] for r in rows]),
@@ -138,7 +143,9 @@ def main() -> None:
             return " / ".join(format(v, spec) for v in vals) if vals else "—"
         table.append([w.name, fmt([r["median_bs_ratio"] for r in per_seed]),
                       fmt([r["median_lambda_ratio"] for r in per_seed]),
-                      fmt([float(len(r["spikes"])) for r in per_seed], ".0f"),
+                      fmt([float(len(r["spikes"])) for r in per_seed], ".0f")
+                      + "".join(f" (diverged at {r['diverged_at']})" for r in per_seed
+                                if r["diverged_at"] is not None),
                       fmt([r["auc_bs"] for r in per_seed]), fmt([r["auc_lambda"] for r in per_seed])])
         print(" | ".join(table[-1]), flush=True)
     md = ["# Batch sharpness vs full-batch λ1 under minibatch SGD", "",
