@@ -363,3 +363,14 @@ def test_float32_operator_residuals_include_its_rounding():
     y, lam1 = default.vectors[:, 0], default.values[0]
     probed = float((op.matvec(y) - lam1 * y).norm())  # the one explicit product it took
     assert float(default.residuals[0]) == pytest.approx(max(probed, float(relation.residuals[0])))
+
+
+def test_float32_rounding_probe_only_where_rounding_can_matter():
+    """Below float64 one explicit product measures the product's rounding, unless tol ≥ 1000 eps."""
+    lam = torch.cat([torch.tensor([5.0, 3.0]), torch.linspace(0.0, 1.0, 48)])
+    A, _ = with_spectrum(lam, seed=6)
+    op32 = ls.DenseOperator(A.float())
+    for tol, extra in ((1e-3, 0), (1e-2, 0), (1e-5, 1)):
+        default = ls.eigenpairs(op32, k=1, tol=tol)
+        bare = ls.eigenpairs(op32, k=1, tol=tol, confirm=False)
+        assert default.n_matvecs == bare.n_matvecs + extra, tol

@@ -109,7 +109,8 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
         return_vectors: keep the eigenvectors in the result.
         confirm: ``True`` re-measures the residuals with ``k`` products; ``None`` (default) uses
             the explicit residuals as they are for float64 operators, and below float64 adds the
-            rounding that one explicit product on the top pair shows (as Lanczos does).
+            rounding that one explicit product on the top pair shows (as Lanczos does; not at
+            a ``tol`` ≥ 1000 × the dtype's epsilon).
         report: called with ``(n_matvecs, worst relative residual)`` after each iteration.
     """
     n, device = op.dim, op.device
@@ -121,7 +122,7 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
     if max_matvecs is None:
         max_matvecs = default_max_matvecs(m_max, n)
     if confirm is None:
-        confirm = default_confirm(op)
+        confirm = default_confirm(op, tol)
     gen = torch.Generator().manual_seed(int(seed))
     Q = torch.empty(m_max, n, dtype=torch.float64, device=device)
     HQ = torch.empty(m_max, n, dtype=torch.float64, device=device)

@@ -91,7 +91,8 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
             float64 one explicit product on the top pair measures how much the operator's own
             rounding adds (a float32 product is not exactly linear; on the BatchNorm CNN of the
             benchmark the relation alone gave 6e-7 where the float64 truth was 1.3e-6), and that
-            amount is added to every residual.
+            amount is added to every residual; skipped when ``tol`` ≥ 1000 × the dtype's
+            epsilon (1.2e-4 for float32), where that rounding cannot change a verdict.
         check_multiplicity: find every copy of repeated eigenvalues. A single start vector sees
             one copy of an exactly repeated eigenvalue (last-layer blocks of MSE losses are
             Kronecker products with the identity: each eigenvalue repeats C times; symmetric
@@ -159,7 +160,7 @@ def _lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
     if max_matvecs is None:
         max_matvecs = default_max_matvecs(max_basis, op.dim)
     if confirm is None:
-        confirm = default_confirm(op)
+        confirm = default_confirm(op, tol)
     probe = check_multiplicity is None and 2 <= k < op.dim
     res, extra = _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
                                         return_vectors or probe, confirm,
