@@ -402,9 +402,8 @@ class SharpnessMonitor:
             opt = unwrap_optimizer(optimizer)
             threshold = self._threshold(opt)
             jumped = self._lr_jumped(threshold)
-            done = optimizer_steps(opt)
             # the warm-up λ1 says nothing about the threshold: measure anew once it ends
-            warmed = self._submitted_warming and done is not None and done >= warmup_steps(opt)
+            warmed = self._submitted_warming and (optimizer_steps(opt) or 0) >= warmup_steps(opt)
             # the step just taken, at the new η, against the curvature it was taken at
             before = self._status_now(opt, threshold) if jumped else None
             if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped or warmed:
@@ -489,8 +488,9 @@ class SharpnessMonitor:
         self._ratio_now = last.lambda1 / threshold if math.isfinite(threshold) else 0.0
         if self._dead:
             return "dead"
-        done = optimizer_steps(optimizer)
-        if (done is not None and done < warmup_steps(optimizer)) or last.status == "warming_up":
+        warm = warmup_steps(optimizer)
+        done = optimizer_steps(optimizer) if warm else None  # (SGD keeps no step count)
+        if (done is not None and done < warm) or last.status == "warming_up":
             return "warming_up"  # (in the background, until a measurement after it comes back)
         self._base = classify(last.lambda1, threshold, self.edge, self._base, self.hysteresis)
         return self._base
@@ -522,8 +522,9 @@ class SharpnessMonitor:
                 P = adam_preconditioner(optimizer, self.op)
             except InputError as e:
                 raise InputError(f"{e}; call mon.step(optimizer) after optimizer.step()") from None
-        done = optimizer_steps(optimizer)
-        warming = done is not None and done < warmup_steps(optimizer)
+        warm = warmup_steps(optimizer)
+        done = optimizer_steps(optimizer) if warm else None
+        warming = done is not None and done < warm
         self._submitted_threshold, self._submitted_warming = threshold, warming
         tag = (self.n_steps, threshold, float(optimizer.param_groups[0]["lr"]), P is not None, warming)
         if not self.background:
