@@ -167,13 +167,8 @@ def test_prediction_holds_on_the_edge_of_stability_mlp():
 
 def test_readme_choose_a_learning_rate_runs():
     """The README's "Choose a learning rate" example, as written."""
-    import re
-    from pathlib import Path
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    section = text.split("## Choose a learning rate", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md: Choose a learning rate", "exec"), namespace)
+    from reference import run_readme_example
+    namespace = run_readme_example("Choose a learning rate")
     found, curve, opt = namespace["found"], namespace["curve"], namespace["opt"]
     assert found.optimizer == "adamw" and found.preconditioned and found.lr > 0
     assert all(g["lr"] == pytest.approx(0.5 * found.lr) for g in opt.param_groups)

@@ -7,7 +7,6 @@ import csv
 import json
 import logging
 import math
-import re
 import warnings
 from pathlib import Path
 
@@ -277,11 +276,8 @@ def test_bad_model_batch_and_optimizer_are_named():
 
 
 def test_readme_example_runs():
-    text = README.read_text()
-    section = text.split("## Use it in your loop", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md: Use it in your loop", "exec"), namespace)
+    from reference import run_readme_example
+    namespace = run_readme_example("Use it in your loop")
     mon, best = namespace["mon"], namespace["best"]
     assert namespace["status"] in ("stable", "edge", "unstable") and len(mon.history) == 11
     assert best.lr > best.threshold_lr > 0

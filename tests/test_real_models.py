@@ -153,13 +153,8 @@ def test_hf_gpt2_dict_batch_matches_the_dropout_free_reference(mode):
 
 def test_readme_transformers_example_runs():
     pytest.importorskip("transformers")
-    import re
-    from pathlib import Path
-    text = (Path(__file__).parent.parent / "README.md").read_text()
-    section = text.split("## Transformers and Hugging Face", 1)[1]
-    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
-    namespace: dict = {}
-    exec(compile(code, "README.md: Transformers and Hugging Face", "exec"), namespace)
+    from reference import run_readme_example
+    namespace = run_readme_example("Transformers and Hugging Face")
     mon, op, model = namespace["mon"], namespace["op"], namespace["model"]
     assert len(mon.history) == 5 and all(r.lambda1 > 0 for r in mon.history)  # steps 1, 5, …, 20
     assert mon.history[-1].preconditioned  # AdamW: P⁻¹H
