@@ -8,7 +8,6 @@ import json
 import logging
 import math
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,6 @@ from landscope.analysis import Trace, find_instabilities
 from landscope.data import load_mnist1d
 from landscope.models import mlp, mse
 from landscope.monitor import MonitorRecord, SharpnessMonitor, classify
-
-README = Path(__file__).parent.parent / "README.md"
 
 
 def _gd_run(lr: float, steps: int, every: int) -> tuple[list[float], SharpnessMonitor]:
