@@ -134,6 +134,15 @@ def test_cli_lr_find_prints_a_table_and_saves_the_plot(tmp_path):
     assert plot.exists() and plot.stat().st_size > 1000
 
 
+def test_cli_lr_find_with_the_range_test(tmp_path):
+    plot = tmp_path / "plot.png"
+    result = runner.invoke(app, ["lr-find", _config(tmp_path, name="adam", lr=1e-3), "--range-test",
+                                 "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    assert "LR range test suggests: steepest" in result.output and "min/10" in result.output
+    assert plot.exists() and plot.stat().st_size > 1000
+
+
 def test_cli_lr_find_bad_input_exits_2(tmp_path):
     result = runner.invoke(app, ["lr-find", _config(tmp_path, name="lamb", lr=0.001)])
     assert result.exit_code == 2 and "'lamb'" in result.output and "error" in result.output

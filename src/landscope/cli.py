@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from functools import wraps
 
 import torch
@@ -378,8 +379,12 @@ def lr_find(
                                                   "(default runs/<config name>_lr_find.png)."),
     rule: str = typer.Option("catapult", help="'catapult' (short probe runs measure the catapult factor) "
                                               "or 'curvature' (a fixed measured factor, no probes)."),
-    probe_steps: int = typer.Option(None, help="Steps of each catapult probe (default: 1/20 of the "
+    probe_steps: int = typer.Option(None, help="Steps of each catapult probe (default: 1/8 of the "
                                                "config's train.steps, 10 to 100)."),
+    range_test: bool = typer.Option(False, "--range-test",
+                                    help="Also run the classic LR range test (one 100-step run): its "
+                                         "suggestions are printed and the plot draws the curvature "
+                                         "bound over its loss-vs-lr curve."),
 ) -> None:
     """Predict the largest stable learning rate of CONFIG's model from its early curvature."""
     from pathlib import Path
@@ -397,13 +402,20 @@ def lr_find(
     X, y = (t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
             for t in (ds.X_train, ds.y_train))
     opt = cfg.optimizer
-    with console.status("measuring the early curvature and probing"):
+    with console.status("measuring the early curvature and probing"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="the catapult factor", category=RuntimeWarning)
         res = find_max_stable_lr(model, loss_fn, (X, y), optimizer=opt.name,
                                  momentum=opt.momentum if opt.name in ("momentum", "nesterov") else 0.0,
                                  batch_size=cfg.train.batch_size, rule=rule, probe_steps=probe_steps,
                                  steps=cfg.train.steps, betas=opt.betas, eps=opt.eps,
-                                 weight_decay=opt.weight_decay, seed=cfg.seed)
+                                 weight_decay=opt.weight_decay, range_test=range_test,
+                                 seed=cfg.seed)
     console.print(res.table(title=f"{config} · largest stable learning rate"))
+    if res.range_test is not None:
+        sug = ", ".join(f"{k} {v:.4g}" for k, v in res.range_test.suggestions.items() if v is not None)
+        console.print(f"LR range test suggests: {sug or 'nothing (the curve was too short)'}")
+    for note in res.notes:
+        console.print(f"[yellow]note:[/] {note}")
     verdict = "within" if opt.lr <= res.lr else "[red]above[/]"
     console.print(f"the config's η = {opt.lr:g} is {verdict} the predicted limit {res.lr:.4g}")
     path = res.plot(plot or Path("runs") / f"{Path(config).stem}_lr_find.png")
