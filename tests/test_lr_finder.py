@@ -76,9 +76,15 @@ def test_curvature_rule_momentum_and_minibatches(data):
     nest = ls.find_max_stable_lr(_model(), mse, data, optimizer="nesterov", momentum=0.5, probe_steps=8)
     assert nest.threshold_constant == pytest.approx(3.0 / 2.0)
     assert all(p.steps <= 8 for p in nest.probes)
-    # probes too short to bring the loss clearly down: one clear error, not a guess
+
+
+
+def test_no_surviving_probe_is_one_clear_error(data, monkeypatch):
+    """When no probe brings the loss clearly down (here: a bar nothing can clear), say so."""
+    from landscope.monitor import lr_finder
+    monkeypatch.setattr(lr_finder, "CLEARLY_BELOW", 0.0)
     with pytest.raises(ls.LandscopeError, match=r"no probe survived.*probe_steps="):
-        ls.find_max_stable_lr(_model(), mse, data, optimizer="nesterov", momentum=0.5, probe_steps=1)
+        ls.find_max_stable_lr(_model(), mse, data, optimizer="nesterov", momentum=0.5, probe_steps=3)
 
 
 def test_plot_and_table(data, tmp_path):

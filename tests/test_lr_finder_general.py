@@ -478,3 +478,22 @@ def test_range_test_attached_and_drawn(data, tmp_path):
     path = res.plot(tmp_path / "finder.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert res.as_dict()["range_test"]["suggestions"] == rt.suggestions
+
+
+def test_chance_is_judged_only_where_the_network_started_at_chance():
+    """``chance_ratio`` = loss / loss of the model's mean output; 'at chance' needs a start at 1."""
+    from landscope.monitor.short_runs import at_chance, chance_ratio
+    g = torch.Generator().manual_seed(3)
+    X, y = torch.randn(50, 4, generator=g), torch.randn(50, 2, generator=g)
+    model = nn.Linear(4, 2)
+    mse_loss = nn.MSELoss()
+    with torch.no_grad():
+        out = model(X)
+        expected = float(mse_loss(out, y)) / float(mse_loss(out.mean(0, keepdim=True).expand_as(out), y))
+    assert chance_ratio(model, mse_loss, [(X, y)]) == pytest.approx(expected, rel=1e-12)
+    with torch.no_grad():
+        model.weight.zero_()  # a constant prediction: exactly at chance
+    assert chance_ratio(model, mse_loss, [(X, y)]) == pytest.approx(1.0, rel=1e-12)
+    assert at_chance(model, mse_loss, [(X, y)], started=1.0) is True
+    assert at_chance(model, mse_loss, [(X, y)], started=1.5) is None  # started above: no verdict
+    assert at_chance(model, None, [(X, y)]) is None

@@ -33,6 +33,7 @@ from landscope.monitor.short_runs import (
     OPTIMIZERS,
     Batches,
     at_chance,
+    chance_ratio,
     mean_loss,
     optimizer_choice,
     outputs_collapsed,
@@ -262,8 +263,8 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
        (resolution 2^(1/4)). A probe survives when it does not diverge, its loss ends clearly
        below the initial loss (≤ :data:`CLEARLY_BELOW` = 0.9 ×), and the network is neither
        dead (outputs that no longer depend on the inputs) nor at chance (no better than its own
-       mean output: a stunned ReLU network sits at the class-frequency loss, below its random
-       initial loss).
+       mean output, having started there: a stunned ReLU classifier sits at the class-frequency
+       loss, below its random initial loss; see :func:`~landscope.monitor.short_runs.at_chance`).
        The prediction is the largest surviving η. ``rule="curvature"`` skips the probes and uses
        :data:`CATAPULT_FACTOR` = 1.70, the smallest factor measured with full-batch GD (cheaper,
        up to 2.2× low there; unmeasured for other optimisers).
@@ -367,6 +368,8 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         thr_lr = a / (lam_early + wd)
         probes: list[Probe] = []
         custom = batch_loss is not None
+        work.load_state_dict(theta0)
+        chance0 = chance_ratio(work, None if custom else loss_fn, evaluation)  # where it started
 
         def survives(f: float) -> bool:
             nonlocal n_steps
@@ -381,7 +384,7 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                 ratio = mean_loss(work, f_loss, evaluation, batch_weight) / loss0
                 ratio = ratio if math.isfinite(ratio) else math.inf
                 dead = outputs_collapsed(work, evaluation, custom)
-                chance = at_chance(work, None if custom else loss_fn, evaluation)
+                chance = at_chance(work, None if custom else loss_fn, evaluation, chance0)
             ok = not r.diverged and ratio <= CLEARLY_BELOW and not dead and not chance
             probes.append(Probe(lr=f * thr_lr, factor=f, survived=ok, steps=r.steps,
                                 loss_ratio=ratio, dead=bool(dead), at_chance=bool(chance)))
