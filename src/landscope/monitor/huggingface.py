@@ -16,7 +16,6 @@ goes on. Needs ``transformers`` (the ``monitor`` extra).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -110,11 +109,7 @@ class SharpnessCallback(TrainerCallback):
     def metrics(self) -> dict[str, float]:
         """The last measurement as ``{name/lambda1, name/threshold, name/ratio}`` (finite only)."""
         r = self.monitor.last if self.monitor is not None else None
-        if r is None:
-            return {}
-        name = self.options["name"]
-        out = {f"{name}/lambda1": r.lambda1, f"{name}/threshold": r.threshold, f"{name}/ratio": r.ratio}
-        return {k: float(v) for k, v in out.items() if math.isfinite(v)}
+        return {} if r is None else r.scalars(self.options["name"])
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
                **kwargs: Any) -> Any:

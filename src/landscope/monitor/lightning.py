@@ -74,11 +74,8 @@ class SharpnessCallback(Callback):
         n = len(self.monitor.history)
         self.monitor.step(trainer.optimizers[0])
         if self.log_metrics and len(self.monitor.history) > n:
-            r = self.monitor.history[-1]
-            for key in ("lambda1", "threshold", "ratio"):
-                value = float(getattr(r, key))
-                if value == value and abs(value) != float("inf"):
-                    pl_module.log(f"{self.name}/{key}", value, on_step=True, on_epoch=False)
+            for tag, value in self.monitor.history[-1].scalars(self.name).items():
+                pl_module.log(tag, value, on_step=True, on_epoch=False)
 
     def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
         if self.monitor is not None:

@@ -370,12 +370,12 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         custom = batch_loss is not None
         work.load_state_dict(theta0)
         chance0 = chance_ratio(work, None if custom else loss_fn, evaluation)  # where it started
+        loss0 = mean_loss(work, f_loss, evaluation, batch_weight)  # every probe starts at θ0
 
         def survives(f: float) -> bool:
             nonlocal n_steps
             work.load_state_dict(theta0)
             torch.manual_seed(seed)
-            loss0 = mean_loss(work, f_loss, evaluation, batch_weight)
             o = choice.build(work.parameters(), f * thr_lr)
             r = train_steps(work, o, f_loss, iter(batches), probe_len, diverge_factor)
             n_steps += r.steps

@@ -30,6 +30,7 @@ from landscope.curvature.batch_loss import call_model, outputs_of
 from landscope.curvature.batches import is_pair
 from landscope.curvature.modes import model_mode
 from landscope.errors import InputError, LandscopeError
+from landscope.monitor.short_runs import collapsed, own_and_mean_output_loss
 from landscope.monitor.sinks import json_safe, make_sinks
 from landscope.train import is_preconditioned, stability_threshold
 
@@ -69,6 +70,11 @@ class MonitorRecord:
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers as ``None``)."""
         return {k: json_safe(v) for k, v in asdict(self).items()}
+
+    def scalars(self, name: str) -> dict[str, float]:
+        """``{name/lambda1, name/threshold, name/ratio}``, the finite ones: what loggers plot."""
+        out = {f"{name}/{key}": float(getattr(self, key)) for key in ("lambda1", "threshold", "ratio")}
+        return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
 def classify(lambda1: float, threshold: float, edge: float, previous: str | None = None,
@@ -241,19 +247,14 @@ class _Probe:
                 raw = call_model(self.model, self.batch[0]) if pair else self.model(**self.batch)
                 logits = outputs_of(raw)
                 if pair and self.loss_fn is not None:
-                    y = self.batch[1]
-                    own = float(self.loss_fn(logits, y))
-                    mean = logits.mean(dim=0, keepdim=True).expand_as(logits)
-                    const = float(self.loss_fn(mean, y))
+                    own, const = own_and_mean_output_loss(self.loss_fn, logits, self.batch[1])
                     out["loss"] = own
                     if math.isfinite(own) and math.isfinite(const) and const > 0:
                         out["chance"] = own / const
         except Exception as e:  # a model whose outputs we cannot read: no verdict on its health
             logger.debug("no health check: %s", e)
             return out
-        if logits.dim() > 0 and logits.shape[0] >= 2 and bool(torch.isfinite(logits).all()):
-            x = logits.double()
-            out["collapsed"] = bool(x.std(dim=0).max() <= 1e-6 * (x.abs().max() + 1e-12))
+        out["collapsed"] = collapsed(logits)
         return out
 
     def measure(self, P: torch.Tensor | None) -> tuple[tuple[float, ...], int, float, dict[str, Any]]:
@@ -428,9 +429,10 @@ class SharpnessMonitor:
         measurement (and any still pending before it).
         """
         opt = unwrap_optimizer(optimizer)
-        self._submit(opt, self._threshold(opt))
+        threshold = self._threshold(opt)
+        self._submit(opt, threshold)
         self.flush()
-        self._set_status(self._status_now(opt, self._threshold(opt)))
+        self._set_status(self._status_now(opt, threshold))
         return self.history[-1]
 
     def flush(self) -> None:

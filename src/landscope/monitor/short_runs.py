@@ -25,6 +25,7 @@ from landscope.curvature.batches import Batch, batch_size, is_pair
 from landscope.curvature.modes import model_mode
 from landscope.errors import InputError
 from landscope.train.config import OptimizerSpec
+from landscope.train.measure import hessian_subset
 from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
@@ -182,7 +183,6 @@ class Batches:
         the curvature operators.
         """
         if self.tensors:
-            from landscope.train.measure import hessian_subset
             X, y = hessian_subset(*self.data, samples, self.seed)
             step = self.batch_size or len(X)
             return [(X[s:s + step], y[s:s + step]) for s in range(0, len(X), step)]
@@ -241,11 +241,24 @@ def outputs_collapsed(model: nn.Module, batches: list[Batch], custom_loss: bool)
         out = outputs_of(out)
     except Exception:  # an output we cannot read is not evidence of death
         return None
+    return collapsed(out)
+
+
+def collapsed(out: torch.Tensor) -> bool | None:
+    """Whether a batch's outputs are the same for every sample (to 1e-6 of their size).
+
+    ``None`` for a scalar, a one-sample batch or non-finite outputs (no verdict).
+    """
     if out.dim() == 0 or out.shape[0] < 2 or not torch.isfinite(out).all():
         return None
-    out = out.double()
-    spread = out.std(dim=0).max()
-    return bool(spread <= 1e-6 * (out.abs().max() + 1e-12))
+    x = out.double()
+    return bool(x.std(dim=0).max() <= 1e-6 * (x.abs().max() + 1e-12))
+
+
+def own_and_mean_output_loss(loss_fn: Callable, out: torch.Tensor, y: Any) -> tuple[float, float]:
+    """The loss of ``out`` and of its mean over the batch: a constant prediction's, for "chance"."""
+    mean = out.mean(dim=0, keepdim=True).expand_as(out)
+    return float(loss_fn(out, y)), float(loss_fn(mean, y))
 
 
 CHANCE_MARGIN = 0.02
@@ -286,9 +299,8 @@ def chance_ratio(model: nn.Module, loss_fn: Callable | None, batches: list[Batch
                 return None
             if out.dim() == 0 or out.shape[0] < 2:
                 return None
-            mean = out.mean(dim=0, keepdim=True).expand_as(out)
-            own += float(loss_fn(out, y)) * len(out)
-            const += float(loss_fn(mean, y)) * len(out)
+            a, b = own_and_mean_output_loss(loss_fn, out, y)
+            own, const = own + a * len(out), const + b * len(out)
     if not (math.isfinite(own) and math.isfinite(const)) or const <= 0:
         return None
     return own / const

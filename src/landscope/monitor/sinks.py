@@ -67,10 +67,8 @@ class _TensorBoardSink:
         self.writer, self.name = writer, name
 
     def __call__(self, record: MonitorRecord) -> None:
-        for key in ("lambda1", "threshold", "ratio"):
-            value = getattr(record, key)
-            if math.isfinite(value):
-                self.writer.add_scalar(f"{self.name}/{key}", value, record.step)
+        for tag, value in record.scalars(self.name).items():
+            self.writer.add_scalar(tag, value, record.step)
 
 
 def make_sink(sink: object, name: str) -> Sink:
