@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,9 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
         res = ls.eigenpairs(op, k=3, tol=1e-8, seed=0)
         result = {"hv": op @ v, "values": res.values, "grad": op.gradient(), "loss": op.loss(),
                   "rank": rank, "main": is_main_process()}
-        torch.save(result, f"{out}.{split}.{rank}")
+        torch.save(result, f"{out}.{split}.{rank}.part")
+        Path(f"{out}.{split}.{rank}.part").rename(f"{out}.{split}.{rank}")
+    torch.distributed.barrier()  # no rank tears gloo down while a peer is still in a collective
     torch.distributed.destroy_process_group()
 
 
@@ -47,9 +50,20 @@ def gloo_results(tmp_path_factory):
     if sys.platform == "win32":
         pytest.skip("file:// rendezvous")
     tmp = tmp_path_factory.mktemp("gloo")
-    mp.start_processes(_worker, args=(2, f"file://{tmp / 'rendezvous'}", str(tmp / "res")), nprocs=2,
-                       start_method="spawn")
-    return {split: [torch.load(Path(f"{tmp / 'res'}.{split}.{r}")) for r in (0, 1)] for split in SHARDS}
+    files = {split: [Path(f"{tmp / 'res'}.{split}.{r}") for r in (0, 1)] for split in SHARDS}
+    context = mp.start_processes(_worker, args=(2, f"file://{tmp / 'rendezvous'}", str(tmp / "res")),
+                                 nprocs=2, start_method="spawn", join=False)
+    try:
+        while not context.join(timeout=120):
+            pass
+    except mp.ProcessExitedException as exc:
+        # gloo can abort in its own teardown (CI saw SIGABRT, "terminate called without an active
+        # exception", once in many runs). Only the results are under test: a worker that died
+        # before writing every one of them fails the test; one that died after is reported.
+        if exc.signal_name is None or not all(f.exists() for fs in files.values() for f in fs):
+            raise
+        warnings.warn(f"a gloo worker died after writing its results: {exc}", stacklevel=1)
+    return {split: [torch.load(f) for f in fs] for split, fs in files.items()}
 
 
 @pytest.mark.slow
