@@ -109,6 +109,15 @@ def warmup_steps(optimizer: torch.optim.Optimizer) -> int:
     return int(math.ceil(3.0 / (1.0 - beta1) - 1e-9)) if beta1 > 0 else 1  # 3/0.1 = 30.000…04
 
 
+def warming(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether an Adam-family optimiser is still within its :func:`warmup_steps` (no verdict yet).
+
+    Before its first step an optimiser keeps no step count: that is step 0, still warming up.
+    """
+    warm = warmup_steps(optimizer)
+    return warm > 0 and (optimizer_steps(optimizer) or 0) < warm
+
+
 def optimizer_steps(optimizer: torch.optim.Optimizer) -> int | None:
     """Steps the optimiser itself has taken (its state's ``step``), ``None`` if it keeps none."""
     for group in optimizer.param_groups:
@@ -303,7 +312,8 @@ class SharpnessMonitor:
 
     ``mon = SharpnessMonitor(model, loss_fn, (X, y))``; in the loop, after ``optimizer.step()``:
     ``status = mon.step(optimizer)``. The first call and every ``every``-th call measure (and any
-    call at which the learning rate has changed by more than 1.5× since the last measurement); at
+    call at which the learning rate has changed by more than 1.5× since the last measurement;
+    under Adam/AdamW, none during the warm-up below, and the first as it ends); at
     the others the status is recomputed from the last λ1 and the optimiser's *current* threshold,
     so an lr jump shows at once.
 
@@ -403,11 +413,12 @@ class SharpnessMonitor:
             opt = unwrap_optimizer(optimizer)
             threshold = self._threshold(opt)
             jumped = self._lr_jumped(threshold)
-            # the warm-up λ1 says nothing about the threshold: measure anew once it ends
-            warmed = self._submitted_warming and (optimizer_steps(opt) or 0) >= warmup_steps(opt)
             # the step just taken, at the new η, against the curvature it was taken at
             before = self._status_now(opt, threshold) if jumped else None
-            if self.n_steps == 1 or self.n_steps % self.every == 0 or jumped or warmed:
+            # No measurement while Adam's bias corrections settle: its λ1 would give no verdict
+            # (and cost as much as any other); the first one comes as the warm-up ends.
+            first = self._submitted_threshold is None or self._submitted_warming
+            if not warming(opt) and (first or self.n_steps % self.every == 0 or jumped):
                 self._submit(opt, threshold)
             elif self._actor is not None and self._actor.n_pending:
                 for tag, result in self._actor.ready():
@@ -486,13 +497,13 @@ class SharpnessMonitor:
     def _status_now(self, optimizer: torch.optim.Optimizer, threshold: float) -> str | None:
         last = self.last
         if last is None:
-            return None  # background: the first measurement has not come back yet
+            # no measurement yet: during Adam's warm-up (and, in the background, until the first
+            # one after it comes back) that is the warm-up; otherwise no status yet
+            return "warming_up" if warmup_steps(optimizer) else None
         self._ratio_now = last.lambda1 / threshold if math.isfinite(threshold) else 0.0
         if self._dead:
             return "dead"
-        warm = warmup_steps(optimizer)
-        done = optimizer_steps(optimizer) if warm else None  # (SGD keeps no step count)
-        if (done is not None and done < warm) or last.status == "warming_up":
+        if warming(optimizer) or last.status == "warming_up":
             return "warming_up"  # (in the background, until a measurement after it comes back)
         self._base = classify(last.lambda1, threshold, self.edge, self._base, self.hysteresis)
         return self._base
@@ -524,11 +535,9 @@ class SharpnessMonitor:
                 P = adam_preconditioner(optimizer, self.op)
             except InputError as e:
                 raise InputError(f"{e}; call mon.step(optimizer) after optimizer.step()") from None
-        warm = warmup_steps(optimizer)
-        done = optimizer_steps(optimizer) if warm else None
-        warming = done is not None and done < warm
-        self._submitted_threshold, self._submitted_warming = threshold, warming
-        tag = (self.n_steps, threshold, float(optimizer.param_groups[0]["lr"]), P is not None, warming)
+        in_warmup = warming(optimizer)  # (an explicit measure() during the warm-up)
+        self._submitted_threshold, self._submitted_warming = threshold, in_warmup
+        tag = (self.n_steps, threshold, float(optimizer.param_groups[0]["lr"]), P is not None, in_warmup)
         if not self.background:
             self._record(tag, self.probe.measure(P))
             return
