@@ -3,8 +3,8 @@
 The loop is the one a practitioner writes (no landscope Trainer): 4,000 MNIST-1D samples, batch
 64, cross-entropy, SGD η = 0.05, 2,000 steps, seeded batches; ``mon.step(optimizer)`` after each
 ``optimizer.step()``. The monitor measures on one fixed training batch of the same size (64: the
-curvature a step sees) at the default tol 1e-2 (λ1's error is about tol²·λ1, so ~1e-4, ample for a
-status) and at 1e-3, and in the background (``background=True``: a worker
+curvature a step sees) at the default tol 3e-2 (λ1's error is about tol²·λ1, so ~1e-3, ample for a
+status; results/monitor_tolerance.md) and at 1e-2, and in the background (``background=True``: a worker
 process measures a snapshot while the loop goes on; the records are identical, they arrive later;
 CPU time includes the worker's). Variants run interleaved, repeated, medians of wall
 and CPU time (one torch thread; the 2-core machine is shared, so CPU time is the steadier number).
@@ -33,8 +33,8 @@ from landscope.models import build_model, get_loss
 
 RESULTS = Path(__file__).parent / "results"
 BATCH, EVERY, LR, TARGET = 64, 100, 0.05, 0.05
-VARIANTS = {"no monitor": None, "monitor, tol 1e-2 (default)": (1e-2, False),
-            "monitor, tol 1e-3": (1e-3, False), "monitor, tol 1e-2, background": (1e-2, True)}
+VARIANTS = {"no monitor": None, "monitor, tol 3e-2 (default)": (3e-2, False),
+            "monitor, tol 1e-2": (1e-2, False), "monitor, tol 3e-2, background": (3e-2, True)}
 
 
 

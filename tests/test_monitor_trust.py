@@ -193,7 +193,8 @@ def test_rmsprop_has_a_threshold_and_reads_its_preconditioned_sharpness(data):
     model = _gelu_mlp(8)
     X, y = data
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
-    mon = SharpnessMonitor(model, CE, (X[:64], y[:64]), every=10, strict=True)
+    # tol 1e-3: λ1 to ~1e-6, so that a wrong preconditioner shows at rel 1e-3
+    mon = SharpnessMonitor(model, CE, (X[:64], y[:64]), every=10, tol=1e-3, strict=True)
     statuses = _train(model, opt, data, 50, mon)
     r = mon.last
     assert r.preconditioned and r.threshold == pytest.approx(2 / 1e-3)

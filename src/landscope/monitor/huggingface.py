@@ -30,7 +30,13 @@ except ImportError as e:  # pragma: no cover
 
 from landscope.curvature.batches import map_tensors
 from landscope.errors import InputError
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, start_monitor
+from landscope.monitor.monitor import (
+    MONITOR_TOL,
+    SharpnessMonitor,
+    check_batch,
+    check_options,
+    start_monitor,
+)
 
 
 class _Outputs(nn.Module):
@@ -68,7 +74,7 @@ class SharpnessCallback(TrainerCallback):
     """
 
     def __init__(self, loss_fn: Callable | None = None, batch: Any = None, every: int = 50,
-                 k: int = 1, tol: float = 1e-2, edge: float = 0.9, sinks: object = (),
+                 k: int = 1, tol: float = MONITOR_TOL, edge: float = 0.9, sinks: object = (),
                  name: str = "sharpness", background: bool | str = False,
                  output_key: str = "logits", *,
                  batch_loss: Callable | None = None, batch_weight: Callable | None = None,

@@ -24,7 +24,13 @@ except ImportError:  # pragma: no cover - the older standalone package
                           "pip install 'landscope[monitor]' (or pip install lightning)") from e
 
 from landscope.curvature.batches import map_tensors
-from landscope.monitor.monitor import SharpnessMonitor, check_batch, check_options, start_monitor
+from landscope.monitor.monitor import (
+    MONITOR_TOL,
+    SharpnessMonitor,
+    check_batch,
+    check_options,
+    start_monitor,
+)
 
 
 class SharpnessCallback(Callback):
@@ -43,7 +49,7 @@ class SharpnessCallback(Callback):
     """
 
     def __init__(self, loss_fn: Callable | None, batch: Any, every: int = 50, k: int = 1,
-                 tol: float = 1e-2, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
+                 tol: float = MONITOR_TOL, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
                  background: bool | str = False, log: bool = True, *,
                  batch_loss: Callable | None = None,
                  batch_weight: Callable | None = None, strict: bool = False) -> None:
