@@ -169,14 +169,11 @@ def autograd_hvp64(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Callab
 def scipy_operator(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int,
                    counter: list[int] | None = None) -> Any:
     """A float64 scipy LinearOperator around a torch matvec (counting calls in ``counter``)."""
-    from scipy.sparse.linalg import LinearOperator
-
-    def mv(x: np.ndarray) -> np.ndarray:
+    def counted(v: torch.Tensor) -> torch.Tensor:
         if counter is not None:
             counter[0] += 1
-        v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
-        return matvec(v).detach().to(torch.float64).numpy()
-    return LinearOperator((dim, dim), matvec=mv, dtype=np.float64)
+        return matvec(v).detach().to(torch.float64)
+    return ls.MatvecOperator(counted, dim).to_scipy()
 
 
 def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim: int,

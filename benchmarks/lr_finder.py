@@ -98,11 +98,13 @@ def main() -> None:
                          "(lr_workloads.py, writes results/lr_workloads.*); 'gd-mse': the round-1 "
                          "MSE / full-batch GD models (results/lr_finder.*)")
     ap.add_argument("--workloads", default=None, help="comma-separated subset of the workloads")
+    ap.add_argument("--render", action="store_true",
+                    help="re-render results/lr_workloads.md from its .json (no measurement)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.suite == "workloads":
         from lr_workloads import run_suite
-        run_suite(args.workloads.split(",") if args.workloads else None, RESULTS)
+        run_suite(args.workloads.split(",") if args.workloads else None, RESULTS, args.render)
         return
     names = args.models.split(",") if args.models else \
         [n for n in MODELS if not args.quick or MODELS[n][0] == "benchmark"]

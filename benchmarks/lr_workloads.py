@@ -210,6 +210,17 @@ def measure(w: Workload) -> dict[str, Any]:
             "runs_at_picks": runs}
 
 
+def verdict(finder: dict[str, Any]) -> str:
+    """Issue 15's acceptance for one workload: η within 1.5× of the largest trainable, cost ≤ 5 %."""
+    ratio = finder["ratio_to_largest"]
+    close = ratio is not None and 1 / 1.5 <= ratio <= 1.5
+    cheap = finder["cost"] <= 0.05
+    if close and cheap:
+        return "pass"
+    return "FAIL: " + ", ".join(([] if close else [f"η {ratio:.2f}×"]) +
+                                ([] if cheap else [f"cost {100 * finder['cost']:.1f} %"]))
+
+
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
     def f(x: float | None, spec: str = ".3g") -> str:
         return "—" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
@@ -220,37 +231,50 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
         tag = " (dead)" if r["dead"] else ("" if r["trains"] else " ✗")
         return f"{f(r['ratio'], '.3f')}{tag}"
     lines = ["| workload | largest trainable η | best η | finder η (× largest) | finder cost | "
-             "range steepest | range min/10 | range cost | final/initial: best | finder | steepest "
-             "| min/10 |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "target (within 1.5×, ≤ 5 %) | range steepest | range min/10 | range cost | "
+             "final/initial: best | finder | steepest | min/10 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         fd, rt, runs = r["finder"], r["range_test"], r["runs_at_picks"]
         best_run = next((s for s in r["sweep"] if s["lr"] == r["best"]), None)
         lines.append(
             f"| {r['description']} | {f(r['largest_trainable'])} | {f(r['best'])} | "
             f"{f(fd['lr'])} ({f(fd['ratio_to_largest'], '.2f')}×) | {100 * fd['cost']:.1f} % | "
-            f"{f(rt['suggestions']['steepest'])} | {f(rt['suggestions']['min/10'])} | "
+            f"{verdict(fd)} | {f(rt['suggestions']['steepest'])} | {f(rt['suggestions']['min/10'])} | "
             f"{100 * rt['cost']:.1f} % | {final(best_run)} | {final(runs['finder'])} | "
             f"{final(runs['range steepest'])} | {final(runs['range min/10'])} |")
     return lines
 
 
-def run_suite(names: list[str] | None, results: Path) -> list[dict[str, Any]]:
+def run_suite(names: list[str] | None, results: Path, render_only: bool = False) -> list[dict[str, Any]]:
+    """Measure the workloads (or, with ``render_only``, re-render the tables of the last run)."""
+    import json
+
     from machine import cpu_name, write_results
-    ws = workloads()
-    rows = []
-    for name in names or list(ws):
-        row = measure(ws[name])
-        rows.append(row)
-        fd = row["finder"]
-        print(f"{name}: largest trainable {row['largest_trainable']}, best {row['best']}, finder "
-              f"{fd['lr']:.3g} ({fd['ratio_to_largest']}) cost {100 * fd['cost']:.1f} %, range "
-              f"{row['range_test']['suggestions']}", flush=True)
+    if render_only:
+        rows = json.loads((results / "lr_workloads.json").read_text())["rows"]
+    else:
+        ws = workloads()
+        rows = []
+        for name in names or list(ws):
+            row = measure(ws[name])
+            rows.append(row)
+            fd = row["finder"]
+            print(f"{name}: largest trainable {row['largest_trainable']}, best {row['best']}, finder "
+                  f"{fd['lr']:.3g} ({fd['ratio_to_largest']}) cost {100 * fd['cost']:.1f} %, range "
+                  f"{row['range_test']['suggestions']}", flush=True)
     md = ["# Choosing a learning rate: curvature finder vs LR range test vs brute force", "",
           f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s). Planned "
           f"runs of {STEPS} steps; grid ×2^(1/2); 'trains' = finite, alive and final loss ≤ "
           f"{TRAINS_RATIO} × initial. Costs are wall time against the whole sweep. The last four "
           "columns: final / initial loss of a full run at each choice (✗: did not train).", "",
           *markdown(rows), ""]
+    verdicts = [verdict(r["finder"]) for r in rows]
+    passed = sum(v == "pass" for v in verdicts)
+    md += [f"The finder meets issue 15's targets (within 1.5× of the largest trainable η, ≤ 5 % of "
+           f"the sweep's cost) on {passed} of {len(rows)} workloads. Where it does not: "
+           + "; ".join(f"{r['workload']} ({v[6:]})" for r, v in zip(rows, verdicts, strict=True)
+                       if v != "pass") + ".", ""]
     write_results(results, "lr_workloads", {"steps": STEPS, "rows": rows}, md)
     return rows
 

@@ -223,13 +223,13 @@ def assert_same_state(before: dict, model: nn.Module) -> None:
     assert torch.equal(before["rng"], after["rng"]), "the global torch RNG state changed"
 
 
-def run_readme_example(section: str) -> dict:
-    """Execute the first Python block under the README heading ``## {section}``; its namespace."""
+def run_readme_example(section: str, file: str = "README.md") -> dict:
+    """Execute the first Python block under the heading ``## {section}`` of ``file``; its namespace."""
     import re
     from pathlib import Path
-    text = (Path(__file__).parent.parent / "README.md").read_text()
+    text = (Path(__file__).parent.parent / file).read_text()
     body = text.split(f"## {section}", 1)[1]
     code = re.search(r"```python\n(.*?)```", body, re.S).group(1)
     namespace: dict = {}
-    exec(compile(code, f"README.md: {section}", "exec"), namespace)
+    exec(compile(code, f"{file}: {section}", "exec"), namespace)
     return namespace

@@ -29,7 +29,7 @@ SCRIPT = textwrap.dedent(r"""
     import json, os, resource, sys, threading, time
     import torch
     torch.set_num_threads(1)
-    from landscope.curvature import CurvatureOperator, eigenpairs
+    from landscope.curvature import DiagonalOperator, eigenpairs
 
     DIM, MAX_BASIS, K = map(int, sys.argv[1:4])
     PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -59,12 +59,7 @@ SCRIPT = textwrap.dedent(r"""
         return {"hwm": hwm() - base, "sampled": max(peak[0], rss()) - base,
                 "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - base}, out
 
-    class Diagonal(CurvatureOperator):
-        '''diag(d), dim DIM, float64: a product allocates its output and nothing else.'''
-        def __init__(self, d):
-            self.d, self.dim, self.dtype, self.device = d, d.numel(), d.dtype, d.device
-        def _matvec(self, v):
-            return self.d * v
+    Diagonal = DiagonalOperator  # a product allocates its output and nothing else
 
     g = torch.Generator().manual_seed(0)
     d = torch.rand(DIM, generator=g, dtype=torch.float64)

@@ -314,3 +314,18 @@ def test_background_asks_once_per_due_measurement_and_holds_warming_up(data):
     assert [r.step for r in mon.history] == [30, 50, 100]
     assert set(statuses[:30]) == {"warming_up"}  # until the step-30 measurement comes back
     assert "unstable" not in statuses
+
+
+def test_an_adam_run_whose_state_blew_up_reads_unstable_and_the_monitor_stays_on(data):
+    """A diverged run is a result: a non-finite second moment gives λ1 = NaN, not an error."""
+    model = _gelu_mlp(11)
+    X, y = data
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    mon = SharpnessMonitor(model, CE, (X[:64], y[:64]), every=5, strict=True)
+    _train(model, opt, data, 35, mon)
+    assert mon.status == "stable"
+    with torch.no_grad():  # what an overflowing run leaves behind
+        next(iter(opt.state.values()))["exp_avg_sq"].fill_(float("inf"))
+    record = mon.measure(opt)
+    assert math.isnan(record.lambda1) and record.n_matvecs == 0
+    assert mon.status == "unstable" and mon.error is None

@@ -11,16 +11,21 @@ The public API (pinned in DESIGN §2)::
 import the package's other names with ``from landscope.train import RunStore, Trainer, …``.
 """
 
-from landscope import analysis
+from landscope import analysis, distributed
 from landscope.curvature import (
     CurvatureOperator,
     DenseOperator,
     Density,
+    DiagonalOperator,
     EigenResult,
     EigenTracker,
     GGNOperator,
     HessianOperator,
+    IdentityOperator,
     LayerSelection,
+    LinearCombination,
+    MatvecOperator,
+    ModelCurvatureOperator,
     PreconditionedOperator,
     TraceEstimate,
     adam_preconditioner,
@@ -45,15 +50,15 @@ from landscope.train import (
     stability_threshold,
     train,
 )
-
-__version__ = "0.1.0"
+from landscope.version import __version__
 
 __all__ = [
-    "CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
+    "CurvatureOperator", "DenseOperator", "DiagonalOperator", "IdentityOperator",
+    "LinearCombination", "MatvecOperator", "ModelCurvatureOperator", "GGNOperator", "HessianOperator",
     "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
     "LayerSelection", "EigenResult", "Density", "TraceEstimate", "LandscopeError", "InputError",
     "DataError", "ConfigError", "__version__", "OptimizerSpec", "Run", "RunConfig", "Trainer",
-    "load_config", "load_run", "stability_threshold", "train", "analysis",
+    "load_config", "load_run", "stability_threshold", "train", "analysis", "distributed",
     "SharpnessMonitor", "find_max_stable_lr", "lr_range_test", "valid_tokens", "batch_sharpness",
 ]

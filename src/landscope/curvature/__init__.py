@@ -4,12 +4,19 @@ from landscope.curvature.batch_sharpness import BatchSharpness, batch_sharpness
 from landscope.curvature.batches import valid_tokens
 from landscope.curvature.density import hutchinson_trace, spectral_density
 from landscope.curvature.lanczos import eigenpairs
-from landscope.curvature.operators import (
+from landscope.curvature.linear import (
     CurvatureOperator,
     DenseOperator,
+    DiagonalOperator,
+    IdentityOperator,
+    LinearCombination,
+    MatvecOperator,
+    PreconditionedOperator,
+)
+from landscope.curvature.operators import (
     GGNOperator,
     HessianOperator,
-    PreconditionedOperator,
+    ModelCurvatureOperator,
     adam_preconditioner,
 )
 from landscope.curvature.params import LayerSelection, layers, resolve_params
@@ -18,7 +25,8 @@ from landscope.curvature.results import Density, EigenResult, TraceEstimate
 from landscope.curvature.tracking import EigenTracker, subspace_overlap
 
 __all__ = [
-    "CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
+    "CurvatureOperator", "DenseOperator", "DiagonalOperator", "IdentityOperator",
+    "LinearCombination", "MatvecOperator", "ModelCurvatureOperator", "GGNOperator", "HessianOperator",
     "PreconditionedOperator", "adam_preconditioner", "eigenpairs", "power_iteration",
     "EigenTracker", "subspace_overlap", "spectral_density", "hutchinson_trace", "layers",
     "LayerSelection", "resolve_params", "EigenResult", "Density", "TraceEstimate", "valid_tokens",

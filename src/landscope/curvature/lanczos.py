@@ -41,6 +41,7 @@ from landscope.curvature.results import EigenResult
 from landscope.curvature.ritz import (
     WHICH,
     check_k,
+    check_max_basis,
     check_operator,
     check_start,
     combine_rows,
@@ -133,15 +134,13 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
         if check_multiplicity:
             raise InputError("check_multiplicity is for method='lanczos'; method='block' finds "
                              "repeated eigenvalues up to its block size (k + 2) by itself")
-        if max_basis is not None and (not isinstance(max_basis, int) or max_basis <= k):
-            raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
+        max_basis = check_max_basis(max_basis, k)
         with _Reporter(progress, f"block top-{k} ({which})") as report:
             return block_solve(op, k, which, tol, start=None if v0 is None else v0[:, None],
                                seed=seed, max_basis=max_basis, max_matvecs=max_matvecs,
                                return_vectors=return_vectors, confirm=confirm,
                                report=report).result
-    if max_basis is not None and (not isinstance(max_basis, int) or max_basis <= k):
-        raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
+    max_basis = check_max_basis(max_basis, k)
     with _Reporter(progress, f"Lanczos top-{k} ({which})") as report:
         return _lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs, return_vectors,
                         confirm, check_multiplicity, report)[0]

@@ -32,7 +32,7 @@ Conventions of the model-based operators (:class:`HessianOperator`, :class:`GGNO
 from __future__ import annotations
 
 import contextlib
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -59,9 +59,14 @@ from landscope.curvature.batches import (
     tensors,
     to_device,
 )
+from landscope.curvature.linear import CurvatureOperator, DenseOperator, PreconditionedOperator
 from landscope.curvature.modes import model_mode
 from landscope.curvature.params import ParamSpec, resolve_params
 from landscope.errors import DataError, InputError, LandscopeError
+
+# the protocol's classes live in linear.py; re-exported for the imports that predate it
+__all__ = ["CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
+           "ModelCurvatureOperator", "PreconditionedOperator", "adam_preconditioner"]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -82,132 +87,6 @@ def _describe(batch: Batch) -> str:
 _MATMAT_COLUMNS = 16  # vectors per vmap call: bounds the memory of batched tangents
 
 
-class CurvatureOperator(ABC):
-    """A symmetric matrix known through its products with vectors.
-
-    Subclasses implement :meth:`_matvec` (and :meth:`_matmat` when a batched product is cheaper
-    than a loop); this class checks inputs and converts dtypes, so algorithms can pass float64
-    vectors to a float32 operator.
-    """
-
-    dim: int
-    dtype: torch.dtype
-    device: torch.device
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        """``(dim, dim)``."""
-        return (self.dim, self.dim)
-
-    def matvec(self, v: torch.Tensor) -> torch.Tensor:
-        """Return ``H v`` for a 1-D tensor ``v`` of length ``dim``, in ``v``'s dtype."""
-        if not isinstance(v, torch.Tensor):
-            raise InputError(f"matvec expects a torch.Tensor, got {type(v).__name__}")
-        if v.dim() != 1 or v.numel() != self.dim:
-            raise InputError(f"matvec expects a vector of length {self.dim}, "
-                             f"got shape {tuple(v.shape)}")
-        if not v.is_floating_point():
-            raise InputError(f"matvec expects a float32 or float64 vector, got {v.dtype}")
-        out = self._matvec(v.to(device=self.device, dtype=self.dtype))
-        # never attached to a graph (torch 2.14 returns train-mode BatchNorm products attached)
-        return out.detach().to(device=v.device, dtype=v.dtype)
-
-    def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """Return ``H V`` for ``V`` of shape ``(dim, b)``: batched, cheaper per vector than a loop."""
-        if not isinstance(V, torch.Tensor):
-            raise InputError(f"matmat expects a torch.Tensor, got {type(V).__name__}")
-        if V.dim() != 2 or V.shape[0] != self.dim:
-            raise InputError(f"matmat expects a matrix of shape ({self.dim}, b), "
-                             f"got shape {tuple(V.shape)}")
-        if not V.is_floating_point():
-            raise InputError(f"matmat expects a float32 or float64 matrix, got {V.dtype}")
-        if V.shape[1] == 0:
-            return V.clone()
-        out = self._matmat(V.to(device=self.device, dtype=self.dtype))
-        return out.detach().to(device=V.device, dtype=V.dtype)
-
-    def __matmul__(self, x: torch.Tensor) -> torch.Tensor:
-        if isinstance(x, torch.Tensor) and x.dim() == 2:
-            return self.matmat(x)
-        return self.matvec(x)
-
-    @abstractmethod
-    def _matvec(self, v: torch.Tensor) -> torch.Tensor: ...
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return torch.stack([self._matvec(V[:, i]) for i in range(V.shape[1])], dim=1)
-
-    def to_dense(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """The full matrix, column by column: only for tiny operators (tests, references)."""
-        eye = torch.eye(self.dim, dtype=dtype, device=self.device)
-        return self.matmat(eye)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(dim={self.dim}, dtype={self.dtype})"
-
-
-class DenseOperator(CurvatureOperator):
-    """An explicit symmetric matrix as an operator: for tests, tiny models and closed forms."""
-
-    def __init__(self, matrix: torch.Tensor, check_symmetric: bool = True) -> None:
-        if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or \
-                matrix.shape[0] != matrix.shape[1]:
-            shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
-            raise InputError(f"DenseOperator needs a square matrix, got {shape}")
-        if matrix.shape[0] == 0:
-            raise InputError("DenseOperator needs a non-empty matrix, got shape (0, 0)")
-        if not matrix.is_floating_point():
-            matrix = matrix.double()
-        if not torch.isfinite(matrix).all():
-            raise InputError("DenseOperator matrix contains NaN or inf")
-        if check_symmetric:
-            asym = (matrix - matrix.T).abs().max().item()
-            scale = matrix.abs().max().item()
-            if asym > 1e-6 * max(scale, 1e-300):
-                raise InputError(f"DenseOperator matrix is not symmetric: max |A - Aᵀ| = {asym:.3g}"
-                                 f" (max |A| = {scale:.3g})")
-        self.matrix = matrix
-        self.dim = matrix.shape[0]
-        self.dtype = matrix.dtype
-        self.device = matrix.device
-
-    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self.matrix @ v
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        return self.matrix @ V
-
-
-class PreconditionedOperator(CurvatureOperator):
-    """``P^{-1/2} H P^{-1/2}`` for a diagonal preconditioner ``P`` (given as its diagonal).
-
-    Its eigenvalues are those of ``P⁻¹H`` (a similar matrix), the curvature an adaptive optimiser
-    such as Adam actually sees (Cohen et al., 2022); the symmetric form keeps Lanczos applicable.
-    """
-
-    def __init__(self, op: CurvatureOperator, P: torch.Tensor) -> None:
-        if not isinstance(op, CurvatureOperator):
-            raise InputError(f"PreconditionedOperator wraps a CurvatureOperator, got {type(op).__name__}")
-        if not isinstance(P, torch.Tensor) or P.dim() != 1 or P.numel() != op.dim:
-            shape = tuple(P.shape) if isinstance(P, torch.Tensor) else type(P).__name__
-            raise InputError(f"preconditioner must be a vector of length {op.dim} (the operator's "
-                             f"dimension), got {shape}")
-        if not torch.isfinite(P).all() or (P <= 0).any():
-            raise InputError(f"preconditioner must be finite and positive; its smallest entry is "
-                             f"{P.min().item():.3g}")
-        self.op = op
-        self.P = P.to(device=op.device, dtype=torch.float64)
-        self._scale = self.P.rsqrt().to(op.dtype)
-        self.dim, self.dtype, self.device = op.dim, op.dtype, op.device
-
-    def _matvec(self, v: torch.Tensor) -> torch.Tensor:
-        return self._scale * self.op.matvec(self._scale * v)
-
-    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
-        s = self._scale[:, None]
-        return s * self.op.matmat(s * V)
-
-
 def adam_preconditioner(optimizer: torch.optim.Optimizer,
                         params: CurvatureOperator | Sequence[torch.Tensor] | None = None
                         ) -> torch.Tensor:
@@ -225,7 +104,7 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer,
     groups = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     if params is None:
         tensors = [p for g in optimizer.param_groups for p in g["params"]]
-    elif isinstance(params, _ModelCurvatureOperator):
+    elif isinstance(params, ModelCurvatureOperator):
         tensors = params.parameters()
     elif isinstance(params, CurvatureOperator):
         raise InputError(f"{type(params).__name__} has no model parameters to match Adam's state")
@@ -262,8 +141,16 @@ class _Linearisation:
     loss: torch.Tensor
 
 
-class _ModelCurvatureOperator(CurvatureOperator):
-    """Shared machinery of operators defined by a model, a loss and a Hessian set."""
+class ModelCurvatureOperator(CurvatureOperator):
+    """A curvature matrix defined by a model, a loss and a Hessian set: the extension point.
+
+    What the trainer, the monitor, the LR finder and the experiments use besides products:
+    :meth:`gradient` and :meth:`loss` (at the current parameters, from the same linearisation),
+    :meth:`clear_cache` (free the graphs), :meth:`parameters` / :meth:`flat_params` and
+    :meth:`split` / :meth:`flatten` (vectors ↔ per-parameter tensors). A new model-based matrix
+    subclasses it and implements :meth:`_linearise` (``docs/operators.md``);
+    :class:`HessianOperator` and :class:`GGNOperator` are the two built in.
+    """
 
     _apply_runs_model = True  # whether a product runs the model (then it needs the mode)
 
@@ -513,7 +400,7 @@ class _ModelCurvatureOperator(CurvatureOperator):
         return float(sum(lin.weight * lin.loss.item() for lin in self._linearisations()))
 
 
-class HessianOperator(_ModelCurvatureOperator):
+class HessianOperator(ModelCurvatureOperator):
     """The Hessian of the mean loss w.r.t. the selected parameters.
 
     ``HessianOperator(model, loss_fn, data, params=None, model_mode="eval", chunk_size=None)``.
@@ -541,7 +428,7 @@ class HessianOperator(_ModelCurvatureOperator):
                               gradient={k: t.detach() for k, t in g.items()}, loss=value.detach())
 
 
-class GGNOperator(_ModelCurvatureOperator):
+class GGNOperator(ModelCurvatureOperator):
     """The generalised Gauss–Newton matrix ``Σ_b (n_b/N) J_bᵀ H_L J_b``.
 
     ``J_b`` is the Jacobian of the model's outputs on chunk ``b`` w.r.t. the selected parameters and

@@ -55,6 +55,14 @@ def check_k(k: object, dim: int) -> int:
     return int(k)
 
 
+def check_max_basis(max_basis: int | None, k: int) -> int | None:
+    """A Krylov basis size must be an integer larger than ``k`` (``None``: the solver's default)."""
+    if max_basis is not None and (not isinstance(max_basis, int) or isinstance(max_basis, bool)
+                                  or max_basis <= k):
+        raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
+    return max_basis
+
+
 def check_start(v0: torch.Tensor | None, dim: int) -> torch.Tensor | None:
     """A start vector must be a finite, non-zero vector of length ``dim``."""
     if v0 is None:

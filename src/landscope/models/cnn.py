@@ -19,7 +19,7 @@ _CONVS = {1: nn.Conv1d, 2: nn.Conv2d}
 _POOLS = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
 
 
-class _Unsqueeze(nn.Module):
+class Unsqueeze(nn.Module):
     """Add the channel axis to inputs given without one: MNIST-1D rows ``(N, L)`` → ``(N, 1, L)``.
 
     Inputs that already have ``spatial_dims + 2`` axes pass through unchanged.
@@ -43,7 +43,7 @@ def _small_cnn(spatial_dims: int, in_channels: int, out_features: int, channels:
                     ("kernel_size", kernel_size)):
         if not isinstance(v, int) or v < 1:
             raise InputError(f"cnn: {name} must be a positive integer, got {v!r}")
-    layers: list[nn.Module] = [_Unsqueeze(spatial_dims)]
+    layers: list[nn.Module] = [Unsqueeze(spatial_dims)]
     c_in = in_channels
     for c in channels:
         layers += [_CONVS[spatial_dims](c_in, c, kernel_size, stride=2, padding=kernel_size // 2),

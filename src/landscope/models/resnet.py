@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from landscope.errors import InputError
-from landscope.models.cnn import _Unsqueeze
+from landscope.models.cnn import Unsqueeze
 from landscope.models.mlp import ACTIVATIONS, check_activation
 from landscope.models.norms import check_norm, norm_layer
 
@@ -142,7 +142,7 @@ def resnet_lite(input_shape: tuple[int, ...], out_features: int, width: int = 16
                          f"got {norm!r}")
     conv = _CONVS[spatial_dims]
     mods: OrderedDict[str, nn.Module] = OrderedDict()
-    mods["unsqueeze"] = _Unsqueeze(spatial_dims)
+    mods["unsqueeze"] = Unsqueeze(spatial_dims)
     mods["stem"] = nn.Sequential(
         conv(in_channels, width, 3, padding=1, bias=norm == "none" and not fixup),
         norm_layer(norm, width, spatial_dims), _fixup_or_identity(fixup, ScalarBias),

@@ -29,6 +29,7 @@ from landscope.curvature.batch_loss import make_batch_loss
 from landscope.curvature.operators import adam_preconditioner
 from landscope.errors import InputError, LandscopeError
 from landscope.monitor.range_test import RangeTestResult, apply_lr, lr_range_test
+from landscope.monitor.records import json_safe
 from landscope.monitor.short_runs import (
     OPTIMIZERS,
     Batches,
@@ -40,7 +41,6 @@ from landscope.monitor.short_runs import (
     train_steps,
     working_copy,
 )
-from landscope.monitor.sinks import json_safe
 
 __all__ = ["OPTIMIZERS", "RULES", "find_max_stable_lr", "LRFinderResult", "Probe"]
 RULES = ("catapult", "curvature")

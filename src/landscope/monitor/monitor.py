@@ -30,8 +30,9 @@ from landscope.curvature.batch_loss import call_model, outputs_of
 from landscope.curvature.batches import is_pair
 from landscope.curvature.modes import model_mode
 from landscope.errors import InputError, LandscopeError
+from landscope.monitor.records import json_safe
 from landscope.monitor.short_runs import collapsed, own_and_mean_output_loss
-from landscope.monitor.sinks import json_safe, make_sinks
+from landscope.monitor.sinks import make_sinks
 from landscope.train import is_preconditioned, stability_threshold
 
 Status = Literal["stable", "edge", "unstable", "warming_up", "dead", "off"]
@@ -273,6 +274,10 @@ class _Probe:
         """Top-k eigenvalues (of P⁻¹H when ``P`` is given), products taken, seconds, health."""
         tic = time.perf_counter()
         pre = P is not None
+        if pre and not bool(torch.isfinite(P).all()):  # type: ignore[union-attr]
+            # the optimiser's state blew up with the run: a diverged run is a result, not an error
+            self.tracker.reset()
+            return (math.nan,), 0, time.perf_counter() - tic, self.health()
         op = PreconditionedOperator(self.op, P) if pre else self.op
         if self.preconditioned is not None and pre != self.preconditioned:
             self.tracker.reset()  # another operator: the last subspace is no warm start

@@ -10,29 +10,17 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from landscope.errors import InputError
+from landscope.monitor.records import Record
 
-if TYPE_CHECKING:
-    from landscope.monitor.monitor import MonitorRecord
-
-Sink = Callable[["MonitorRecord"], None]
+Sink = Callable[[Record], None]
 CSV_FIELDS = ("step", "lr", "lambda1", "threshold", "ratio", "status", "preconditioned", "n_matvecs",
               "seconds", "eigenvalues")
-
-
-def json_safe(x: Any) -> Any:
-    """Non-finite floats as ``None`` (JSON has no infinity), tuples as lists."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, (tuple, list)):
-        return [json_safe(v) for v in x]
-    return x
 
 
 class _CsvSink:
@@ -42,7 +30,7 @@ class _CsvSink:
         with path.open("w", newline="") as f:
             csv.writer(f).writerow(CSV_FIELDS)
 
-    def __call__(self, record: MonitorRecord) -> None:
+    def __call__(self, record: Record) -> None:
         row = record.as_dict()
         row["eigenvalues"] = json.dumps(row["eigenvalues"])
         with self.path.open("a", newline="") as f:
@@ -55,7 +43,7 @@ class _JsonlSink:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("")
 
-    def __call__(self, record: MonitorRecord) -> None:
+    def __call__(self, record: Record) -> None:
         with self.path.open("a") as f:
             f.write(json.dumps(record.as_dict()) + "\n")
 
@@ -66,7 +54,7 @@ class _TensorBoardSink:
     def __init__(self, writer: Any, name: str) -> None:
         self.writer, self.name = writer, name
 
-    def __call__(self, record: MonitorRecord) -> None:
+    def __call__(self, record: Record) -> None:
         for tag, value in record.scalars(self.name).items():
             self.writer.add_scalar(tag, value, record.step)
 

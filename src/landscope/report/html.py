@@ -17,12 +17,12 @@ from typing import Any
 
 import yaml
 
-from landscope import __version__
 from landscope.analysis import DEFAULT_DELTA, find_instabilities
 from landscope.experiments.results import Claim, ExperimentResult, claim_doc
 from landscope.experiments.sweep import SweepPoint
 from landscope.report import plots
 from landscope.train import Run
+from landscope.version import __version__
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;max-width:1100px;margin:2em auto;

@@ -26,6 +26,7 @@ from landscope.models.init import GRADINIT_STEPS, META_INITS, METAINIT_STEPS
 from landscope.train.config import RunConfig, load_config
 from landscope.train.store import Run, RunStore, load_run
 from landscope.train.trainer import Trainer
+from landscope.version import __version__
 
 META_INIT_SAMPLES = 512
 
@@ -114,8 +115,6 @@ def init_cache_dir() -> Path | None:
 def init_cache_key(config: RunConfig, input_shape: tuple[int, ...], n_outputs: int,
                    batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
     """What a meta-initialisation's result depends on, as a JSON-able dict (see :func:`build_run`)."""
-    import landscope
-
     m = config.model
     steps = m.init_steps if m.init_steps is not None else \
         (METAINIT_STEPS if m.init == "metainit" else GRADINIT_STEPS)
@@ -139,7 +138,7 @@ def init_cache_key(config: RunConfig, input_shape: tuple[int, ...], n_outputs: i
         "compute": {"default_dtype": str(torch.get_default_dtype()), "threads": torch.get_num_threads(),
                     "cpu": torch.backends.cpu.get_cpu_capability()},
         # str(): torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses.
-        "versions": {"landscope": str(landscope.__version__), "torch": str(torch.__version__),
+        "versions": {"landscope": str(__version__), "torch": str(torch.__version__),
                      "models_source": _models_source_digest()},
     }
 
