@@ -42,8 +42,9 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except LandscopeError as e:
-            # escaped: a message naming `landscope[ray]` or a list `[0.1, 0.2]` is not rich markup
-            console.print(f"[bold red]error:[/] {escape(str(e))}")
+            # escaped: a message naming `landscope[ray]` or a list `[0.1, 0.2]` is not rich markup;
+            # soft_wrap: not folded to the terminal's width, so the files it names can be copied
+            console.print(f"[bold red]error:[/] {escape(str(e))}", soft_wrap=True)
             raise typer.Exit(code=2) from None
     return wrapper
 

@@ -7,6 +7,7 @@
       metrics.jsonl            one JSON object a line, appended and flushed as the run goes
       eigen/step_00000050.npz  eigenvalues, residuals (and vectors) of each measurement
       checkpoints/latest.pt    model, optimiser, tracker and loop state (atomic replace)
+      checkpoints/previous.pt  the checkpoint before it (a fallback when latest.pt is damaged)
       status.json              running | completed | diverged | failed, with the step
       .lock                    held (flock) by the process writing the run
 
@@ -14,6 +15,12 @@ Every file other than ``metrics.jsonl`` is written to a temporary name, fsynced 
 reader sees the old or the new version, never a torn one. A checkpoint records the length of
 ``metrics.jsonl`` at its step; resuming truncates the file there (dropping at most the rows after
 the checkpoint, and any half-written line) and the deterministic loop writes those rows again.
+
+Run folders get shared, so reading one must never run code: checkpoints hold only tensors and
+plain Python values and are read with ``torch.load(weights_only=True)``, never with
+``weights_only=False``. A damaged or unsafe ``latest.pt`` falls back to ``previous.pt`` (with a
+warning); anything that cannot be read ends in one :class:`~landscope.errors.InputError` naming
+the file, which the CLI prints as one line with exit code 2.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from __future__ import annotations
 import fcntl
 import io
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -32,30 +40,38 @@ import torch
 import yaml
 
 from landscope.errors import ConfigError, InputError, LandscopeError
+from landscope.train.checkpoint_file import CheckpointError, checkpoint_advice, read_checkpoint, to_plain
 from landscope.train.config import RunConfig, parse_config
+from landscope.version import __version__
 
 STATUSES = ("running", "completed", "diverged", "failed")
+
+logger = logging.getLogger(__name__)
 
 
 class RunLockedError(LandscopeError):
     """Another process is writing this run folder."""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def _write_temporary(path: Path, data: bytes) -> Path:
+    """``data`` written and fsynced under a temporary name next to ``path``; returns that name."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    os.replace(_write_temporary(path, data), path)
 
 
 def versions() -> dict[str, str]:
     """Versions of the packages a result depends on (recorded in ``config.yaml``)."""
     import platform
 
-    import landscope
-    return {"landscope": landscope.__version__, "torch": torch.__version__, "numpy": np.__version__,
+    return {"landscope": __version__, "torch": torch.__version__, "numpy": np.__version__,
             "python": platform.python_version()}
 
 
@@ -72,6 +88,7 @@ class RunStore:
             raise InputError(f"run folder {self.path} exists and is not a directory")
         self._lock_file: io.BufferedRandom | None = None
         self._metrics: io.TextIOWrapper | None = None
+        self._latest_ok: bool | None = None  # whether latest.pt is known good (None: not checked)
 
     # -- lifetime ---------------------------------------------------------------------------
     def __enter__(self) -> RunStore:
@@ -140,14 +157,38 @@ class RunStore:
         return tuple(f.fileno() for f in (self._lock_file, self._metrics) if f is not None)
 
     def open_metrics(self, truncate_at: int | None = None) -> None:
-        """Open ``metrics.jsonl`` for appending, first cut back to ``truncate_at`` bytes."""
+        """Open ``metrics.jsonl`` for appending, first cut back to ``truncate_at`` bytes.
+
+        A resume passes its checkpoint's ``metrics_offset``: the rows kept must then be whole and
+        valid (the run appends to them), else an error names the file, rather than a metrics
+        file with a gap or a bad line in the middle of it.
+        """
         path = self.path / "metrics.jsonl"
+        if truncate_at:
+            self._check_metrics_prefix(path, truncate_at)
         if truncate_at is not None and path.exists() and path.stat().st_size > truncate_at:
             with open(path, "r+b") as f:
                 f.truncate(truncate_at)
                 f.flush()
                 os.fsync(f.fileno())
         self._metrics = open(path, "a", encoding="utf-8")  # noqa: SIM115 - kept open while training
+
+    @staticmethod
+    def _check_metrics_prefix(path: Path, size: int) -> None:
+        """Whether the first ``size`` bytes of ``path`` are the whole rows a checkpoint recorded."""
+        have = path.stat().st_size if path.is_file() else 0
+        if have < size:
+            raise InputError(f"{path} holds {have} bytes, fewer than the {size} its checkpoint recorded: "
+                             f"rows were lost, so the run cannot be resumed; start a new run in another "
+                             f"folder")
+        with open(path, "rb") as f:
+            head = f.read(size)
+        _, bad = _scan_metrics(head)
+        if bad is not None:
+            raise ConfigError(_corrupt_metrics(path, bad[0], bad[2], size))
+        if not head.endswith(b"\n"):
+            raise InputError(f"{path} does not match its checkpoint: byte {size}, where the checkpoint's "
+                             f"rows end, is not the end of a row; start a new run in another folder")
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row and flush it to the OS (it survives a kill of this process)."""
@@ -181,17 +222,64 @@ class RunStore:
         return path
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        """Write ``checkpoints/latest.pt`` atomically (the previous one stays until the rename)."""
+        """Write ``checkpoints/latest.pt`` atomically, keeping the one before as ``previous.pt``.
+
+        ``state`` is stored as tensors and plain Python values only (:func:`to_plain`), so that
+        :meth:`load_checkpoint` can read it with ``weights_only=True``. The new file is written
+        and fsynced under a temporary name, then ``latest.pt`` is renamed to ``previous.pt`` and
+        the new file to ``latest.pt``: a kill at any point leaves at least one whole checkpoint
+        (a kill between the renames leaves only ``previous.pt``, which :meth:`load_checkpoint`
+        then uses). A ``latest.pt`` found damaged by :meth:`load_checkpoint` is not rotated: it
+        would replace the good ``previous.pt``.
+        """
         buf = io.BytesIO()
-        torch.save(state, buf)
-        _atomic_write(self.path / "checkpoints" / "latest.pt", buf.getvalue())
+        torch.save(to_plain(state), buf)
+        latest, previous = self._checkpoint_paths()
+        tmp = _write_temporary(latest, buf.getvalue())
+        if self._latest_ok is not False and latest.is_file():
+            os.replace(latest, previous)
+        os.replace(tmp, latest)
+        self._latest_ok = True
+
+    def _checkpoint_paths(self) -> tuple[Path, Path]:
+        folder = self.path / "checkpoints"
+        return folder / "latest.pt", folder / "previous.pt"
 
     def load_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The latest checkpoint, or ``None`` when the run has none yet."""
-        path = self.path / "checkpoints" / "latest.pt"
-        if not path.is_file():
+        """The latest good checkpoint, or ``None`` when the run has none yet.
+
+        Read with ``torch.load(weights_only=True)``: a checkpoint from someone else's folder
+        cannot run code. When ``latest.pt`` is missing, damaged or holds types a safe load
+        refuses, ``previous.pt`` is used instead, with a logged warning naming both files (its
+        ``metrics_offset`` is earlier, and resuming rewrites the rows after it). When no
+        checkpoint can be used, an :class:`InputError` names the file and why.
+        """
+        latest, previous = self._checkpoint_paths()
+        if not latest.is_file() and not previous.is_file():
             return None
-        return torch.load(path, map_location=map_location, weights_only=False)
+        problem: CheckpointError | None = None
+        if latest.is_file():
+            try:
+                state = read_checkpoint(latest, map_location)
+            except CheckpointError as e:
+                problem = e
+                self._latest_ok = False
+            else:
+                self._latest_ok = True
+                return state
+        if not previous.is_file():
+            raise InputError(f"checkpoint {latest} {problem.why}, and there is no previous checkpoint to "
+                             f"fall back on; {checkpoint_advice(self.path)}")
+        try:
+            state = read_checkpoint(previous, map_location)
+        except CheckpointError as e:
+            first = "is missing" if problem is None else problem.why
+            raise InputError(f"no usable checkpoint in {latest.parent}: {latest} {first}, and {previous} "
+                             f"{e.why}; {checkpoint_advice(self.path)}") from None
+        first = "is missing" if problem is None else problem.why
+        logger.warning("checkpoint %s %s; resuming from the previous checkpoint %s (step %s) instead, "
+                       "and the rows after it are computed again", latest, first, previous, state["step"])
+        return state
 
 
 def read_config(path: str | Path) -> RunConfig:
@@ -199,24 +287,110 @@ def read_config(path: str | Path) -> RunConfig:
     file = Path(path) / "config.yaml"
     if not file.is_file():
         raise InputError(f"{path} is not a run folder (no config.yaml)")
-    return parse_config(yaml.safe_load(file.read_text()), source=str(file))
+    try:
+        doc = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        why = " ".join(str(e).split())[:200]
+        raise ConfigError(f"{file} is corrupted: not valid YAML ({why})") from None
+    return parse_config(doc, source=str(file))
+
+
+def _scan_metrics(data: bytes) -> tuple[list[dict[str, Any]], tuple[int, int, str] | None]:
+    """The rows in ``metrics.jsonl`` bytes before the first bad line, and where that line is.
+
+    The second value is ``(line number, byte offset, what is wrong)``, or ``None`` when no line is bad.
+    A last line without its newline that does not parse is the torn write of a killed run: it is
+    dropped, not reported.
+    """
+    rows: list[dict[str, Any]] = []
+    start, number = 0, 1
+    while start < len(data):
+        end = data.find(b"\n", start)
+        torn = end < 0
+        chunk = data[start:] if torn else data[start:end]
+        try:
+            row = json.loads(chunk.decode("utf-8"))
+            why = None if isinstance(row, dict) else f"is not a JSON object (it is a {type(row).__name__})"
+        except UnicodeDecodeError:
+            why = "is not valid UTF-8"
+        except json.JSONDecodeError:
+            why = "is not valid JSON"
+        if why is not None:
+            return rows, None if torn else (number, start, why)
+        rows.append(row)
+        if torn:
+            break
+        start, number = end + 1, number + 1
+    return rows, None
+
+
+def _resume_offset(path: Path) -> int | None:
+    """``metrics_offset`` of the checkpoint a resume of the unfinished run ``path`` would use.
+
+    ``None`` for a finished run (its rows are final) or when no checkpoint can be read.
+    """
+    if _read_status(path).get("status") in ("completed", "diverged"):
+        return None
+    store = RunStore(path)
+    try:
+        state = store.load_checkpoint()
+    except LandscopeError:
+        return None
+    return None if state is None else int(state["metrics_offset"])
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl``; a half-written last line (a killed run) is skipped."""
-    file = Path(path) / "metrics.jsonl"
+    """Rows of ``metrics.jsonl``; a half-written last line (a killed run) is skipped.
+
+    A bad line elsewhere is a :class:`ConfigError` naming the file and the line, except in an
+    unfinished run when the line lies after the checkpoint a resume would start from: resuming
+    rewrites those rows anyway, so the rows before the bad line are returned, with a warning.
+    """
+    path = Path(path)
+    file = path / "metrics.jsonl"
     if not file.is_file():
         return []
-    rows = []
-    lines = file.read_text(encoding="utf-8").splitlines(keepends=True)
-    for i, line in enumerate(lines):
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i == len(lines) - 1 and not line.endswith("\n"):
-                break  # torn final line of a killed writer
-            raise ConfigError(f"{file}: line {i + 1} is not valid JSON") from None
-    return rows
+    try:
+        data = file.read_bytes()
+    except OSError as e:
+        raise InputError(f"cannot read {file}: {e}") from None
+    rows, bad = _scan_metrics(data)
+    if bad is None:
+        return rows
+    line, start, why = bad
+    offset = _resume_offset(path)
+    if offset is not None and start >= offset:
+        logger.warning("%s: line %d %s; it lies after the last checkpoint (byte %d) of this unfinished run, "
+                       "so the rows from it on are ignored, and resuming the run writes them again",
+                       file, line, why, offset)
+        return rows
+    raise ConfigError(_corrupt_metrics(file, line, why, offset))
+
+
+def _corrupt_metrics(file: Path, line: int, why: str, offset: int | None) -> str:
+    where = "" if offset is None else \
+        f", before the last checkpoint (byte {offset}), so resuming cannot rewrite it"
+    return (f"{file} is corrupted: line {line} {why}{where}; restore the file from a copy, or start a new "
+            f"run in another folder")
+
+
+def _read_status(path: Path) -> dict[str, Any]:
+    """``status.json`` of run folder ``path`` (``{}`` when absent or unreadable, with a warning).
+
+    The status only summarises the other files: a run without one is resumed from its checkpoint,
+    which knows whether the run had finished.
+    """
+    file = path / "status.json"
+    if not file.is_file():
+        return {}
+    try:
+        status = json.loads(file.read_bytes().decode("utf-8"))
+        if not isinstance(status, dict):
+            raise ValueError(f"it holds a {type(status).__name__}, not an object")
+    except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        logger.warning("ignoring %s, which cannot be read (%s)", file, " ".join(str(e).split())[:200])
+        return {}
+    return status
 
 
 @dataclass(frozen=True)
@@ -269,9 +443,13 @@ class Run:
         if not file.is_file():
             raise InputError(f"run {self.path} has no eigenpairs at step {step} "
                              f"(measured steps: {self.eigen_steps[:5]}…)")
-        with np.load(file) as f:
-            return EigenSnapshot(step, f.get("values"), f.get("residuals"), f.get("vectors"),
-                                 f.get("params"), f.get("test_predictions"))
+        try:
+            with np.load(file) as f:
+                return EigenSnapshot(step, f.get("values"), f.get("residuals"), f.get("vectors"),
+                                     f.get("params"), f.get("test_predictions"))
+        except Exception as e:  # np.load never unpickles here (allow_pickle is False)
+            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            raise InputError(f"{file} is corrupt or truncated ({why})") from None
 
     def series(self, key: str, rows: list[dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(steps, values)`` of one metric over the rows that carry it."""
@@ -289,6 +467,4 @@ def load_run(path: str | Path) -> Run:
     """Read the run in folder ``path`` (complete or not) for analysis."""
     path = Path(path)
     config = read_config(path)
-    status_file = path / "status.json"
-    status = json.loads(status_file.read_text()) if status_file.is_file() else {}
-    return Run(path=path, config=config, metrics=read_metrics(path), status=status)
+    return Run(path=path, config=config, metrics=read_metrics(path), status=_read_status(path))
