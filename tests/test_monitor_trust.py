@@ -329,3 +329,26 @@ def test_an_adam_run_whose_state_blew_up_reads_unstable_and_the_monitor_stays_on
     record = mon.measure(opt)
     assert math.isnan(record.lambda1) and record.n_matvecs == 0
     assert mon.status == "unstable" and mon.error is None
+
+
+def test_an_lr_rise_measures_at_once_and_a_decay_does_not():
+    g = torch.Generator().manual_seed(0)
+    X, y = torch.randn(64, 40, generator=g), torch.randint(0, 10, (64,), generator=g)
+    model = _gelu_mlp(12)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    mon = SharpnessMonitor(model, CE, (X, y), every=100, strict=True)
+    data = (X, y)
+    _train(model, opt, data, 5, mon)
+    ratio = mon.ratio
+    for group in opt.param_groups:
+        group["lr"] = 0.01  # 10× down: the last λ1 against a 10× higher threshold, no new solve
+    _train(model, opt, data, 1, mon)
+    assert [r.step for r in mon.history] == [1] and mon.ratio == pytest.approx(ratio / 10, rel=1e-9)
+    for group in opt.param_groups:
+        group["lr"] = 0.02  # 2× up from 0.01, but still 5× below the η last measured at
+    _train(model, opt, data, 1, mon)
+    assert [r.step for r in mon.history] == [1]
+    for group in opt.param_groups:
+        group["lr"] = 0.2  # 2× above the last measured one: measured at once
+    _train(model, opt, data, 1, mon)
+    assert [r.step for r in mon.history] == [1, 8]
