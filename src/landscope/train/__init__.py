@@ -21,11 +21,12 @@ from landscope.train.optim import is_preconditioned, make_optimizer, stability_t
 from landscope.train.run import build_run, train
 from landscope.train.schedules import Schedule, make_schedule
 from landscope.train.store import EigenSnapshot, Run, RunLockedError, RunStore, load_run
-from landscope.train.trainer import Trainer, TrainResult
+from landscope.train.trainer import Checkpoint, Trainer, TrainResult
 
 __all__ = [
     "DataConfig", "MeasureConfig", "ModelConfig", "OptimizerConfig", "OptimizerSpec", "RunConfig",
     "ScheduleConfig", "TrainConfig", "load_config", "parse_config", "evaluate", "is_preconditioned",
     "make_optimizer", "stability_threshold", "build_run", "train", "Schedule", "make_schedule",
-    "EigenSnapshot", "Run", "RunLockedError", "RunStore", "load_run", "Trainer", "TrainResult",
+    "EigenSnapshot", "Run", "RunLockedError", "RunStore", "load_run", "Checkpoint", "Trainer",
+    "TrainResult",
 ]

@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -156,12 +156,6 @@ class Trainer:
             yield
 
     # -- state -------------------------------------------------------------------------------
-    def _state(self, step: int, theta0: torch.Tensor, initial_loss: float | None, clip_count: int,
-               metrics_offset: int) -> dict[str, Any]:
-        return {"step": step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "measurer": self.measurer.state_dict() if self.measurer else None, "theta0": theta0,
-                "initial_loss": initial_loss, "clip_count": clip_count, "metrics_offset": metrics_offset}
-
     def _flat_params(self) -> torch.Tensor:
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
 
@@ -203,134 +197,221 @@ class Trainer:
             yield actor
 
     # -- the loop ----------------------------------------------------------------------------
-    def fit(self, resume: dict[str, Any] | None = None) -> TrainResult:
-        """Run (or, given a checkpoint's state, resume) the loop to the end or to divergence."""
-        store, measure = self.store, self.measure_config
-        if resume is not None and resume.get("final"):
-            # the run had finished (only its status was lost): nothing to redo
-            if store is not None:
-                store.write_status("completed", step=int(resume["step"]), steps=self.steps,
-                                   clip_count=int(resume["clip_count"]))
-            return TrainResult(status="completed", step=int(resume["step"]), metrics=[],
-                               clip_count=int(resume["clip_count"]))
-        around = _Around(measure) if measure is not None and measure.around_instabilities else None
-        rows = _Rows(store, self.progress, hold=around.before if around is not None else 0)
-        if resume is not None:
-            self.model.load_state_dict(resume["model"])
-            self.optimizer.load_state_dict(resume["optimizer"])
-            if self.measurer is not None and resume["measurer"] is not None:
-                self.measurer.load_state_dict(resume["measurer"])
-            start, theta0 = int(resume["step"]), resume["theta0"]
-            initial_loss, clip_count = resume["initial_loss"], int(resume["clip_count"])
-            if store is not None:
-                store.open_metrics(truncate_at=int(resume["metrics_offset"]))
-            rows.load_state_dict(resume.get("pending", []))
-            if around is not None and resume.get("around") is not None:
-                around.load_state_dict(resume["around"])
-        else:
-            start, theta0, initial_loss, clip_count = 0, self._flat_params(), None, 0
-            if store is not None:
-                store.open_metrics(truncate_at=0)
-        self.model.train()  # measurements restore the flags they change
-        eigen: dict[int, EigenResult] = {}
-        status, t = "completed", start
-        timing = {"train_seconds": 0.0, "measure_seconds": 0.0}
-
-        def settle(done: list[tuple[Any, Measurement]], upto: float) -> None:
-            for (pending, clips), m in done:
-                self._record(pending.row, m, clips, eigen)
-                pending.waiting = False
-            rows.write(upto)
-
-        def measure_into(pending: _Pending, snapshot: dict[str, Any] | None, threshold: float | None,
-                         clips: int) -> None:
-            if actor is not None:
-                pending.waiting = True
-                actor.submit("measure_snapshot", snapshot or self.measurer.snapshot(self.optimizer),
-                             threshold, theta0, tag=(pending, clips))
-            else:
-                m = (self.measurer.measure(self.optimizer, threshold, theta0) if snapshot is None
-                     else self.measurer.measure_past(snapshot, threshold, theta0))
-                self._record(pending.row, m, clips, eigen)
-            pending.measured = True
-
+    def fit(self, resume: Checkpoint | dict[str, Any] | None = None) -> TrainResult:
+        """Run (or, given a checkpoint, resume) the loop to the end or to divergence."""
+        if resume is not None and not isinstance(resume, Checkpoint):
+            resume = Checkpoint.from_state(resume)
+        if resume is not None and resume.final:
+            return self._already_finished(resume)
+        loop = self._begin(resume)
         with self._background() as actor:
-            for t in range(start, self.steps + 1):
-                if store is not None and t > start and t % self.checkpoint_every == 0:
-                    if actor is not None:  # the checkpoint holds the measurer's state after them
-                        settle(actor.drain(), t - 1 - rows.hold)
-                        self.measurer.load_state_dict(actor.call("state_dict"))
-                    state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
-                    state["pending"] = rows.state_dict()
-                    state["around"] = around.state_dict() if around is not None else None
-                    store.save_checkpoint(state)
-                    store.write_status("running", step=t, steps=self.steps, clip_count=clip_count, **timing)
+            loop.actor = actor
+            for t in range(loop.start, self.steps + 1):
+                loop.t = t
+                if self.store is not None and t > loop.start and t % self.checkpoint_every == 0:
+                    self._save(loop)
                 tic = time.perf_counter()
-                lr = float(self.schedule(t))
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
-                Xb, yb = self.batch(t)
-                with self._step_rng(t):
-                    loss = self.loss_fn(self.model(Xb), yb)
-                loss_val = float(loss.detach())
-                if initial_loss is None:
-                    initial_loss = loss_val
-                row: dict[str, Any] = {"step": t, "lr": lr, "train_loss": loss_val if math.isfinite(loss_val)
-                                       else None}
-                diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(initial_loss)
-                if not diverged and t < self.steps:
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    gnorm, fired = self._clip()
-                    row["grad_norm"] = gnorm if math.isfinite(gnorm) else None
-                    diverged = not math.isfinite(gnorm)
-                    if self.clip_norm is not None or self.clip_value is not None:
-                        row["clipped"] = fired
-                        clip_count += int(fired)
-                timing["train_seconds"] += time.perf_counter() - tic
+                row, loss_val, diverged = self._evaluate(t, loop)
+                loop.timing["train_seconds"] += time.perf_counter() - tic
                 tic = time.perf_counter()
-                pending = rows.push(row)
-                if measure is not None and not diverged:
-                    regular = t % measure.every == 0 or t == self.steps
-                    # the ring buffer keeps each step's threshold; without it only measured steps need one
-                    threshold = stability_threshold(self.optimizer) if regular or around is not None else None
-                    now, back = around.observe(t, loss_val) if around is not None else (False, [])
-                    for s, snapshot, thr, clips in around.past(back) if around is not None else ():
-                        earlier = rows.get(s)
-                        if earlier is not None and not earlier.measured:
-                            earlier.row["around_instability"] = True
-                            measure_into(earlier, snapshot, thr, clips)
-                    if regular or now:
-                        if not regular:
-                            row["around_instability"] = True
-                        measure_into(pending, None, threshold, clip_count)
-                    if around is not None:
-                        kept = None if pending.measured else self.measurer.snapshot(self.optimizer)
-                        around.keep(t, kept, threshold, clip_count)
-                timing["measure_seconds"] += time.perf_counter() - tic
+                pending = loop.rows.push(row)
+                if self.measure_config is not None and not diverged:
+                    self._measure_step(t, loss_val, pending, loop)
+                loop.timing["measure_seconds"] += time.perf_counter() - tic
                 if diverged:
                     row["diverged"] = True
-                    status = "diverged"
+                    loop.status = "diverged"
                 final = diverged or t == self.steps
                 # writing rows is not measuring
-                settle(actor.ready() if actor is not None else [], math.inf if final else t - rows.hold)
+                self._settle(loop, actor.ready() if actor is not None else [],
+                             math.inf if final else t - loop.rows.hold)
                 if final:
                     break
                 tic = time.perf_counter()
                 self.optimizer.step()
-                timing["train_seconds"] += time.perf_counter() - tic
+                loop.timing["train_seconds"] += time.perf_counter() - tic
             if actor is not None:
                 tic = time.perf_counter()
-                settle(actor.drain(), math.inf)
-                self.measurer.load_state_dict(actor.call("state_dict"))
-                timing["measure_seconds"] += time.perf_counter() - tic
+                self._settle(loop, actor.drain(), math.inf)
+                self.measurer.load_state_dict(actor.call("state_dict"))  # type: ignore[union-attr]
+                loop.timing["measure_seconds"] += time.perf_counter() - tic
+        return self._end(loop)
+
+    def _already_finished(self, resume: Checkpoint) -> TrainResult:
+        """The run had finished (only its status was lost): nothing to redo."""
+        if self.store is not None:
+            self.store.write_status("completed", step=resume.step, steps=self.steps,
+                                    clip_count=resume.clip_count)
+        return TrainResult(status="completed", step=resume.step, metrics=[], clip_count=resume.clip_count)
+
+    def _begin(self, resume: Checkpoint | None) -> _Loop:
+        """The loop's state: fresh, or restored from ``resume`` (model, optimiser, measurer, rows)."""
+        measure, store = self.measure_config, self.store
+        around = _Around(measure) if measure is not None and measure.around_instabilities else None
+        rows = _Rows(store, self.progress, hold=around.before if around is not None else 0)
+        if resume is None:
+            if store is not None:
+                store.open_metrics(truncate_at=0)
+            loop = _Loop(rows=rows, around=around, start=0, theta0=self._flat_params())
+        else:
+            self.model.load_state_dict(resume.model)
+            self.optimizer.load_state_dict(resume.optimizer)
+            if self.measurer is not None and resume.measurer is not None:
+                self.measurer.load_state_dict(resume.measurer)
+            if store is not None:
+                store.open_metrics(truncate_at=resume.metrics_offset)
+            rows.load_state_dict(resume.pending)
+            if around is not None and resume.around is not None:
+                around.load_state_dict(resume.around)
+            loop = _Loop(rows=rows, around=around, start=resume.step, theta0=resume.theta0,
+                         initial_loss=resume.initial_loss, clip_count=resume.clip_count)
+        self.model.train()  # measurements restore the flags they change
+        return loop
+
+    def _checkpoint(self, loop: _Loop, metrics_offset: int, final: bool = False) -> Checkpoint:
+        """What a run needs to resume at ``loop.t`` (rows held back and detectors included)."""
+        return Checkpoint(step=loop.t, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
+                          measurer=self.measurer.state_dict() if self.measurer else None,
+                          theta0=loop.theta0, initial_loss=loop.initial_loss, clip_count=loop.clip_count,
+                          metrics_offset=metrics_offset, pending=loop.rows.state_dict(),
+                          around=loop.around.state_dict() if loop.around is not None else None,
+                          final=final)
+
+    def _save(self, loop: _Loop) -> None:
+        """Write the checkpoint of step ``loop.t`` (after the background's measurements are in)."""
+        assert self.store is not None
+        if loop.actor is not None:  # the checkpoint holds the measurer's state after them
+            self._settle(loop, loop.actor.drain(), loop.t - 1 - loop.rows.hold)
+            self.measurer.load_state_dict(loop.actor.call("state_dict"))  # type: ignore[union-attr]
+        self.store.save_checkpoint(self._checkpoint(loop, self.store.metrics_offset()).to_state())
+        self.store.write_status("running", step=loop.t, steps=self.steps, clip_count=loop.clip_count,
+                                **loop.timing)
+
+    def _evaluate(self, t: int, loop: _Loop) -> tuple[dict[str, Any], float, bool]:
+        """Loss at θ_t on batch t and, unless it diverged or this is the last step, its gradient."""
+        lr = float(self.schedule(t))
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        Xb, yb = self.batch(t)
+        with self._step_rng(t):
+            loss = self.loss_fn(self.model(Xb), yb)
+        loss_val = float(loss.detach())
+        if loop.initial_loss is None:
+            loop.initial_loss = loss_val
+        row: dict[str, Any] = {"step": t, "lr": lr,
+                               "train_loss": loss_val if math.isfinite(loss_val) else None}
+        diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(loop.initial_loss)
+        if not diverged and t < self.steps:
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm, fired = self._clip()
+            row["grad_norm"] = gnorm if math.isfinite(gnorm) else None
+            diverged = not math.isfinite(gnorm)
+            if self.clip_norm is not None or self.clip_value is not None:
+                row["clipped"] = fired
+                loop.clip_count += int(fired)
+        return row, loss_val, diverged
+
+    def _measure_step(self, t: int, loss_val: float, pending: _Pending, loop: _Loop) -> None:
+        """Measure θ_t if due, and around an instability the steps before it that were kept."""
+        measure, around = self.measure_config, loop.around
+        assert measure is not None and self.measurer is not None
+        regular = t % measure.every == 0 or t == self.steps
+        # the ring buffer keeps each step's threshold; without it only measured steps need one
+        threshold = stability_threshold(self.optimizer) if regular or around is not None else None
+        now, back = around.observe(t, loss_val) if around is not None else (False, [])
+        for s, snapshot, thr, clips in around.past(back) if around is not None else ():
+            earlier = loop.rows.get(s)
+            if earlier is not None and not earlier.measured:
+                earlier.row["around_instability"] = True
+                self._measure_into(loop, earlier, snapshot, thr, clips)
+        if regular or now:
+            if not regular:
+                pending.row["around_instability"] = True
+            self._measure_into(loop, pending, None, threshold, loop.clip_count)
+        if around is not None:
+            kept = None if pending.measured else self.measurer.snapshot(self.optimizer)
+            around.keep(t, kept, threshold, loop.clip_count)
+
+    def _measure_into(self, loop: _Loop, pending: _Pending, snapshot: dict[str, Any] | None,
+                      threshold: float | None, clips: int) -> None:
+        """Measure θ now (or the kept ``snapshot``) into ``pending``'s row, or send it to the background."""
+        assert self.measurer is not None
+        if loop.actor is not None:
+            pending.waiting = True
+            loop.actor.submit("measure_snapshot", snapshot or self.measurer.snapshot(self.optimizer),
+                              threshold, loop.theta0, tag=(pending, clips))
+        else:
+            m = (self.measurer.measure(self.optimizer, threshold, loop.theta0) if snapshot is None
+                 else self.measurer.measure_past(snapshot, threshold, loop.theta0))
+            self._record(pending.row, m, clips, loop.eigen)
+        pending.measured = True
+
+    def _settle(self, loop: _Loop, done: list[tuple[Any, Measurement]], upto: float) -> None:
+        """Merge the background measurements that came back, then write the rows that are complete."""
+        for (pending, clips), m in done:
+            self._record(pending.row, m, clips, loop.eigen)
+            pending.waiting = False
+        loop.rows.write(upto)
+
+    def _end(self, loop: _Loop) -> TrainResult:
+        """The final checkpoint and status, and the result."""
+        store = self.store
         if store is not None:
-            if status == "completed":
-                state = self._state(t, theta0, initial_loss, clip_count, store.metrics_offset())
-                store.save_checkpoint({**state, "final": True})
-            extra = {"diverged_step": t} if status == "diverged" else {}
-            store.write_status(status, step=t, steps=self.steps, clip_count=clip_count, **extra, **timing)
-        return TrainResult(status=status, step=t, metrics=rows.written, eigen=eigen, clip_count=clip_count)
+            if loop.status == "completed":
+                store.save_checkpoint(self._checkpoint(loop, store.metrics_offset(), final=True).to_state())
+            extra = {"diverged_step": loop.t} if loop.status == "diverged" else {}
+            store.write_status(loop.status, step=loop.t, steps=self.steps, clip_count=loop.clip_count,
+                               **extra, **loop.timing)
+        return TrainResult(status=loop.status, step=loop.t, metrics=loop.rows.written, eigen=loop.eigen,
+                           clip_count=loop.clip_count)
+
+
+@dataclass
+class Checkpoint:
+    """What ``checkpoints/latest.pt`` holds: the loop resumes from it exactly.
+
+    Stored as a plain dict (:meth:`to_state`; the store writes tensors and plain values only).
+    """
+
+    step: int
+    model: dict[str, Any]
+    optimizer: dict[str, Any]
+    measurer: dict[str, Any] | None
+    theta0: torch.Tensor
+    initial_loss: float | None
+    clip_count: int
+    metrics_offset: int
+    pending: list[dict[str, Any]] = field(default_factory=list)  # rows held back (around instabilities)
+    around: dict[str, Any] | None = None                        # the online detectors' state
+    final: bool = False                                          # the run had completed
+
+    def to_state(self) -> dict[str, Any]:
+        """The dict the store writes (no deep copy: ``dataclasses.asdict`` would copy the tensors)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any]) -> Checkpoint:
+        """From a loaded checkpoint dict (older ones lack ``pending``, ``around`` and ``final``)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in state.items() if k in names})
+
+
+@dataclass
+class _Loop:
+    """The loop's mutable state between its named steps."""
+
+    rows: _Rows
+    around: _Around | None
+    start: int
+    theta0: torch.Tensor
+    initial_loss: float | None = None
+    clip_count: int = 0
+    t: int = 0
+    status: str = "completed"
+    actor: BackgroundActor | None = None
+    eigen: dict[int, EigenResult] = field(default_factory=dict)
+    timing: dict[str, float] = field(default_factory=lambda: {"train_seconds": 0.0, "measure_seconds": 0.0})
 
 
 @dataclass
