@@ -30,14 +30,9 @@ from landscope.analysis.instabilities import (
     find_instabilities,
 )
 from landscope.analysis.trace import Trace, trace
-from landscope.curvature import subspace_overlap as _overlap
+from landscope.curvature import subspace_overlap as subspace_overlap  # the one definition
 from landscope.errors import InputError
 from landscope.train import Run
-
-
-def subspace_overlap(U: np.ndarray | torch.Tensor, V: np.ndarray | torch.Tensor) -> float:
-    """‖UᵀV‖²_F / k for orthonormal columns (NumPy arrays or tensors); see the module docstring."""
-    return _overlap(torch.as_tensor(np.asarray(U)), torch.as_tensor(np.asarray(V)))
 
 
 def eigenvector_series(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -10,6 +10,7 @@ are. The overlap of consecutive subspaces (the landscape-shift signal of [W&R]) 
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from landscope.curvature.block import DEFAULT_GUARDS, block_solve
@@ -42,12 +43,13 @@ def auto_method(k: int, tol: float) -> str:
     return "block" if k >= 2 and tol >= BLOCK_MIN_TOL else "lanczos"
 
 
-def subspace_overlap(U: torch.Tensor, V: torch.Tensor) -> float:
+def subspace_overlap(U: torch.Tensor | np.ndarray, V: torch.Tensor | np.ndarray) -> float:
     """``‖UᵀV‖²_F / k`` for orthonormal columns: 1 for the same subspace, 0 for orthogonal ones.
 
-    Invariant to rotations within either subspace. ``U`` and ``V`` are ``(dim, k)`` (or 1-D for
-    k = 1); with different ``k`` the smaller one divides.
+    Invariant to rotations within either subspace. ``U`` and ``V`` (tensors or NumPy arrays) are
+    ``(dim, k)`` (or 1-D for k = 1); with different ``k`` the smaller one divides.
     """
+    U, V = (t if isinstance(t, torch.Tensor) else torch.as_tensor(np.asarray(t)) for t in (U, V))
     if U.dim() == 1:
         U = U[:, None]
     if V.dim() == 1:

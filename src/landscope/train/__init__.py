@@ -8,7 +8,6 @@ from landscope.train.config import (
     DataConfig,
     MeasureConfig,
     ModelConfig,
-    OptimizerConfig,
     OptimizerSpec,
     RunConfig,
     ScheduleConfig,
@@ -24,9 +23,17 @@ from landscope.train.store import EigenSnapshot, Run, RunLockedError, RunStore, 
 from landscope.train.trainer import Checkpoint, Trainer, TrainResult
 
 __all__ = [
-    "DataConfig", "MeasureConfig", "ModelConfig", "OptimizerConfig", "OptimizerSpec", "RunConfig",
+    "DataConfig", "MeasureConfig", "ModelConfig", "OptimizerSpec", "RunConfig",
     "ScheduleConfig", "TrainConfig", "load_config", "parse_config", "evaluate", "is_preconditioned",
     "make_optimizer", "stability_threshold", "build_run", "train", "Schedule", "make_schedule",
     "EigenSnapshot", "Run", "RunLockedError", "RunStore", "load_run", "Checkpoint", "Trainer",
     "TrainResult",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Deprecated names (see :mod:`landscope.train.config`)."""
+    if name == "OptimizerConfig":
+        from landscope.train import config
+        return config.OptimizerConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -65,7 +65,7 @@ class ModelConfig(_Section):
     init_steps: int | None = Field(None, gt=0)
 
 
-class OptimizerConfig(_Section):
+class OptimizerSpec(_Section):
     """``optimizer:``; also the :class:`OptimizerSpec` that ``ls.stability_threshold`` accepts.
 
     ``gd`` is full-batch SGD; ``sgd`` is minibatch SGD without momentum; ``momentum`` is PyTorch's
@@ -80,14 +80,12 @@ class OptimizerConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
 
     @model_validator(mode="after")
-    def _betas_in_range(self) -> OptimizerConfig:
+    def _betas_in_range(self) -> OptimizerSpec:
         for i, b in enumerate(self.betas):
             if not 0 <= b < 1:
                 raise ValueError(f"betas[{i}] must be in [0, 1), got {b}")
         return self
 
-
-OptimizerSpec = OptimizerConfig
 
 
 class ScheduleConfig(_Section):
@@ -201,7 +199,7 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     loss: Literal["mse", "ce"] = "mse"
-    optimizer: OptimizerConfig = OptimizerConfig()
+    optimizer: OptimizerSpec = OptimizerSpec()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
     measure: MeasureConfig = MeasureConfig()
@@ -287,3 +285,13 @@ def load_config(source: RunConfig | dict | str | Path) -> RunConfig:
         raise ConfigError(f"{source} is a sweep config (it has a 'sweep' key): run it with "
                           f"`landscope sweep`")
     return parse_config(data if data is not None else {}, source=str(source))
+
+
+def __getattr__(name: str) -> object:
+    """``OptimizerConfig``: the optimiser section's second name, kept for old imports."""
+    if name == "OptimizerConfig":
+        import warnings
+        warnings.warn("OptimizerConfig is OptimizerSpec (the pinned name); import OptimizerSpec",
+                      DeprecationWarning, stacklevel=2)
+        return OptimizerSpec
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import torch
 
 from landscope.errors import InputError
-from landscope.train.config import OptimizerConfig, OptimizerSpec
+from landscope.train.config import OptimizerSpec
 
 PRECONDITIONED = ("adam", "adamw")
 
@@ -66,7 +66,7 @@ def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: fl
     :class:`OptimizerSpec`; ``lr`` overrides η (for a schedule's value). Returns ``None`` for an
     optimiser without a known threshold (Adagrad, Adafactor…).
     """
-    if isinstance(optimizer, OptimizerConfig):
+    if isinstance(optimizer, OptimizerSpec):
         s = optimizer
         return _threshold(s.name, lr if lr is not None else s.lr, momentum=s.momentum,
                           beta1=s.betas[0], weight_decay=0.0 if s.name in PRECONDITIONED else s.weight_decay)
@@ -89,6 +89,6 @@ def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: fl
 
 def is_preconditioned(optimizer: torch.optim.Optimizer | OptimizerSpec) -> bool:
     """Whether the threshold applies to the preconditioned sharpness (Adam, AdamW, RMSprop)."""
-    if isinstance(optimizer, OptimizerConfig):
+    if isinstance(optimizer, OptimizerSpec):
         return optimizer.name in PRECONDITIONED
     return type(optimizer) in (torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
