@@ -28,7 +28,7 @@ from machine import cpu_name, markdown_table
 import landscope as ls
 from landscope.analysis import find_instabilities
 from landscope.experiments.common import base_config, with_
-from landscope.train.detector import DEFAULT_DELTA, SENSITIVITY_DELTAS
+from landscope.training.detector import DEFAULT_DELTA, SENSITIVITY_DELTAS
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -39,7 +39,7 @@ from machine import cpu_name, markdown_table
 
 import landscope as ls
 from landscope.analysis import DetectionScore, detection_scores, find_instabilities, loss_spikes
-from landscope.train import Run
+from landscope.training import Run
 
 RESULTS = Path(__file__).parent / "results"
 DELTAS = (0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2)

@@ -35,7 +35,7 @@ import landscope as ls
 from landscope.data import load_mnist1d
 from landscope.models import build_model, get_loss
 from landscope.monitor.lr_finder import CATAPULT_FACTOR
-from landscope.train import OptimizerSpec, Trainer
+from landscope.training import OptimizerSpec, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 STEPS, SEED = 200, 0

@@ -35,7 +35,7 @@ from landscope.curvature import HessianOperator, PreconditionedOperator, adam_pr
 from landscope.curvature.batch_loss import make_batch_loss
 from landscope.monitor.monitor import HYSTERESIS, classify
 from landscope.monitor.short_runs import Batches, optimizer_choice
-from landscope.train.optim import is_preconditioned
+from landscope.training.optim import is_preconditioned
 
 RESULTS = Path(__file__).parent / "results"
 TOLS = (1e-2, 3e-2, 1e-1)

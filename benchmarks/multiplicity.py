@@ -41,8 +41,8 @@ from machine import cpu_name, markdown_table, write_results
 from torch import nn
 
 import landscope as ls
-from landscope.train.config import load_config
-from landscope.train.run import build_run
+from landscope.training.config import load_config
+from landscope.training.run import build_run
 
 RESULTS = Path(__file__).parent / "results"
 SETTINGS = [(3, 1e-3), (10, 1e-6)]

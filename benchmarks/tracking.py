@@ -40,8 +40,8 @@ from machine import cpu_name, markdown_table, write_results
 
 import landscope as ls
 from landscope.curvature import EigenTracker, HessianOperator
-from landscope.train.config import load_config
-from landscope.train.run import build_run
+from landscope.training.config import load_config
+from landscope.training.run import build_run
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -27,7 +27,7 @@ from machine import cpu_name, cpu_seconds
 
 from landscope.data import load_mnist1d
 from landscope.models import build_model, get_loss
-from landscope.train import MeasureConfig, OptimizerSpec, Trainer
+from landscope.training import MeasureConfig, OptimizerSpec, Trainer
 
 RESULTS = Path(__file__).parent / "results"
 BATCH, EVERY = 64, 100

@@ -27,7 +27,7 @@ from landscope.analysis import (
 )
 from landscope.data import load_mnist1d
 from landscope.models import build_model, get_loss
-from landscope.train import MeasureConfig, OptimizerSpec, Trainer
+from landscope.training import MeasureConfig, OptimizerSpec, Trainer
 
 # -- constructed series -------------------------------------------------------------------------
 

@@ -10,7 +10,7 @@ those implicit edges are not drawn: an edge is what a module names.
 Layers, left to right; a module may import its own component and those of earlier groups, never
 one to its right nor a peer in its own group::
 
-    errors → background → data → curvature → (distributed | models) → train → analysis
+    errors → background → data → curvature → (distributed | models) → training → analysis
            → experiments → report
 
 - ``errors`` imports nothing of landscope; ``background`` (a process-pool actor) only ``errors``.
@@ -18,7 +18,7 @@ one to its right nor a peer in its own group::
   ``models`` (network definitions) only ``errors``. Neither imports the other, and the
   model-agnostic ``data`` and ``curvature`` import neither.
 - ``monitor`` stands beside the layers: it may import ``errors``, ``background``, ``data``,
-  ``curvature`` and ``train``; no layer imports it.
+  ``curvature`` and ``training``; no layer imports it.
 - ``cli`` and the root package (``landscope/__init__``, the public facade) may import anything;
   only ``cli`` imports the root package.
 """
@@ -42,13 +42,14 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     ("curvature",),
     ("distributed", "models"),
-    ("train",),
+    ("training",),
+    ("train",),  # the deprecated shim of landscope.training (old import paths)
     ("analysis",),
     ("experiments",),
     ("report",),
 )
 BESIDE: dict[str, frozenset[str]] = {
-    "monitor": frozenset({"errors", "background", "data", "curvature", "train"}),
+    "monitor": frozenset({"errors", "background", "data", "curvature", "training"}),
 }
 ANYTHING = frozenset({"cli", ROOT})  # may import any component
 IMPORTED_ONLY_BY: dict[str, frozenset[str]] = {ROOT: frozenset({"cli"}), "cli": frozenset()}
@@ -320,9 +321,9 @@ def test_private_attribute_access_is_seen() -> None:
 
 
 def test_layer_rule_on_examples() -> None:
-    assert layer_allows("train", "curvature") and not layer_allows("curvature", "train")
+    assert layer_allows("training", "curvature") and not layer_allows("curvature", "training")
     assert not layer_allows("models", "distributed") and not layer_allows("distributed", "models")
-    assert layer_allows("monitor", "train") and not layer_allows("monitor", "analysis")
+    assert layer_allows("monitor", "training") and not layer_allows("monitor", "analysis")
     assert not layer_allows("report", "monitor") and not layer_allows("data", "monitor")
     assert layer_allows("cli", "monitor") and layer_allows(ROOT, "monitor")
     assert layer_allows("cli", ROOT) and not layer_allows("report", ROOT)

@@ -1,6 +1,6 @@
 """measure.around_instabilities: every step from one before each instability to one after it.
 
-The trainer's online detector is the analyses' rule (landscope.train.detector), so the windows it
+The trainer's online detector is the analyses' rule (landscope.training.detector), so the windows it
 measures are those `find_instabilities` finds afterwards; the steps before a start come from a ring
 buffer of snapshots, so they must equal a direct measurement at those parameters; and the rows must
 be as deterministic and resumable as every other row, in the foreground and in the background.
@@ -22,8 +22,8 @@ import landscope as ls
 from landscope.analysis import find_instabilities
 from landscope.experiments.common import base_config, with_
 from landscope.experiments.demo import demo_config
-from landscope.train import build_run, parse_config
-from landscope.train.detector import DEFAULT_DELTA, InstabilityDetector, detect
+from landscope.training import build_run, parse_config
+from landscope.training.detector import DEFAULT_DELTA, InstabilityDetector, detect
 
 
 def _windows_measured(run: ls.Run, delta: float) -> tuple[int, list[tuple[int, int | None]]]:

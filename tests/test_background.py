@@ -23,7 +23,7 @@ from landscope.background import BackgroundActor, BackgroundError
 from landscope.data import load_mnist1d
 from landscope.errors import InputError
 from landscope.models import get_loss, mlp
-from landscope.train import MeasureConfig, OptimizerSpec, Trainer
+from landscope.training import MeasureConfig, OptimizerSpec, Trainer
 
 
 class Counter:

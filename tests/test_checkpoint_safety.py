@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 import landscope as ls
 from landscope.cli import app
 from landscope.curvature import EigenResult
-from landscope.train import RunStore
+from landscope.training import RunStore
 
 CONFIG = {"seed": 0, "data": {"name": "src", "n_train": 200, "n_test": 100, "dim": 8, "n_classes": 4},
           "model": {"name": "mlp", "width": 8, "depth": 1}, "loss": "ce",
@@ -123,7 +123,7 @@ DAMAGE = [_half, _empty, _random_bytes, _zip_with_garbage, _not_a_checkpoint]
 def test_damaged_latest_resumes_from_previous(made, run, damage, caplog):
     latest, previous = run / "checkpoints" / "latest.pt", run / "checkpoints" / "previous.pt"
     damage(latest)
-    with caplog.at_level(logging.WARNING, logger="landscope.train.store"):
+    with caplog.at_level(logging.WARNING, logger="landscope.training.store"):
         result = _resume(made, run)
     _assert_resumed_identically(made, run, result)
     said = _warnings(caplog)
@@ -202,7 +202,7 @@ def test_planted_code_is_never_run(made, run, tmp_path, how, caplog):
     marker = tmp_path / "marker"
     latest = run / "checkpoints" / "latest.pt"
     _plant_checkpoint(latest, marker, how)
-    with caplog.at_level(logging.WARNING, logger="landscope.train.store"):
+    with caplog.at_level(logging.WARNING, logger="landscope.training.store"):
         result = _resume(made, run)
     assert not marker.exists(), "resuming ran code from the checkpoint"
     _assert_resumed_identically(made, run, result)
@@ -266,7 +266,7 @@ def test_garbage_after_the_checkpoint_offset_is_rewritten(made, run, text, caplo
     metrics = run / "metrics.jsonl"
     index = _line_after(metrics, _offset(run)) + 2
     _replace_line(metrics, index, text)
-    with caplog.at_level(logging.WARNING, logger="landscope.train.store"):
+    with caplog.at_level(logging.WARNING, logger="landscope.training.store"):
         result = _resume(made, run)
     _assert_resumed_identically(made, run, result)
     assert f"line{index + 1}" in _warnings(caplog)

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 import landscope as ls
 from landscope.cli import app
-from landscope.train import RunConfig, load_config
+from landscope.training import RunConfig, load_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 

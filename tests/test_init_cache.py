@@ -14,8 +14,8 @@ import torch
 
 import landscope as ls
 import landscope.models.init as init_mod
-from landscope.train import build_run, parse_config
-from landscope.train import run as run_mod
+from landscope.training import build_run, parse_config
+from landscope.training import run as run_mod
 
 
 def _config(**over):

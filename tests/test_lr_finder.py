@@ -18,7 +18,7 @@ from landscope.data import load_mnist1d
 from landscope.models import mlp, mse
 from landscope.monitor import LRFinderResult
 from landscope.monitor.lr_finder import CATAPULT_FACTOR
-from landscope.train import OptimizerSpec, Trainer
+from landscope.training import OptimizerSpec, Trainer
 
 runner = CliRunner()
 

@@ -17,8 +17,8 @@ from torch import nn
 
 import landscope as ls
 from landscope.curvature.probe import PROBE_PRODUCTS, probe_complement
-from landscope.train.config import MeasureConfig
-from landscope.train.measure import Measurer
+from landscope.training.config import MeasureConfig
+from landscope.training.measure import Measurer
 
 RTOL = 1e-6
 

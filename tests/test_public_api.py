@@ -92,9 +92,12 @@ def test_the_modules_and_the_distributed_operator_resolve_after_import_landscope
         import landscope as ls
         assert ls.distributed.DistributedHessianOperator.__name__ == "DistributedHessianOperator"
         assert callable(ls.train) and ls.train.__name__ == "train"
+        assert ls.training.Trainer.__name__ == "Trainer"  # the subpackage no longer shadowed
         import landscope.train.store  # an old path still imports ...
-        assert callable(ls.train)      # ... and does not shadow the function
+        assert callable(ls.train)      # ... and ls.train still trains
         from landscope.train import Trainer, RunStore  # noqa: F401
+        assert Trainer is ls.training.Trainer
+        assert landscope.train.store.RunStore is ls.training.store.RunStore
         print("ok")
     """)
     out = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
@@ -111,3 +114,18 @@ def test_every_name_in_all_exists(module):
 
 def test_every_top_level_name_in_all_exists():
     assert [n for n in ls.__all__ if not hasattr(ls, n)] == []
+
+
+def test_the_old_package_path_warns_and_still_trains(tmp_path):
+    code = textwrap.dedent(f"""
+        import warnings
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            import landscope.train as old
+        assert any("landscope.training" in str(w.message) for w in caught), caught
+        run = old({{"data": {{"name": "mnist1d", "n_train": 32, "n_test": 16}}, "train": {{"steps": 2}},
+                   "measure": {{"every": 2}}}}, {str(tmp_path / "run")!r})
+        print(run.status.get("status"))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().splitlines()[-1] == "completed", out.stderr

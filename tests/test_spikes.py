@@ -18,7 +18,7 @@ from landscope.analysis import (
     find_instabilities,
     loss_spikes,
 )
-from landscope.train import Run
+from landscope.training import Run
 
 PLANTED = {200: 0.05, 400: 0.10, 600: 0.30, 800: 1.00}  # step: height over the loss before it
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import landscope as ls
-from landscope.train import OptimizerSpec, ScheduleConfig, make_optimizer, make_schedule, parse_config
+from landscope.training import OptimizerSpec, ScheduleConfig, make_optimizer, make_schedule, parse_config
 
 STEPS = 3000
 KINDS = {

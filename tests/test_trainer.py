@@ -19,7 +19,7 @@ import torch
 import landscope as ls
 from landscope.data import load_mnist1d
 from landscope.models import mlp, mse
-from landscope.train import MeasureConfig, OptimizerSpec, RunLockedError, RunStore, Trainer
+from landscope.training import MeasureConfig, OptimizerSpec, RunLockedError, RunStore, Trainer
 
 # Edge of stability (DESIGN §9.4): full-batch GD, MSE, MNIST-1D, 1,000 samples, tanh MLP
 # 40-32-32-10 (PyTorch default init, seed 0), η = 0.5 (2/η = 4). λ₁ starts at 2.3, sharpens

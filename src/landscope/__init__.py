@@ -7,8 +7,9 @@ The public API (pinned in DESIGN §2)::
     res = ls.eigenpairs(op, k=10)
     run = ls.train("configs/eos_mlp.yaml", "runs/eos")   # train while measuring; resumes
 
-``landscope.train`` is both a subpackage and (as ``ls.train``) the function that trains a config;
-import the package's other names with ``from landscope.train import RunStore, Trainer, …``.
+``ls.train`` is the function; the training subpackage is :mod:`landscope.training`
+(``from landscope.training import RunStore, Trainer, …``; the old ``landscope.train`` imports
+still work, with a deprecation warning).
 """
 
 from landscope import analysis, distributed
@@ -40,7 +41,7 @@ from landscope.curvature import (
 )
 from landscope.errors import ConfigError, DataError, InputError, LandscopeError
 from landscope.monitor import SharpnessMonitor, find_max_stable_lr, lr_range_test
-from landscope.train import (
+from landscope.training import (
     OptimizerSpec,
     Run,
     RunConfig,

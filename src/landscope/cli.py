@@ -18,7 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from landscope.errors import LandscopeError
-from landscope.train.detector import DEFAULT_DELTA
+from landscope.training.detector import DEFAULT_DELTA
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="landscope: watch the loss landscape while a neural network trains.")
@@ -127,7 +127,7 @@ def train(
     from pathlib import Path
 
     import landscope as ls
-    from landscope.train import load_config
+    from landscope.training import load_config
 
     cfg = load_config(config)
     folder = Path(out) if out else Path("runs") / Path(config).stem
@@ -391,8 +391,8 @@ def lr_find(
     from pathlib import Path
 
     from landscope.monitor import find_max_stable_lr
-    from landscope.train import load_config
-    from landscope.train.run import build_run, resolve_device
+    from landscope.training import load_config
+    from landscope.training.run import build_run, resolve_device
 
     cfg = load_config(config)
     device = resolve_device(cfg.device)

@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from landscope.analysis.instabilities import DEFAULT_DELTA, Instability, find_instabilities
 from landscope.analysis.trace import Trace, trace
-from landscope.train import Run
+from landscope.training import Run
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Training instabilities: loss spikes with a heating and a cooling phase ([W&R] §3; DESIGN §6).
 
-The rule (*ours*) lives in :mod:`landscope.train.detector`, shared with the trainer's online
+The rule (*ours*) lives in :mod:`landscope.training.detector`, shared with the trainer's online
 detection: an instability **starts** when the loss exceeds (1 + δ)× its running minimum since the
 last instability ended; **heating** runs from the start to the loss peak; **cooling** from the peak
 to the first step whose loss is back below (1 + δ)× that pre-start minimum (the **end**). Each
@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from landscope.analysis.trace import Trace, trace
-from landscope.train import Run
-from landscope.train.detector import DEFAULT_DELTA, SENSITIVITY_DELTAS, check_delta, detect
+from landscope.training import Run
+from landscope.training.detector import DEFAULT_DELTA, SENSITIVITY_DELTAS, check_delta, detect
 
 __all__ = ["DEFAULT_DELTA", "SENSITIVITY_DELTAS", "Instability", "eos_ratio", "find_instabilities"]
 
@@ -53,7 +53,7 @@ class Instability:
 
 def find_instabilities(run: Run | Trace, delta: float = DEFAULT_DELTA, key: str | None = None
                        ) -> list[Instability]:
-    """The instabilities of a run's training loss (the rule: :mod:`landscope.train.detector`).
+    """The instabilities of a run's training loss (the rule: :mod:`landscope.training.detector`).
 
     ``key`` picks the loss (default: every step's for full batch, the full-set loss measured at
     each measurement for minibatch runs). Non-finite losses (divergence) count as above any bound.

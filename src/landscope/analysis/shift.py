@@ -32,7 +32,7 @@ from landscope.analysis.instabilities import (
 from landscope.analysis.trace import Trace, trace
 from landscope.curvature import subspace_overlap as subspace_overlap  # the one definition
 from landscope.errors import InputError
-from landscope.train import Run
+from landscope.training import Run
 
 
 def eigenvector_series(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -64,7 +64,7 @@ def overlap_matrix(run: Run | tuple[np.ndarray, list[np.ndarray]]) -> tuple[np.n
 
 @functools.lru_cache(maxsize=8)
 def _run_overlaps(path: str, stamp: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    from landscope.train import load_run
+    from landscope.training import load_run
     steps, M = _overlaps(*eigenvector_series(load_run(path)))
     M.setflags(write=False)
     return steps, M

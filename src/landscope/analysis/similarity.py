@@ -14,7 +14,7 @@ import numpy as np
 
 from landscope.analysis.shift import subspace_overlap
 from landscope.errors import InputError
-from landscope.train import Run
+from landscope.training import Run
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import numpy as np
 
 from landscope.analysis.trace import Trace, trace
 from landscope.errors import InputError
-from landscope.train import Run
+from landscope.training import Run
 
 
 def loss_spikes(run: Run | Trace, rise: float = 0.02, window: int = 30, key: str | None = None) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The series an analysis reads from a run: losses per step and curvature per measurement.
 
-Analyses take a :class:`~landscope.train.Run` or a :class:`Trace` built from arrays, so they can be
+Analyses take a :class:`~landscope.training.Run` or a :class:`Trace` built from arrays, so they can be
 tested on constructed series and applied to any run, including one recorded outside landscope.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from landscope.errors import InputError
-from landscope.train import Run
+from landscope.training import Run
 
 
 @dataclass(frozen=True)

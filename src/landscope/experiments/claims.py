@@ -26,7 +26,7 @@ from landscope.analysis import (
 )
 from landscope.experiments.common import eos_ratio_after_reaching, fmt, spearman
 from landscope.experiments.results import Claim, Region, above, at_least, below, between
-from landscope.train import Run
+from landscope.training import Run
 
 
 def over_deltas(make: Callable[[float], Claim]) -> Claim:

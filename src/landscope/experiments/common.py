@@ -15,8 +15,8 @@ import numpy as np
 from scipy.stats import spearmanr
 
 from landscope.experiments.sweep import set_dotted
-from landscope.train import Run
-from landscope.train.detector import SENSITIVITY_DELTAS
+from landscope.training import Run
+from landscope.training.detector import SENSITIVITY_DELTAS
 
 # wang2023's learning-rate range is 0.01 to 0.30 ([W&R] §3)
 LR_GRID = {"smoke": [0.05, 0.5, 1.0], "quick": [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
@@ -110,8 +110,8 @@ def final_model(run: Run) -> tuple[Any, Any, Any]:
     """``(model, loss_fn, dataset)`` of a run with its last checkpoint's parameters, in eval dtype."""
     import torch
 
-    from landscope.train import build_run
-    from landscope.train.store import RunStore
+    from landscope.training import build_run
+    from landscope.training.store import RunStore
     model, loss_fn, ds = build_run(run.config)
     state = RunStore(run.path).load_checkpoint()
     if state is not None:

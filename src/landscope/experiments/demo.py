@@ -8,8 +8,9 @@ from landscope.analysis import find_instabilities, flattening, landscape_shift
 from landscope.experiments import claims as C
 from landscope.experiments.claims import at_least
 from landscope.experiments.common import AROUND, fmt
+from landscope.experiments.figures import FlatteningFigure, LossAndSharpnessFigure, ShiftMatrixFigure
 from landscope.experiments.registry import Context, experiment
-from landscope.experiments.results import Claim, ExperimentResult, FigureSpec
+from landscope.experiments.results import Claim, ExperimentResult
 
 
 def demo_config(variant: str) -> dict:
@@ -71,19 +72,19 @@ def demo(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=tuple(claims),
         figures=(
-            FigureSpec(
+            LossAndSharpnessFigure(
                 "loss_sharpness",
-                "loss_and_sharpness",
-                {"run": run, "instabilities": events},
                 "Loss and λ₁ against 2/η; instabilities shaded (heating red, cooling blue).",
+                run=run,
+                instabilities=events,
             ),
-            FigureSpec(
+            ShiftMatrixFigure(
                 "shift_matrix",
-                "shift_matrix",
-                {"run": run, "instabilities": events},
                 f"Top-3 subspace overlap over time; shift {shift_text}.",
+                run=run,
+                instabilities=events,
             ),
-            FigureSpec("flattening", "flattening", {"results": flat}, "λ₁ right after each instability."),
+            FlatteningFigure("flattening", "λ₁ right after each instability.", results=flat),
         ),
         runs=(run.path,),
         settings=cfg,

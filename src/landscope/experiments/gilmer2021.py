@@ -31,9 +31,10 @@ from landscope.experiments.common import (
     spearman,
     with_,
 )
+from landscope.experiments.figures import MetricVsFigure, SweepCurvesFigure
 from landscope.experiments.registry import Context, experiment
-from landscope.experiments.results import REPORTED, Claim, ExperimentResult, FigureSpec, Region, TableSpec
-from landscope.train import Run
+from landscope.experiments.results import REPORTED, Claim, ExperimentResult, Region, TableSpec
+from landscope.training import Run
 
 
 def _grid(ctx: Context, lo: float, n: int) -> list[float]:
@@ -84,8 +85,8 @@ def largest_training(values: list[float], runs: list[Run], n_classes: int) -> fl
 
 
 def _n_classes(cfg: dict) -> int:
-    from landscope.train import parse_config
-    from landscope.train.run import build_dataset
+    from landscope.training import parse_config
+    from landscope.training.run import build_dataset
     return int(build_dataset(parse_config(cfg)).n_classes or 2)
 
 
@@ -177,17 +178,19 @@ def warmup(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            SweepCurvesFigure(
                 "curves_plain",
-                "sweep_curves",
-                {"runs": plain, "labels": [f"η={g:g}" for g in grid], "ratio": True},
                 "Without warmup: loss and λ₁/threshold.",
+                runs=plain,
+                labels=[f"η={g:g}" for g in grid],
+                ratio=True,
             ),
-            FigureSpec(
+            SweepCurvesFigure(
                 "curves_warm",
-                "sweep_curves",
-                {"runs": warm, "labels": [f"η={g:g}" for g in grid], "ratio": True},
                 "With warmup: loss and λ₁/threshold.",
+                runs=warm,
+                labels=[f"η={g:g}" for g in grid],
+                ratio=True,
             ),
         ),
         tables=(TableSpec("Outcome per η", ("η", "without warmup", f"with {wsteps}-step warmup",
@@ -273,18 +276,15 @@ def init_norm(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            MetricVsFigure(
                 "scatter",
-                "metric_vs",
-                {
-                    "x": lam_max,
-                    "series": {"largest stable η": etas},
-                    "xlabel": f"max λ₁ over the first {early} steps",
-                    "ylabel": "largest stable η",
-                    "logx": True,
-                    "logy": True,
-                },
                 "Largest stable η against early λ₁ (one point per variant, in the table's order).",
+                x=lam_max,
+                series={"largest stable η": etas},
+                xlabel=f"max λ₁ over the first {early} steps",
+                ylabel="largest stable η",
+                logx=True,
+                logy=True,
             ),
         ),
         tables=(
@@ -327,11 +327,12 @@ def clipping(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            SweepCurvesFigure(
                 "clipped",
-                "sweep_curves",
-                {"runs": clipped, "labels": [f"η={g:g}" for g in grid], "ratio": True},
                 "Clipped runs: loss and λ₁/threshold.",
+                runs=clipped,
+                labels=[f"η={g:g}" for g in grid],
+                ratio=True,
             ),
         ),
         tables=(TableSpec("Outcome per η", ("η", "unclipped", "clipped (norm 1)", "clipping fired",
@@ -426,19 +427,16 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            MetricVsFigure(
                 "test_loss",
-                "metric_vs",
-                {
-                    "x": grid,
-                    "series": {"final test loss": [t if np.isfinite(t) else np.nan for t in test]},
-                    "xlabel": "η",
-                    "ylabel": "test loss",
-                    "logx": True,
-                    "marks": {k: v for k, v in (("largest non-divergent", eta_max),
-                                                ("largest that trains", eta_trains)) if np.isfinite(v)},
-                },
                 "Final test loss against η (diverged runs omitted).",
+                x=grid,
+                series={"final test loss": [t if np.isfinite(t) else np.nan for t in test]},
+                xlabel="η",
+                ylabel="test loss",
+                logx=True,
+                marks={k: v for k, v in (("largest non-divergent", eta_max),
+                                         ("largest that trains", eta_trains)) if np.isfinite(v)},
             ),
         ),
         tables=(
@@ -480,11 +478,12 @@ def adam(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            SweepCurvesFigure(
                 "curves",
-                "sweep_curves",
-                {"runs": runs, "labels": [f"η={g:g}" for g in grid], "ratio": True},
                 "Loss and λ₁(P⁻¹H)/(38/η).",
+                runs=runs,
+                labels=[f"η={g:g}" for g in grid],
+                ratio=True,
             ),
         ),
         runs=tuple(r.path for r in runs),

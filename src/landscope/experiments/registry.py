@@ -20,7 +20,7 @@ from typing import Any
 from landscope.errors import InputError
 from landscope.experiments.results import ExperimentResult, combine_seeds
 from landscope.experiments.sweep import SweepPoint, run_points
-from landscope.train import Run, load_run, parse_config
+from landscope.training import Run, load_run, parse_config
 
 VARIANTS = ("smoke", "quick", "full")
 PAPERS = {"wang2023": "Wang & Roberts (2023), The instabilities of large learning rate training: "

@@ -1,8 +1,8 @@
 """What an experiment hands to the report: claims, figure specifications and tables (data only).
 
-Experiments sit left of the report in the data flow (DESIGN §1), so they do not draw: a
-:class:`FigureSpec` names a figure function of :mod:`landscope.report.plots` and the data it
-takes, and the report draws it.
+Experiments sit left of the report in the data flow (DESIGN §1), so they do not draw: a typed
+figure spec of :mod:`landscope.experiments.figures` (one class per figure function of
+:mod:`landscope.report.plots`) holds the data the figure takes, and the report draws it.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from scipy.stats import t as student_t
+
+from landscope.experiments.figures import Figure
 
 
 @dataclass(frozen=True)
@@ -175,16 +177,6 @@ def claim_doc(c: Claim) -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
-class FigureSpec:
-    """A figure to draw: ``kind`` is a function name in :mod:`landscope.report.plots`."""
-
-    name: str
-    kind: str
-    data: dict[str, Any]
-    caption: str = ""
-
-
-@dataclass(frozen=True)
 class TableSpec:
     """A table of the report."""
 
@@ -204,7 +196,7 @@ class ExperimentResult:
     folder: Path = Path(".")
     what: str = ""
     claims: tuple[Claim, ...] = ()
-    figures: tuple[FigureSpec, ...] = ()
+    figures: tuple[Figure, ...] = ()
     tables: tuple[TableSpec, ...] = ()
     runs: tuple[Path, ...] = ()
     notes: tuple[str, ...] = ()

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 
 from landscope.errors import ConfigError, InputError, LandscopeError
-from landscope.train import Run, load_run, parse_config, train
-from landscope.train.config import read_yaml
+from landscope.training import Run, load_run, parse_config, train
+from landscope.training.config import read_yaml
 
 
 @dataclass(frozen=True)

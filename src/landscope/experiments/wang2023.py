@@ -37,9 +37,19 @@ from landscope.experiments.common import (
     spearman,
     with_,
 )
+from landscope.experiments.figures import (
+    FlatteningFigure,
+    LossAndSharpnessFigure,
+    MetricVsFigure,
+    OutliersOverTimeFigure,
+    ShiftMatrixFigure,
+    SimilarityFigure,
+    SpectrumFigure,
+    SweepCurvesFigure,
+)
 from landscope.experiments.registry import Context, experiment
-from landscope.experiments.results import Claim, ExperimentResult, FigureSpec, Region, TableSpec
-from landscope.train import Run
+from landscope.experiments.results import Claim, ExperimentResult, Region, TableSpec
+from landscope.training import Run
 
 
 def lr_sweep_runs(ctx: Context) -> tuple[list[float], list[Run]]:
@@ -78,34 +88,31 @@ def lr_sweep(ctx: Context) -> ExperimentResult:
     acc = [final(r, "test_acc") for r in runs]
     big = runs[int(np.argmax([c for c in counts]))] if any(counts) else runs[-1]
     figures = (
-        FigureSpec(
+        SweepCurvesFigure(
             "curves",
-            "sweep_curves",
-            {"runs": runs, "labels": [f"η={lr:g}" for lr in grid]},
             "Training loss, and λ₁ (solid) against 2/η (dashed), for every η.",
+            runs=runs,
+            labels=[f"η={lr:g}" for lr in grid],
         ),
-        FigureSpec(
+        MetricVsFigure(
             "outcomes",
-            "metric_vs",
-            {
-                "x": grid,
-                "series": {"instabilities": counts},
-                "xlabel": "η",
-                "ylabel": f"number of instabilities (δ = {DEFAULT_DELTA:g})",
-            },
             "Instabilities per run against η.",
+            x=grid,
+            series={"instabilities": counts},
+            xlabel="η",
+            ylabel=f"number of instabilities (δ = {DEFAULT_DELTA:g})",
         ),
-        FigureSpec(
+        MetricVsFigure(
             "accuracy",
-            "metric_vs",
-            {"x": grid, "series": {"final test accuracy": acc}, "xlabel": "η", "ylabel": "test accuracy"},
             "Final test accuracy against η.",
+            x=grid,
+            series={"final test accuracy": acc},
+            xlabel="η",
+            ylabel="test accuracy",
         ),
-        FigureSpec("largest", "loss_and_sharpness", {"run": big}, "The run with the most instabilities."),
-        FigureSpec("flattening", "flattening", {"results": flats}, "λ₁ after each instability, per η."),
-        FigureSpec(
-            "similarity", "similarity", {"sim": sim}, "Similarity to the η = 0.01 baseline over time."
-        ),
+        LossAndSharpnessFigure("largest", "The run with the most instabilities.", run=big),
+        FlatteningFigure("flattening", "λ₁ after each instability, per η.", results=flats),
+        SimilarityFigure("similarity", "Similarity to the η = 0.01 baseline over time.", sim=sim),
     )
     rows = tuple(
         (lr, r.state, c, fmt(x), fmt(final(r, "lambda1")), fmt(2 / lr), fmt(a))
@@ -144,11 +151,10 @@ def flattening_exp(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            FlatteningFigure(
                 "flattening",
-                "flattening",
-                {"results": {k: f for k, f in flats.items() if len(f.index)}},  # noqa: E501
                 "λ₁ after each instability, per η.",
+                results={k: f for k, f in flats.items() if len(f.index)},
             ),
         ),
         tables=(
@@ -183,11 +189,10 @@ def shift_exp(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            ShiftMatrixFigure(
                 "shift_matrix",
-                "shift_matrix",
-                {"run": big},
                 f"Overlap matrix of the run with the most instabilities ({big.path.name}).",
+                run=big,
             ),
         ),  # noqa: E501
         tables=(
@@ -228,7 +233,7 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=tuple(claims),
         figures=(
-            FigureSpec("similarity", "similarity", {"sim": sim}, "Similarity to the η = 0.01 baseline."),
+            SimilarityFigure("similarity", "Similarity to the η = 0.01 baseline.", sim=sim),
         ),
         runs=tuple(r.path for r in runs),
         settings={"lr_grid": grid},
@@ -299,14 +304,13 @@ def outliers(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
-                "outliers", "outliers_over_time", {"run": run}, "Top-30 eigenvalues and k* over time."
-            ),
-            FigureSpec(
+            OutliersOverTimeFigure("outliers", "Top-30 eigenvalues and k* over time.", run=run),
+            SpectrumFigure(
                 "spectrum",
-                "spectrum_plot",
-                {"values": values, "density": dens, "title": f"step {run.measurements[-1]['step']}"},
                 "Final top-30 (outliers red) and the SLQ density of the whole spectrum.",
+                values=values,
+                density=dens,
+                title=f"step {run.measurements[-1]['step']}",
             ),
         ),
         runs=(run.path,),
@@ -360,12 +364,18 @@ def second_dataset(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec("curves", "sweep_curves", {"runs": runs, "labels": labels},
-                       "SRC: training loss, and λ₁ against 2/η, for every η."),
-            FigureSpec("largest", "loss_and_sharpness", {"run": big},
-                       "The SRC run with the most instabilities."),
-            FigureSpec("outliers", "outliers_over_time", {"run": out_run},
-                       "SRC, cross-entropy: top eigenvalues and k* over time."),
+            SweepCurvesFigure(
+                "curves",
+                "SRC: training loss, and λ₁ against 2/η, for every η.",
+                runs=runs,
+                labels=labels,
+            ),
+            LossAndSharpnessFigure("largest", "The SRC run with the most instabilities.", run=big),
+            OutliersOverTimeFigure(
+                "outliers",
+                "SRC, cross-entropy: top eigenvalues and k* over time.",
+                run=out_run,
+            ),
         ),
         tables=(TableSpec("Runs", ("η", "status", "instabilities", "final λ₁", "2/η", "test acc"),
                           tuple((lr, r.state, c, fmt(final(r, "lambda1")), fmt(2 / lr),
@@ -509,16 +519,13 @@ def klayer(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            MetricVsFigure(
                 "klayer",
-                "metric_vs",
-                {
-                    "x": list(range(1, n_layers + 1)),
-                    "series": {"relative λ₁ error": errs, "top-5 overlap": ovs},
-                    "xlabel": "k (last layers)",
-                    "ylabel": "value",
-                },
                 "λ₁ error and eigenvector overlap of the last-k-layer block.",
+                x=list(range(1, n_layers + 1)),
+                series={"relative λ₁ error": errs, "top-5 overlap": ovs},
+                xlabel="k (last layers)",
+                ylabel="value",
             ),
         ),
         tables=(
@@ -582,29 +589,27 @@ def delayed_decay(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            MetricVsFigure(
                 "outcome",
-                "metric_vs",
-                {"x": grid, "series": {"λ₁ at the decay point": at_decay, "final λ₁": lam},
-                 "xlabel": "T_d (steps)", "ylabel": "λ₁"},
                 "Sharpness at the decay point and at the end, against T_d.",
+                x=grid,
+                series={"λ₁ at the decay point": at_decay, "final λ₁": lam},
+                xlabel="T_d (steps)",
+                ylabel="λ₁",
             ),
-            FigureSpec(
+            MetricVsFigure(
                 "accuracy",
-                "metric_vs",
-                {
-                    "x": grid,
-                    "series": {"test accuracy": acc},
-                    "xlabel": "T_d (steps)",
-                    "ylabel": "test accuracy",
-                },
                 "Final test accuracy against T_d.",
+                x=grid,
+                series={"test accuracy": acc},
+                xlabel="T_d (steps)",
+                ylabel="test accuracy",
             ),
-            FigureSpec(
+            SweepCurvesFigure(
                 "curves",
-                "sweep_curves",
-                {"runs": runs, "labels": [f"T_d={t}" for t in grid]},
                 "Loss and λ₁ against the threshold for every T_d.",
+                runs=runs,
+                labels=[f"T_d={t}" for t in grid],
             ),
         ),
         tables=(
@@ -661,11 +666,11 @@ def cyclic(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            SweepCurvesFigure(
                 "curves",
-                "sweep_curves",
-                {"runs": runs, "labels": [f"r={r:g}" for r in ratios]},
                 "Loss and λ₁ against the threshold (which follows η) for every ratio.",
+                runs=runs,
+                labels=[f"r={r:g}" for r in ratios],
             ),
         ),
         tables=(
@@ -720,7 +725,7 @@ def long_horizon(ctx: Context) -> ExperimentResult:
     )
     return ExperimentResult(
         claims=claims,
-        figures=(FigureSpec("long", "loss_and_sharpness", {"run": run}, "The whole run."),),
+        figures=(LossAndSharpnessFigure("long", "The whole run.", run=run),),
         runs=(run.path,),
         settings=cfg,
     )
@@ -775,24 +780,19 @@ def cooling(ctx: Context) -> ExperimentResult:
     return ExperimentResult(
         claims=claims,
         figures=(
-            FigureSpec(
+            LossAndSharpnessFigure(
                 "run",
-                "loss_and_sharpness",
-                {"run": run, "instabilities": events},
                 "Loss and λ₁ measured every 2 steps, phases shaded.",
+                run=run,
+                instabilities=events,
             ),
-            FigureSpec(
+            MetricVsFigure(
                 "alignment",
-                "metric_vs",
-                {
-                    "x": [0, 1, 2],
-                    "series": {
-                        "top-3 gradient fraction": [means["stable"], means["heating"], means["cooling"]]
-                    },
-                    "xlabel": "phase (0 stable, 1 heating, 2 cooling)",
-                    "ylabel": "‖U₃ᵀg‖² / ‖g‖²",
-                },
                 "Gradient alignment by phase.",
+                x=[0, 1, 2],
+                series={"top-3 gradient fraction": [means["stable"], means["heating"], means["cooling"]]},
+                xlabel="phase (0 stable, 1 heating, 2 cooling)",
+                ylabel="‖U₃ᵀg‖² / ‖g‖²",
             ),
         ),
         runs=(run.path,),

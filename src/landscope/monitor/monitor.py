@@ -33,7 +33,7 @@ from landscope.errors import InputError, LandscopeError
 from landscope.monitor.records import json_safe
 from landscope.monitor.short_runs import collapsed, own_and_mean_output_loss
 from landscope.monitor.sinks import make_sinks
-from landscope.train import is_preconditioned, stability_threshold
+from landscope.training import is_preconditioned, stability_threshold
 
 Status = Literal["stable", "edge", "unstable", "warming_up", "dead", "off"]
 STATUSES: tuple[str, ...] = ("stable", "edge", "unstable", "warming_up", "dead", "off")

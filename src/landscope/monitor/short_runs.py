@@ -24,9 +24,9 @@ from landscope.curvature.batch_loss import BatchLoss, call_model, outputs_of
 from landscope.curvature.batches import Batch, batch_size, is_pair
 from landscope.curvature.modes import model_mode
 from landscope.errors import InputError
-from landscope.train.config import OptimizerSpec
-from landscope.train.measure import hessian_subset
-from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
+from landscope.training.config import OptimizerSpec
+from landscope.training.measure import hessian_subset
+from landscope.training.optim import is_preconditioned, make_optimizer, stability_threshold
 
 OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam", "adamw", "rmsprop")
 BatchWeight = Callable[[Batch], float]

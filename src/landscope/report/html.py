@@ -21,7 +21,8 @@ from landscope.analysis import DEFAULT_DELTA, find_instabilities
 from landscope.experiments.results import Claim, ExperimentResult, claim_doc
 from landscope.experiments.sweep import SweepPoint
 from landscope.report import plots
-from landscope.train import Run
+from landscope.report.figures import draw
+from landscope.training import Run
 from landscope.version import __version__
 
 CSS = """
@@ -173,8 +174,7 @@ def render_experiment(result: ExperimentResult) -> Path:
     folder = result.folder
     drawn = []
     for spec in result.figures:
-        fn = getattr(plots, spec.kind)
-        drawn.append((fn(**spec.data, path=folder / "figures" / f"{spec.name}.png"), spec.caption))
+        drawn.append((draw(spec, folder / "figures"), spec.caption))
     claims = (claims_table(result.claims) + f"<p class=\"meta\">{html.escape(INTERVAL_NOTE)}</p>"
               if result.claims else "<p>This experiment tests no claim.</p>")
     sens = sensitivity_table(result.claims)

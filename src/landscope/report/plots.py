@@ -25,7 +25,7 @@ from landscope.analysis import (  # noqa: E402
     trace,
 )
 from landscope.curvature import Density  # noqa: E402
-from landscope.train import Run  # noqa: E402
+from landscope.training import Run  # noqa: E402
 
 HEATING, COOLING = "#d62728", "#1f77b4"
 DPI = 120

@@ -1,39 +1,39 @@
-"""Training with measurement (DESIGN §4): optimisers and thresholds, schedules, the Trainer, runs.
+"""Deprecated home of :mod:`landscope.training`: old imports keep working, with a warning.
 
-``ls.train(config, out)`` trains the run a config describes into a run folder (resuming it if
-the folder holds one); ``ls.load_run(out)`` reads it back; :class:`Trainer` trains any model.
+``landscope.train`` was both this subpackage and (as ``ls.train``) the function that trains a
+config, so ``landscope.train.Trainer`` failed once the function shadowed the package. The package
+is now :mod:`landscope.training`; ``ls.train`` is the function. ``from landscope.train import X``
+and ``import landscope.train.store`` still work. Importing them can make ``landscope.train`` this
+module again, so the module is callable: ``ls.train(config, out)`` trains either way.
 """
 
-from landscope.train.config import (
-    DataConfig,
-    MeasureConfig,
-    ModelConfig,
-    OptimizerSpec,
-    RunConfig,
-    ScheduleConfig,
-    TrainConfig,
-    load_config,
-    parse_config,
-)
-from landscope.train.measure import evaluate
-from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
-from landscope.train.run import build_run, train
-from landscope.train.schedules import Schedule, make_schedule
-from landscope.train.store import EigenSnapshot, Run, RunLockedError, RunStore, load_run
-from landscope.train.trainer import Checkpoint, Trainer, TrainResult
+from __future__ import annotations
 
-__all__ = [
-    "DataConfig", "MeasureConfig", "ModelConfig", "OptimizerSpec", "RunConfig",
-    "ScheduleConfig", "TrainConfig", "load_config", "parse_config", "evaluate", "is_preconditioned",
-    "make_optimizer", "stability_threshold", "build_run", "train", "Schedule", "make_schedule",
-    "EigenSnapshot", "Run", "RunLockedError", "RunStore", "load_run", "Checkpoint", "Trainer",
-    "TrainResult",
-]
+import importlib
+import pkgutil
+import sys
+import types
+import warnings
+from typing import Any
+
+import landscope.training as _training
+from landscope.training import *  # noqa: F403 - the old namespace, as it was
+from landscope.training import __all__  # noqa: F401
+
+warnings.warn("landscope.train (the package) is now landscope.training; ls.train is the function "
+              "that trains a config", DeprecationWarning, stacklevel=2)
+
+for _info in pkgutil.iter_modules(_training.__path__):  # landscope.train.store is training.store
+    _module = importlib.import_module(f"landscope.training.{_info.name}")
+    sys.modules.setdefault(f"{__name__}.{_info.name}", _module)
+    globals()[_info.name] = _module
 
 
-def __getattr__(name: str) -> object:
-    """Deprecated names (see :mod:`landscope.train.config`)."""
-    if name == "OptimizerConfig":
-        from landscope.train import config
-        return config.OptimizerConfig
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+class _CallableModule(types.ModuleType):
+    """The shim, callable as :func:`landscope.training.train` (it may replace ``ls.train``)."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return _training.train(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

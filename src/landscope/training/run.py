@@ -23,9 +23,9 @@ from landscope.data import Dataset, load_dataset
 from landscope.errors import ConfigError
 from landscope.models import build_model, get_loss
 from landscope.models.init import GRADINIT_STEPS, META_INITS, METAINIT_STEPS
-from landscope.train.config import RunConfig, load_config
-from landscope.train.store import Run, RunStore, load_run
-from landscope.train.trainer import Trainer
+from landscope.training.config import RunConfig, load_config
+from landscope.training.store import Run, RunStore, load_run
+from landscope.training.trainer import Trainer
 from landscope.version import __version__
 
 META_INIT_SAMPLES = 512

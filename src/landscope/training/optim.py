@@ -24,7 +24,7 @@ from collections.abc import Iterable
 import torch
 
 from landscope.errors import InputError
-from landscope.train.config import OptimizerSpec
+from landscope.training.config import OptimizerSpec
 
 PRECONDITIONED = ("adam", "adamw")
 

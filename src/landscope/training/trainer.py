@@ -24,12 +24,12 @@ from torch import nn
 from landscope.background import BackgroundActor
 from landscope.curvature import EigenResult
 from landscope.errors import InputError
-from landscope.train.config import MeasureConfig, OptimizerSpec, ScheduleConfig
-from landscope.train.detector import DEFAULT_DELTA, InstabilityDetector
-from landscope.train.measure import Measurement, Measurer, hessian_subset
-from landscope.train.optim import is_preconditioned, make_optimizer, stability_threshold
-from landscope.train.schedules import make_schedule
-from landscope.train.store import RunStore
+from landscope.training.config import MeasureConfig, OptimizerSpec, ScheduleConfig
+from landscope.training.detector import DEFAULT_DELTA, InstabilityDetector
+from landscope.training.measure import Measurement, Measurer, hessian_subset
+from landscope.training.optim import is_preconditioned, make_optimizer, stability_threshold
+from landscope.training.schedules import make_schedule
+from landscope.training.store import RunStore
 
 Data = tuple[torch.Tensor, torch.Tensor]
 

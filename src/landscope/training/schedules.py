@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from landscope.errors import InputError
-from landscope.train.config import ScheduleConfig
+from landscope.training.config import ScheduleConfig
 
 
 @dataclass(frozen=True)

@@ -26,7 +26,7 @@ from landscope.curvature import (
     layers,
 )
 from landscope.errors import LandscopeError
-from landscope.train.config import MeasureConfig
+from landscope.training.config import MeasureConfig
 
 EVAL_CHUNK = 4096
 

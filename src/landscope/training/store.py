@@ -40,8 +40,8 @@ import torch
 import yaml
 
 from landscope.errors import ConfigError, InputError, LandscopeError
-from landscope.train.checkpoint_file import CheckpointError, checkpoint_advice, read_checkpoint, to_plain
-from landscope.train.config import RunConfig, parse_config
+from landscope.training.checkpoint_file import CheckpointError, checkpoint_advice, read_checkpoint, to_plain
+from landscope.training.config import RunConfig, parse_config
 from landscope.version import __version__
 
 STATUSES = ("running", "completed", "diverged", "failed")

@@ -89,7 +89,7 @@ class OptimizerSpec(_Section):
 
 
 class ScheduleConfig(_Section):
-    """``schedule:``: η as a pure function of the step (see :mod:`landscope.train.schedules`).
+    """``schedule:``: η as a pure function of the step (see :mod:`landscope.training.schedules`).
 
     ``warmup_steps`` composes a linear warmup with any schedule.
     """
@@ -144,7 +144,7 @@ class MeasureConfig(_Section):
     the same, written in order once their measurement is back).
 
     ``around_instabilities``: instabilities last a few steps, far fewer than ``every``, so the
-    trainer also watches the loss online with the rule of :mod:`landscope.train.detector` (one
+    trainer also watches the loss online with the rule of :mod:`landscope.training.detector` (one
     detector per δ of ``around_deltas``, default the analyses' δ) and measures every step from
     ``around_before`` steps before each start to ``around_after`` steps after its end. The steps
     before a start are measured after the fact from a ring buffer of the last ``around_before``
