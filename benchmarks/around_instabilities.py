@@ -34,26 +34,42 @@ RESULTS = Path(__file__).parent / "results"
 
 VARIANTS = {
     "plain (every 20)": {"measure.around_instabilities": False},
-    f"around, default δ = {DEFAULT_DELTA:g}": {"measure.around_instabilities": True,
-                                             "measure.around_deltas": None},
-    "around, δ = 0.1 (the default before issue 13)": {"measure.around_instabilities": True,
-                                                     "measure.around_deltas": [0.1]},
+    f"around, default δ = {DEFAULT_DELTA:g}": {
+        "measure.around_instabilities": True,
+        "measure.around_deltas": None,
+    },
+    "around, δ = 0.1 (the default before issue 13)": {
+        "measure.around_instabilities": True,
+        "measure.around_deltas": [0.1],
+    },
     "around, δ ∈ {" + ", ".join(f"{d:g}" for d in SENSITIVITY_DELTAS) + "}": {
-        "measure.around_instabilities": True, "measure.around_deltas": list(SENSITIVITY_DELTAS)},
+        "measure.around_instabilities": True,
+        "measure.around_deltas": list(SENSITIVITY_DELTAS),
+    },
 }
 
 
 def run_once(over: dict, steps: int, folder: Path) -> dict:
-    cfg = with_(base_config("quick"), **{"optimizer.lr": 0.3, "train.steps": steps,
-                                         "measure.save_params": False, "measure.save_predictions": False,
-                                         **over})
+    cfg = with_(
+        base_config("quick"),
+        **{
+            "optimizer.lr": 0.3,
+            "train.steps": steps,
+            "measure.save_params": False,
+            "measure.save_predictions": False,
+            **over,
+        },
+    )
     shutil.rmtree(folder, ignore_errors=True)
     tic = time.perf_counter()
     run = ls.train(cfg, folder, progress=False)
     wall = time.perf_counter() - tic
-    return {"wall": wall, "measurements": len(run.measurements),
-            "matvecs": sum(r.get("n_matvecs", 0) for r in run.measurements),
-            "instabilities": len(find_instabilities(run))}
+    return {
+        "wall": wall,
+        "measurements": len(run.measurements),
+        "matvecs": sum(r.get("n_matvecs", 0) for r in run.measurements),
+        "instabilities": len(find_instabilities(run)),
+    }
 
 
 def main() -> None:
@@ -70,21 +86,54 @@ def main() -> None:
             print(f"repeat {rep}: {name}: {times[name][-1]['wall']:.2f} s", flush=True)
     shutil.rmtree(tmp, ignore_errors=True)
     plain = statistics.median(r["wall"] for r in times["plain (every 20)"])
-    rows, doc = [], {"machine": {"cpu": cpu_name(), "python": platform.python_version(),
-                                 "torch": torch.__version__, "threads": 1},
-                     "steps": args.steps, "repeats": args.repeats, "variants": {}}
+    rows, doc = (
+        [],
+        {
+            "machine": {
+                "cpu": cpu_name(),
+                "python": platform.python_version(),
+                "torch": torch.__version__,
+                "threads": 1,
+            },
+            "steps": args.steps,
+            "repeats": args.repeats,
+            "variants": {},
+        },
+    )
     for name, rs in times.items():
         wall = statistics.median(r["wall"] for r in rs)
         doc["variants"][name] = {"runs": rs, "median_wall": wall, "ratio": wall / plain}
-        rows.append([name, f"{wall:.2f}", f"{wall / plain:.2f}×", str(rs[0]["measurements"]),
-                     str(rs[0]["matvecs"]), str(rs[0]["instabilities"])])
+        rows.append(
+            [
+                name,
+                f"{wall:.2f}",
+                f"{wall / plain:.2f}×",
+                str(rs[0]["measurements"]),
+                str(rs[0]["matvecs"]),
+                str(rs[0]["instabilities"]),
+            ]
+        )
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "around_instabilities.json").write_text(json.dumps(doc, indent=1))
-    md = ["# measure.around_instabilities: cost on the η = 0.3 quick run", "",
-          f"{doc['machine']['cpu']}, one torch thread, median of {args.repeats}; "
-          f"`python benchmarks/around_instabilities.py`. Target: ≤ 2× plain at the default δ.", "",
-          *markdown_table(["variant", "wall (s)", "vs plain", "measurements", "products",
-                           f"instabilities (δ = {DEFAULT_DELTA:g})"], rows), ""]
+    md = [
+        "# measure.around_instabilities: cost on the η = 0.3 quick run",
+        "",
+        f"{doc['machine']['cpu']}, one torch thread, median of {args.repeats}; "
+        f"`python benchmarks/around_instabilities.py`. Target: ≤ 2× plain at the default δ.",
+        "",
+        *markdown_table(
+            [
+                "variant",
+                "wall (s)",
+                "vs plain",
+                "measurements",
+                "products",
+                f"instabilities (δ = {DEFAULT_DELTA:g})",
+            ],
+            rows,
+        ),
+        "",
+    ]
     (RESULTS / "around_instabilities.md").write_text("\n".join(md))
     print("\n".join(md))
 

@@ -53,9 +53,16 @@ def _mlp(act: type[nn.Module], seed: int) -> nn.Module:
 
 def _cnn(seed: int) -> nn.Module:
     torch.manual_seed(seed)
-    return nn.Sequential(nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 8, 5, padding=2), nn.ReLU(),
-                         nn.Conv1d(8, 16, 5, padding=2), nn.ReLU(), nn.AdaptiveAvgPool1d(4),
-                         nn.Flatten(), nn.Linear(64, 10))
+    return nn.Sequential(
+        nn.Unflatten(1, (1, 40)),
+        nn.Conv1d(1, 8, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(8, 16, 5, padding=2),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool1d(4),
+        nn.Flatten(),
+        nn.Linear(64, 10),
+    )
 
 
 def _mse(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -101,12 +108,21 @@ def run(w: Workload, steps: int, seed: int, X: torch.Tensor, y: torch.Tensor) ->
                 break  # diverged: a result; what was measured before it stands
         if t % EVERY == 0:
             fresh = torch.Generator().manual_seed(10_000 + t)
-            batches = [(X[i], y[i]) for i in (torch.randint(0, len(X), (w.batch,), generator=fresh)
-                                              for _ in range(N_BATCHES))]
+            batches = [
+                (X[i], y[i])
+                for i in (torch.randint(0, len(X), (w.batch,), generator=fresh) for _ in range(N_BATCHES))
+            ]
             bs = ls.batch_sharpness(model, w.loss, batches).value
             lam = float(tracker.update(op).values[0])
-            rows.append({"step": t, "batch_sharpness": bs, "lambda1": lam,
-                         "bs_ratio": bs / threshold, "lambda_ratio": lam / threshold})
+            rows.append(
+                {
+                    "step": t,
+                    "batch_sharpness": bs,
+                    "lambda1": lam,
+                    "bs_ratio": bs / threshold,
+                    "lambda_ratio": lam / threshold,
+                }
+            )
         if t == steps:
             break
         idx = torch.randint(0, len(X), (w.batch,), generator=g)
@@ -117,12 +133,16 @@ def run(w: Workload, steps: int, seed: int, X: torch.Tensor, y: torch.Tensor) ->
     for r in rows:
         r["spike_ahead"] = bool(((spikes > r["step"]) & (spikes <= r["step"] + HORIZON)).any())
     late = [r for r in rows if r["step"] >= steps // 2] or rows
-    return {"threshold": threshold, "rows": rows, "spikes": spikes.tolist(),
-            "diverged_at": loss_steps[-1] if not np.isfinite(losses[-1]) else None,
-            "median_bs_ratio": statistics.median(r["bs_ratio"] for r in late),
-            "median_lambda_ratio": statistics.median(r["lambda_ratio"] for r in late),
-            "auc_bs": auc([r["bs_ratio"] for r in rows], [r["spike_ahead"] for r in rows]),
-            "auc_lambda": auc([r["lambda_ratio"] for r in rows], [r["spike_ahead"] for r in rows])}
+    return {
+        "threshold": threshold,
+        "rows": rows,
+        "spikes": spikes.tolist(),
+        "diverged_at": loss_steps[-1] if not np.isfinite(losses[-1]) else None,
+        "median_bs_ratio": statistics.median(r["bs_ratio"] for r in late),
+        "median_lambda_ratio": statistics.median(r["lambda_ratio"] for r in late),
+        "auc_bs": auc([r["bs_ratio"] for r in rows], [r["spike_ahead"] for r in rows]),
+        "auc_lambda": auc([r["lambda_ratio"] for r in rows], [r["spike_ahead"] for r in rows]),
+    }
 
 
 def main() -> None:
@@ -141,20 +161,42 @@ def main() -> None:
         def fmt(vals: list[float | None], spec: str = ".2f") -> str:
             vals = [v for v in vals if v is not None]
             return " / ".join(format(v, spec) for v in vals) if vals else "—"
-        table.append([w.name, fmt([r["median_bs_ratio"] for r in per_seed]),
-                      fmt([r["median_lambda_ratio"] for r in per_seed]),
-                      fmt([float(len(r["spikes"])) for r in per_seed], ".0f")
-                      + "".join(f" (diverged at {r['diverged_at']})" for r in per_seed
-                                if r["diverged_at"] is not None),
-                      fmt([r["auc_bs"] for r in per_seed]), fmt([r["auc_lambda"] for r in per_seed])])
+
+        table.append(
+            [
+                w.name,
+                fmt([r["median_bs_ratio"] for r in per_seed]),
+                fmt([r["median_lambda_ratio"] for r in per_seed]),
+                fmt([float(len(r["spikes"])) for r in per_seed], ".0f")
+                + "".join(
+                    f" (diverged at {r['diverged_at']})" for r in per_seed if r["diverged_at"] is not None
+                ),
+                fmt([r["auc_bs"] for r in per_seed]),
+                fmt([r["auc_lambda"] for r in per_seed]),
+            ]
+        )
         print(" | ".join(table[-1]), flush=True)
-    md = ["# Batch sharpness vs full-batch λ1 under minibatch SGD", "",
-          f"{cpu_name()}, torch {torch.__version__}, one thread; MNIST-1D (4,000 samples), "
-          f"{args.steps} steps, {args.seeds} seeds (values per seed, separated by /). Ratios are to "
-          f"the optimiser's threshold; medians over the second half. AUC: how well the ratio at a "
-          f"measurement ranks those followed by a loss spike within {HORIZON} steps (0.5: chance).",
-          "", *markdown_table(["workload", "batch sharpness / threshold", "full-batch λ1 / threshold",
-                               "spikes", "AUC batch sharpness", "AUC λ1"], table), ""]
+    md = [
+        "# Batch sharpness vs full-batch λ1 under minibatch SGD",
+        "",
+        f"{cpu_name()}, torch {torch.__version__}, one thread; MNIST-1D (4,000 samples), "
+        f"{args.steps} steps, {args.seeds} seeds (values per seed, separated by /). Ratios are to "
+        f"the optimiser's threshold; medians over the second half. AUC: how well the ratio at a "
+        f"measurement ranks those followed by a loss spike within {HORIZON} steps (0.5: chance).",
+        "",
+        *markdown_table(
+            [
+                "workload",
+                "batch sharpness / threshold",
+                "full-batch λ1 / threshold",
+                "spikes",
+                "AUC batch sharpness",
+                "AUC λ1",
+            ],
+            table,
+        ),
+        "",
+    ]
     write_results(RESULTS, "batch_sharpness", doc, md)
 
 

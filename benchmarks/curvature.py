@@ -88,14 +88,26 @@ TARGET_VS_PYHESSIAN_ACC = 1000.0  # ... while >= 1000x more accurate
 TARGET_HVP_OVER_GRAD = 2.5
 TARGET_TRACKER = 1 / 3
 
-PEER_DISTS = ("torch", "numpy", "scipy", "landscope", "PyHessian", "curvlinops-for-pytorch",
-              "backpack-for-pytorch", "hessian-eigenthings", "einops", "einconv",
-              "linear_operator", "rich")
+PEER_DISTS = (
+    "torch",
+    "numpy",
+    "scipy",
+    "landscope",
+    "PyHessian",
+    "curvlinops-for-pytorch",
+    "backpack-for-pytorch",
+    "hessian-eigenthings",
+    "einops",
+    "einconv",
+    "linear_operator",
+    "rich",
+)
 
 
 # ------------------------------------------------------------------------------------------------
 # Models and data
 # ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ModelSpec:
@@ -115,8 +127,9 @@ MODELS = (
 )
 
 
-def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int,
-              opt: torch.optim.Optimizer | None = None) -> float:
+def sgd_steps(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, opt: torch.optim.Optimizer | None = None
+) -> float:
     """Full-batch SGD (lr 0.1) on the mean cross-entropy, in train mode; returns the last loss."""
     opt = opt or torch.optim.SGD(model.parameters(), lr=LR)
     model.train()
@@ -133,8 +146,7 @@ def sgd_steps(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int,
     return loss
 
 
-def train_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[nn.Module,
-                                                                                       dict]:
+def train_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, steps: int) -> tuple[nn.Module, dict]:
     """Build the model from ``torch.manual_seed(0)`` and train it; returns it in eval mode."""
     torch.manual_seed(0)
     model = spec.make()
@@ -143,13 +155,18 @@ def train_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, steps: int) -
     loss = sgd_steps(model, X, y, steps)
     sync()
     dim = sum(p.numel() for p in model.parameters())
-    return model, {"train_steps": steps, "train_time_s": time.perf_counter() - t0,
-                   "final_train_loss": loss, "dim": dim}
+    return model, {
+        "train_steps": steps,
+        "train_time_s": time.perf_counter() - t0,
+        "final_train_loss": loss,
+        "dim": dim,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
 # Reference eigenvalues
 # ------------------------------------------------------------------------------------------------
+
 
 def autograd_hvp64(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Callable:
     """Plain float64 double-backward HVP (independent of landscope), for checking residuals."""
@@ -163,21 +180,26 @@ def autograd_hvp64(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Callab
         vs = [t.reshape(p.shape) for t, p in zip(parts, params, strict=True)]
         out = torch.autograd.grad(grads, params, vs, retain_graph=True)
         return torch.cat([o.reshape(-1) for o in out])
+
     return hvp
 
 
-def scipy_operator(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int,
-                   counter: list[int] | None = None) -> Any:
+def scipy_operator(
+    matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, counter: list[int] | None = None
+) -> Any:
     """A float64 scipy LinearOperator around a torch matvec (counting calls in ``counter``)."""
+
     def counted(v: torch.Tensor) -> torch.Tensor:
         if counter is not None:
             counter[0] += 1
         return matvec(v).detach().to(torch.float64)
+
     return ls.MatvecOperator(counted, dim).to_scipy()
 
 
-def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim: int,
-              dense_budget_s: float) -> dict:
+def reference(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim: int, dense_budget_s: float
+) -> dict:
     """Exact top-k eigenvalues in float64: dense ``eigh`` if affordable, else ``eigsh`` at 1e-10.
 
     The dense matrix is built column by column with the float64 landscope operator (vmap over
@@ -185,6 +207,7 @@ def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim:
     pairs are re-measured with :func:`autograd_hvp64`.
     """
     from scipy.sparse.linalg import eigsh
+
     t0 = time.perf_counter()
     out: dict[str, Any] = {}
     probes = {}
@@ -217,18 +240,20 @@ def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim:
         op = ls.HessianOperator(model, LOSS, (X, y), dtype=torch.float64)
         counter = [0]
         v0 = np.random.default_rng(0).standard_normal(dim)
-        vals, vecs = eigsh(scipy_operator(op.matvec, dim, counter), k=K, which="LA",
-                           tol=REF_TOL, ncv=max(4 * K, 40), v0=v0)
+        vals, vecs = eigsh(
+            scipy_operator(op.matvec, dim, counter), k=K, which="LA", tol=REF_TOL, ncv=max(4 * K, 40), v0=v0
+        )
         order = np.argsort(-vals)
         values = torch.from_numpy(vals[order].copy())
         vectors = torch.from_numpy(vecs[:, order].copy())
-        out["method"] = (f"scipy eigsh(k={K}, which='LA', tol={REF_TOL:g}, ncv={max(4 * K, 40)})"
-                         " on the float64 landscope operator")
+        out["method"] = (
+            f"scipy eigsh(k={K}, which='LA', tol={REF_TOL:g}, ncv={max(4 * K, 40)})"
+            " on the float64 landscope operator"
+        )
         out["n_matvecs"] = counter[0]
     hvp = autograd_hvp64(model, X, y)
     values, vectors = values.to(X.device), vectors.to(X.device)
-    res = torch.stack([(hvp(vectors[:, i]) - values[i] * vectors[:, i]).norm()
-                       for i in range(K)])
+    res = torch.stack([(hvp(vectors[:, i]) - values[i] * vectors[:, i]).norm() for i in range(K)])
     out["values"] = values.tolist()
     out["check_rel_residuals"] = (res / values.abs().max()).tolist()
     out["time_s"] = time.perf_counter() - t0
@@ -238,6 +263,7 @@ def reference(model: nn.Module, X: torch.Tensor, y: torch.Tensor, dense_max_dim:
 # ------------------------------------------------------------------------------------------------
 # Solvers: each builds its operator and returns the top-k eigenvalues and its matvec count
 # ------------------------------------------------------------------------------------------------
+
 
 @dataclass
 class Solve:
@@ -249,14 +275,22 @@ class Solve:
     vectors: torch.Tensor | None = None  # (dim, k), where the library returns them
 
 
-def solve_landscope(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                    dtype: torch.dtype | None = None) -> Solve:
+def solve_landscope(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None
+) -> Solve:
     """``ls.eigenpairs(ls.HessianOperator(...), k=10, tol=1e-6)``."""
     op = ls.HessianOperator(model, LOSS, (X, y), dtype=dtype)
     res = ls.eigenpairs(op, k=K, which="LA", tol=TOL, seed=0)
-    return Solve(res.values.tolist(), res.n_matvecs,
-                 {"converged": res.converged, "n_restarts": res.n_restarts,
-                  "max_rel_residual": float(res.relative_residuals.max())}, res.vectors)
+    return Solve(
+        res.values.tolist(),
+        res.n_matvecs,
+        {
+            "converged": res.converged,
+            "n_restarts": res.n_restarts,
+            "max_rel_residual": float(res.relative_residuals.max()),
+        },
+        res.vectors,
+    )
 
 
 def true_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sol: Solve) -> float:
@@ -280,6 +314,7 @@ def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve
     def counted(gradsH: Any, params: Any, v: Any) -> Any:
         counter[0] += 1
         return original(gradsH, params, v)
+
     for p in model.parameters():
         p.grad = None
     ph.hessian_vector_product = counted
@@ -294,8 +329,11 @@ def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve
         for p in model.parameters():
             p.grad = None
         model.eval()
-    return Solve(sorted((float(v) for v in values), reverse=True), counter[0],
-                 {"raw_order": [float(v) for v in values]})
+    return Solve(
+        sorted((float(v) for v in values), reverse=True),
+        counter[0],
+        {"raw_order": [float(v) for v in values]},
+    )
 
 
 def solve_curvlinops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
@@ -307,6 +345,7 @@ def solve_curvlinops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solv
     """
     from curvlinops import HessianLinearOperator
     from scipy.sparse.linalg import LinearOperator, eigsh
+
     params = [p for p in model.parameters() if p.requires_grad]
     op = HessianLinearOperator(model, LOSS, params, [(X, y)], check_deterministic=False)
     A = op.to_scipy()
@@ -315,36 +354,51 @@ def solve_curvlinops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solv
     def mv(x: np.ndarray) -> np.ndarray:
         counter[0] += 1
         return A.matvec(x)
+
     counted = LinearOperator(A.shape, matvec=mv, dtype=A.dtype)
     v0 = np.random.default_rng(0).standard_normal(A.shape[0])
     vals = eigsh(counted, k=K, which="LA", tol=TOL, v0=v0, return_eigenvectors=False)
-    return Solve(sorted(vals.tolist(), reverse=True), counter[0],
-                 {"operator_dtype": str(op.dtype), "scipy_dtype": str(A.dtype),
-                  "eigsh": f"k={K}, which='LA', tol={TOL:g}, ncv default"})
+    return Solve(
+        sorted(vals.tolist(), reverse=True),
+        counter[0],
+        {
+            "operator_dtype": str(op.dtype),
+            "scipy_dtype": str(A.dtype),
+            "eigsh": f"k={K}, which='LA', tol={TOL:g}, ncv default",
+        },
+    )
 
 
-def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                      max_iter: int | None = None) -> Solve:
+def solve_eigenthings(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, max_iter: int | None = None
+) -> Solve:
     """hessian-eigenthings 1.0: ``lanczos(HessianOperator(...), k=10, which='LA')``.
 
     With ``max_iter=None`` its default of ``2k`` Lanczos steps (no restarts; full
     reorthogonalisation only up to 50 steps). Products are counted by wrapping the operator.
     """
     from hessian_eigenthings import HessianOperator, LambdaOperator, lanczos, supervised_loss
+
     op = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
     counter = [0]
 
     def mv(v: torch.Tensor) -> torch.Tensor:
         counter[0] += 1
         return op.matvec(v)
+
     counted = LambdaOperator(mv, op.size, op.device, op.dtype)
-    kwargs: dict[str, Any] = {} if max_iter is None else {"max_iter": max_iter,
-                                                          "reorthogonalize": True}
+    kwargs: dict[str, Any] = {} if max_iter is None else {"max_iter": max_iter, "reorthogonalize": True}
     res = lanczos(counted, k=K, which="LA", seed=0, **kwargs)
-    return Solve(sorted(res.eigenvalues.double().tolist(), reverse=True), counter[0],
-                 {"n_converged_own_criterion": int(res.converged.sum()),
-                  "own_tol": 1e-4, "iterations": res.iterations,
-                  "max_iter": max_iter or 2 * K})
+    return Solve(
+        sorted(res.eigenvalues.double().tolist(), reverse=True),
+        counter[0],
+        {
+            "n_converged_own_criterion": int(res.converged.sum()),
+            "own_tol": 1e-4,
+            "iterations": res.iterations,
+            "max_iter": max_iter or 2 * K,
+        },
+    )
 
 
 @dataclass(frozen=True)
@@ -358,28 +412,43 @@ class Library:
 
 
 LIBRARIES = (
-    Library("landscope", "landscope (float32)", solve_landscope,
-            f"eigenpairs tol={TOL:g}, float32 operator"),
-    Library("landscope-f64", "landscope (float64)",
-            lambda m, X, y: solve_landscope(m, X, y, dtype=torch.float64),
-            f"eigenpairs tol={TOL:g}, HessianOperator(dtype=torch.float64)"),
-    Library("curvlinops", "curvlinops + eigsh", solve_curvlinops,
-            f"HessianLinearOperator.to_scipy() + eigsh(tol={TOL:g})"),
-    Library("pyhessian", "PyHessian", solve_pyhessian,
-            "hessian().eigenvalues(top_n=10): power iteration, tol 1e-3, maxIter 100"),
-    Library("eigenthings", "hessian-eigenthings", solve_eigenthings,
-            "lanczos(k=10, which='LA'), defaults: 20 steps, no restart"),
+    Library("landscope", "landscope (float32)", solve_landscope, f"eigenpairs tol={TOL:g}, float32 operator"),
+    Library(
+        "landscope-f64",
+        "landscope (float64)",
+        lambda m, X, y: solve_landscope(m, X, y, dtype=torch.float64),
+        f"eigenpairs tol={TOL:g}, HessianOperator(dtype=torch.float64)",
+    ),
+    Library(
+        "curvlinops",
+        "curvlinops + eigsh",
+        solve_curvlinops,
+        f"HessianLinearOperator.to_scipy() + eigsh(tol={TOL:g})",
+    ),
+    Library(
+        "pyhessian",
+        "PyHessian",
+        solve_pyhessian,
+        "hessian().eigenvalues(top_n=10): power iteration, tol 1e-3, maxIter 100",
+    ),
+    Library(
+        "eigenthings",
+        "hessian-eigenthings",
+        solve_eigenthings,
+        "lanczos(k=10, which='LA'), defaults: 20 steps, no restart",
+    ),
 )
 
 
 def rel_error(values: Iterable[float], ref: list[float]) -> float:
     """Largest ``|λ_i − λ_i^ref| / |λ_i^ref|`` over the top ``k`` (both sorted descending)."""
-    v = sorted(values, reverse=True)[:len(ref)]
+    v = sorted(values, reverse=True)[: len(ref)]
     return max(abs(a - b) / abs(b) for a, b in zip(v, ref, strict=False))
 
 
-def _try_solve(lib: Library, model: nn.Module, X: torch.Tensor,
-               y: torch.Tensor) -> tuple[Solve | None, float, str | None]:
+def _try_solve(
+    lib: Library, model: nn.Module, X: torch.Tensor, y: torch.Tensor
+) -> tuple[Solve | None, float, str | None]:
     """One timed solve: ``(solve, seconds, error)``; errors are returned, never raised."""
     gc.collect()
     sync()
@@ -388,13 +457,19 @@ def _try_solve(lib: Library, model: nn.Module, X: torch.Tensor,
         sol = lib.solve(model, X, y)
         sync()
     except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
-        return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}\n" + \
-            traceback.format_exc(limit=4)
+        return None, time.perf_counter() - t0, f"{type(e).__name__}: {e}\n" + traceback.format_exc(limit=4)
     return sol, time.perf_counter() - t0, None
 
 
-def time_solves(libs: Iterable[Library], model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                ref: list[float] | None, reps: int, budget_s: float) -> dict[str, dict]:
+def time_solves(
+    libs: Iterable[Library],
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    ref: list[float] | None,
+    reps: int,
+    budget_s: float,
+) -> dict[str, dict]:
     """Warm up every library once, then time ``reps`` rounds, the libraries interleaved.
 
     Interleaving spreads any load from other processes over all libraries alike. A library whose
@@ -403,8 +478,7 @@ def time_solves(libs: Iterable[Library], model: nn.Module, X: torch.Tensor, y: t
     the measurement (``warmup: false``). Errors are recorded, never raised.
     """
     libs = list(libs)
-    out: dict[str, dict[str, Any]] = {lib.key: {"label": lib.label, "note": lib.note}
-                                      for lib in libs}
+    out: dict[str, dict[str, Any]] = {lib.key: {"label": lib.label, "note": lib.note} for lib in libs}
     sols: dict[str, Solve] = {}
     planned: dict[str, int] = {}
     times: dict[str, list[float]] = {lib.key: [] for lib in libs}
@@ -436,9 +510,18 @@ def time_solves(libs: Iterable[Library], model: nn.Module, X: torch.Tensor, y: t
         if "error" in r or not ts:
             continue
         sol = sols[lib.key]
-        r.update({"times_s": ts, "median_s": statistics.median(ts), "min_s": min(ts),
-                  "reps": len(ts), "values": sol.values, "n_matvecs": sol.n_matvecs,
-                  "info": sol.info, "per_matvec_s": statistics.median(ts) / max(sol.n_matvecs, 1)})
+        r.update(
+            {
+                "times_s": ts,
+                "median_s": statistics.median(ts),
+                "min_s": min(ts),
+                "reps": len(ts),
+                "values": sol.values,
+                "n_matvecs": sol.n_matvecs,
+                "info": sol.info,
+                "per_matvec_s": statistics.median(ts) / max(sol.n_matvecs, 1),
+            }
+        )
         if ref is not None:
             r["max_rel_err"] = rel_error(sol.values, ref)
         if sol.vectors is not None:
@@ -453,6 +536,7 @@ def time_solves(libs: Iterable[Library], model: nn.Module, X: torch.Tensor, y: t
 # HVP vs gradient
 # ------------------------------------------------------------------------------------------------
 
+
 def guarded(fn: Callable[[], dict]) -> dict:
     """Run ``fn``; on error return ``{"error": ...}``."""
     try:
@@ -461,8 +545,9 @@ def guarded(fn: Callable[[], dict]) -> dict:
         return {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(limit=4)}
 
 
-def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                      v: torch.Tensor) -> tuple[dict[str, Callable[[], object]], dict, list]:
+def product_functions(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, v: torch.Tensor
+) -> tuple[dict[str, Callable[[], object]], dict, list]:
     """Zero-argument callables, one per product to time, and setup costs / errors per library.
 
     Returns ``(functions, setup, cleanups)``; a library that fails to set up is left out, with its
@@ -472,7 +557,8 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
     sizes = [p.numel() for p in params]
     vs = [t.reshape(p.shape) for t, p in zip(torch.split(v, sizes), params, strict=True)]
     fns: dict[str, Callable[[], object]] = {
-        "gradient": lambda: torch.autograd.grad(LOSS(model(X), y), params)}
+        "gradient": lambda: torch.autograd.grad(LOSS(model(X), y), params)
+    }
     setup: dict[str, Any] = {}
     cleanups: list[Callable[[], None]] = []
 
@@ -490,6 +576,7 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
         def first() -> None:
             op.clear_cache()
             op.matvec(v)
+
         return {"landscope": lambda: op.matvec(v), "landscope_first": first}
 
     def landscope64() -> dict:
@@ -499,6 +586,7 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
 
     def curvlinops() -> dict:
         from curvlinops import HessianLinearOperator
+
         op = HessianLinearOperator(model, LOSS, params, [(X, y)], check_deterministic=False)
         A, vn = op.to_scipy(), v.double().cpu().numpy()
         return {"curvlinops": lambda: op @ v, "curvlinops_scipy": lambda: A.matvec(vn)}
@@ -514,23 +602,28 @@ def product_functions(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
         def clear() -> None:
             for p in params:
                 p.grad = None
+
         cleanups.append(clear)
         return {"pyhessian": lambda: ph.hessian_vector_product(h.gradsH, h.params, vs)}
 
     def eigenthings() -> dict:
         from hessian_eigenthings import HessianOperator, supervised_loss
+
         op = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
         return {"eigenthings": lambda: op.matvec(v)}
 
-    for key, make in (("landscope", landscope), ("landscope-f64", landscope64),
-                      ("curvlinops", curvlinops), ("pyhessian", pyhessian),
-                      ("eigenthings", eigenthings)):
+    for key, make in (
+        ("landscope", landscope),
+        ("landscope-f64", landscope64),
+        ("curvlinops", curvlinops),
+        ("pyhessian", pyhessian),
+        ("eigenthings", eigenthings),
+    ):
         add(key, make)
     return fns, setup, cleanups
 
 
-def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
-              amortise_over: int = 30) -> dict:
+def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int, amortise_over: int = 30) -> dict:
     """Per-product times of every library against one gradient of the mean loss.
 
     All products are timed round-robin (``reps`` rounds after one untimed call each), so load
@@ -557,8 +650,13 @@ def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
         for c in cleanups:
             c()
     med = {k: statistics.median(t) for k, t in times.items()}
-    out: dict[str, Any] = {"reps": reps, "setup": setup, "median_s": med,
-                           "min_s": {k: min(t) for k, t in times.items()}, "times_s": times}
+    out: dict[str, Any] = {
+        "reps": reps,
+        "setup": setup,
+        "median_s": med,
+        "min_s": {k: min(t) for k, t in times.items()},
+        "times_s": times,
+    }
     if "landscope" in med:
         g, warm, first = med["gradient"], med["landscope"], med["landscope_first"]
         out["cache_build_s"] = first - warm
@@ -574,8 +672,16 @@ def hvp_costs(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
 # EigenTracker along training
 # ------------------------------------------------------------------------------------------------
 
-def tracker_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, cold_every: int,
-                budget_s: float = math.inf, ks: tuple[int, ...] = (1, 10)) -> dict:
+
+def tracker_run(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    steps: int,
+    cold_every: int,
+    budget_s: float = math.inf,
+    ks: tuple[int, ...] = (1, 10),
+) -> dict:
     """Train ``steps`` more SGD steps on a copy; after each, update one EigenTracker per k.
 
     Step 0 is the starting point (the trackers' first, cold, solve; excluded from the warm mean).
@@ -588,10 +694,20 @@ def tracker_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, 
     opt = torch.optim.SGD(m.parameters(), lr=LR)
     op = ls.HessianOperator(m, LOSS, (X, y))
     trackers = {k: ls.EigenTracker(k=k, tol=TOL) for k in ks}
-    rec: dict[int, dict[str, list]] = {k: {"warm_matvecs": [], "warm_time_s": [], "overlap": [],
-                                           "top": [], "converged": [], "cold_steps": [],
-                                           "cold_matvecs": [], "cold_time_s": [],
-                                           "warm_vs_cold_rel_diff": []} for k in ks}
+    rec: dict[int, dict[str, list]] = {
+        k: {
+            "warm_matvecs": [],
+            "warm_time_s": [],
+            "overlap": [],
+            "top": [],
+            "converged": [],
+            "cold_steps": [],
+            "cold_matvecs": [],
+            "cold_time_s": [],
+            "warm_vs_cold_rel_diff": [],
+        }
+        for k in ks
+    }
     losses = []
     t_start = time.perf_counter()
     steps_done = 0
@@ -621,11 +737,16 @@ def tracker_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, 
                 r["cold_time_s"].append(time.perf_counter() - t0)
                 r["cold_steps"].append(step)
                 r["cold_matvecs"].append(cold.n_matvecs)
-                r["warm_vs_cold_rel_diff"].append(rel_error(res.values.tolist(),
-                                                            cold.values.tolist()))
-    out: dict[str, Any] = {"steps": steps_done, "steps_planned": steps, "budget_s": budget_s,
-                           "cold_every": cold_every, "train_losses": losses,
-                           "time_s": time.perf_counter() - t_start, "per_k": {}}
+                r["warm_vs_cold_rel_diff"].append(rel_error(res.values.tolist(), cold.values.tolist()))
+    out: dict[str, Any] = {
+        "steps": steps_done,
+        "steps_planned": steps,
+        "budget_s": budget_s,
+        "cold_every": cold_every,
+        "train_losses": losses,
+        "time_s": time.perf_counter() - t_start,
+        "per_k": {},
+    }
     for k in ks:
         r = rec[k]
         warm = r["warm_matvecs"][1:]  # step 0 is a cold start by construction
@@ -649,6 +770,7 @@ def tracker_run(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, 
 # Targets, machine, output
 # ------------------------------------------------------------------------------------------------
 
+
 def targets(model_res: dict) -> dict:
     """Pass/fail of the issue's targets for one model (``None`` where a number is missing)."""
     s = model_res["solves"]
@@ -659,23 +781,31 @@ def targets(model_res: dict) -> dict:
         acc = ls_["max_rel_err"] <= TARGET_REL_ERR
         speed = ls_["median_s"] / cv["median_s"] if "median_s" in cv else None
         out["vs_curvlinops"] = {
-            "landscope_max_rel_err": ls_["max_rel_err"], "time_ratio": speed,
-            "pass": (acc and speed <= TARGET_VS_CURVLINOPS) if speed is not None else None}
+            "landscope_max_rel_err": ls_["max_rel_err"],
+            "time_ratio": speed,
+            "pass": (acc and speed <= TARGET_VS_CURVLINOPS) if speed is not None else None,
+        }
         if "median_s" in ph:
             faster = ph["median_s"] / ls_["median_s"]
             acc_ratio = ph["max_rel_err"] / max(ls_["max_rel_err"], 1e-300)
             out["vs_pyhessian"] = {
-                "speedup": faster, "accuracy_ratio": acc_ratio,
-                "pass": faster >= TARGET_VS_PYHESSIAN_SPEED and acc_ratio >= TARGET_VS_PYHESSIAN_ACC}
+                "speedup": faster,
+                "accuracy_ratio": acc_ratio,
+                "pass": faster >= TARGET_VS_PYHESSIAN_SPEED and acc_ratio >= TARGET_VS_PYHESSIAN_ACC,
+            }
     hv = model_res.get("hvp", {})
     if "ratio_warm" in hv:
-        out["hvp"] = {"ratio_warm": hv["ratio_warm"], "ratio_amortised": hv["ratio_amortised"],
-                      "pass_warm": hv["ratio_warm"] <= TARGET_HVP_OVER_GRAD,
-                      "pass_amortised": hv["ratio_amortised"] <= TARGET_HVP_OVER_GRAD}
+        out["hvp"] = {
+            "ratio_warm": hv["ratio_warm"],
+            "ratio_amortised": hv["ratio_amortised"],
+            "pass_warm": hv["ratio_warm"] <= TARGET_HVP_OVER_GRAD,
+            "pass_amortised": hv["ratio_amortised"] <= TARGET_HVP_OVER_GRAD,
+        }
     tr = model_res.get("tracker", {})
     if "per_k" in tr:
-        out["tracker"] = {k: {"ratio": v["summary"]["ratio"], "pass": v["summary"]["pass"]}
-                          for k, v in tr["per_k"].items()}
+        out["tracker"] = {
+            k: {"ratio": v["summary"]["ratio"], "pass": v["summary"]["pass"]} for k, v in tr["per_k"].items()
+        }
     return out
 
 
@@ -714,24 +844,33 @@ def others_load(start: tuple[float, float, float] | None) -> float | None:
     return ((end[1] - start[1]) - (end[2] - start[2])) / hz / max(end[0] - start[0], 1e-9)
 
 
-
 def gpu_info(device: torch.device) -> dict:
     """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
     props = torch.cuda.get_device_properties(device)
-    return {"gpu": props.name, "gpu_memory_gib": props.total_memory / 2**30,
-            "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-            "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-            "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32}
+    return {
+        "gpu": props.name,
+        "gpu_memory_gib": props.total_memory / 2**30,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
 
 
 def machine_info(device: torch.device | None = None) -> dict:
     """What the numbers were measured on (GPU details too for a CUDA device)."""
-    out = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-           "python": sys.version.split()[0], "platform": platform.platform(),
-           "cpu_model": cpu_name(), "cpu_count": os.cpu_count(),
-           "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-           "load_average_start": load_average(), "matmul_gflops_start": calibrate(),
-           "versions": versions(PEER_DISTS)}
+    out = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_model": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "load_average_start": load_average(),
+        "matmul_gflops_start": calibrate(),
+        "versions": versions(PEER_DISTS),
+    }
     if device is not None and device.type == "cuda":
         out["device"] = str(device)
         out.update(gpu_info(device))
@@ -744,46 +883,67 @@ def notes(results: dict, args: argparse.Namespace) -> list[str]:
     loads = {n: m.get("other_processes_cores") for n, m in results["models"].items()}
     busy = {n: v for n, v in loads.items() if v is not None and v > 0.1}
     if busy:
-        out.append("Other processes were busy during this run (average cores they used: "
-                   + ", ".join(f"{n} {v:.2f}" for n, v in busy.items()) + " of "
-                   f"{os.cpu_count()}). Timings under such load are inflated, unevenly: torch's "
-                   "2-thread kernels wait at OpenMP barriers for a descheduled thread. Repetitions "
-                   "are interleaved across libraries so that the load hits them alike; compare "
-                   "the min columns too.")
-    short = [f"{n}/{r['label']} ({r['reps']})" for n, m in results["models"].items()
-             for r in m.get("solves", {}).values() if "reps" in r and r["reps"] < args.reps]
+        out.append(
+            "Other processes were busy during this run (average cores they used: "
+            + ", ".join(f"{n} {v:.2f}" for n, v in busy.items())
+            + " of "
+            f"{os.cpu_count()}). Timings under such load are inflated, unevenly: torch's "
+            "2-thread kernels wait at OpenMP barriers for a descheduled thread. Repetitions "
+            "are interleaved across libraries so that the load hits them alike; compare "
+            "the min columns too."
+        )
+    short = [
+        f"{n}/{r['label']} ({r['reps']})"
+        for n, m in results["models"].items()
+        for r in m.get("solves", {}).values()
+        if "reps" in r and r["reps"] < args.reps
+    ]
     if short:
-        out.append(f"Fewer than {args.reps} timed repetitions (budget {args.budget_s:g} s per "
-                   "cell; '(no warm-up)' = the single run is the first): " + ", ".join(short))
+        out.append(
+            f"Fewer than {args.reps} timed repetitions (budget {args.budget_s:g} s per "
+            "cell; '(no warm-up)' = the single run is the first): " + ", ".join(short)
+        )
     if getattr(args, "device", "cpu") != "cpu":
-        out.append(f"Device {args.device}: models, data, every operator and PyHessian (cuda=True) "
-                   "on the GPU; curvlinops' and the reference's scipy eigsh iterate on the CPU, "
-                   "each product crossing to the GPU and back (float64 vectors); hessian-"
-                   "eigenthings and the trackers stay on the GPU. TF32 is off. A peer that fails "
-                   "on the GPU is listed as 'not run' with its error.")
-    out.append("PyHessian: deflated power iteration, default maxIter=100 and tol=1e-3 on the "
-               "relative change of the Rayleigh quotient between iterations; it finds the "
-               "largest-magnitude eigenvalues in the order it converges to them, sorted here "
-               "before the comparison.")
-    out.append("curvlinops: HessianLinearOperator in the model's float32 with "
-               "check_deterministic=False (one fixed tensor batch), exposed to scipy via "
-               f"to_scipy() (float64 vectors); eigsh(k={K}, which='LA', tol={TOL:g}, ncv default "
-               "2k+1, v0 fixed).")
-    out.append("hessian-eigenthings: lanczos() with its defaults (max_iter = 2k = 20 Lanczos "
-               "steps, no restart, full reorthogonalisation), the documented usage; its error "
-               "reflects the 20-step Krylov space, not a bug.")
+        out.append(
+            f"Device {args.device}: models, data, every operator and PyHessian (cuda=True) "
+            "on the GPU; curvlinops' and the reference's scipy eigsh iterate on the CPU, "
+            "each product crossing to the GPU and back (float64 vectors); hessian-"
+            "eigenthings and the trackers stay on the GPU. TF32 is off. A peer that fails "
+            "on the GPU is listed as 'not run' with its error."
+        )
+    out.append(
+        "PyHessian: deflated power iteration, default maxIter=100 and tol=1e-3 on the "
+        "relative change of the Rayleigh quotient between iterations; it finds the "
+        "largest-magnitude eigenvalues in the order it converges to them, sorted here "
+        "before the comparison."
+    )
+    out.append(
+        "curvlinops: HessianLinearOperator in the model's float32 with "
+        "check_deterministic=False (one fixed tensor batch), exposed to scipy via "
+        f"to_scipy() (float64 vectors); eigsh(k={K}, which='LA', tol={TOL:g}, ncv default "
+        "2k+1, v0 fixed)."
+    )
+    out.append(
+        "hessian-eigenthings: lanczos() with its defaults (max_iter = 2k = 20 Lanczos "
+        "steps, no restart, full reorthogonalisation), the documented usage; its error "
+        "reflects the 20-step Krylov space, not a bug."
+    )
     for n, m in results["models"].items():
         tr = m.get("tracker", {}).get("per_k", {})
         if str(K) in tr:
             cold = tr[str(K)]["summary"]["mean_cold_matvecs"]
-            out.append(f"{n}: a Lanczos solve for k={K} pairs takes at least {K} products (each "
-                       f"of the {K} residuals needs one), so warm/cold ≥ {K}/{cold:.1f} = "
-                       f"{K / cold:.2f} however good the warm start.")
+            out.append(
+                f"{n}: a Lanczos solve for k={K} pairs takes at least {K} products (each "
+                f"of the {K} residuals needs one), so warm/cold ≥ {K}/{cold:.1f} = "
+                f"{K / cold:.2f} however good the warm start."
+            )
     for n, m in results["models"].items():
         tr = m.get("tracker", {})
         if "steps" in tr and tr["steps"] < tr["steps_planned"]:
-            out.append(f"{n}: tracker stopped after {tr['steps']} of {tr['steps_planned']} steps "
-                       f"(time budget {tr['budget_s']:g} s).")
+            out.append(
+                f"{n}: tracker stopped after {tr['steps']} of {tr['steps_planned']} steps "
+                f"(time budget {tr['budget_s']:g} s)."
+            )
     return out
 
 
@@ -813,21 +973,32 @@ HVP_LABELS = {
 
 def hvp_intro(hv: dict) -> str:
     """Sentence above the HVP table."""
-    setup = "; ".join(f"{k} setup {v['setup_s'] * 1e3:.3g} ms" if "setup_s" in v else
-                      f"{k}: {v['error'][:80]}" for k, v in hv["setup"].items())
-    return (f"One product vs one gradient, {hv['reps']} interleaved rounds. landscope including "
-            f"the cache build amortised over {hv.get('amortised_over', 30)} products: "
-            f"{fmt(hv.get('amortised_s', math.nan) * 1e3)} ms = "
-            f"{fmt(hv.get('ratio_amortised'), '.2f')}× gradient (cache build "
-            f"{fmt(hv.get('cache_build_s', math.nan) * 1e3)} ms). Setup: {setup}.")
+    setup = "; ".join(
+        f"{k} setup {v['setup_s'] * 1e3:.3g} ms" if "setup_s" in v else f"{k}: {v['error'][:80]}"
+        for k, v in hv["setup"].items()
+    )
+    return (
+        f"One product vs one gradient, {hv['reps']} interleaved rounds. landscope including "
+        f"the cache build amortised over {hv.get('amortised_over', 30)} products: "
+        f"{fmt(hv.get('amortised_s', math.nan) * 1e3)} ms = "
+        f"{fmt(hv.get('ratio_amortised'), '.2f')}× gradient (cache build "
+        f"{fmt(hv.get('cache_build_s', math.nan) * 1e3)} ms). Setup: {setup}."
+    )
 
 
 def hvp_rows(hv: dict) -> list[list[str]]:
     """Rows of the HVP table."""
     g, gmin = hv["median_s"]["gradient"], hv["min_s"]["gradient"]
-    return [[HVP_LABELS.get(k, k), f"{t * 1e3:.3g} ms", f"{t / g:.2f}×",
-             f"{hv['min_s'][k] * 1e3:.3g} ms", f"{hv['min_s'][k] / gmin:.2f}×"]
-            for k, t in hv["median_s"].items()]
+    return [
+        [
+            HVP_LABELS.get(k, k),
+            f"{t * 1e3:.3g} ms",
+            f"{t / g:.2f}×",
+            f"{hv['min_s'][k] * 1e3:.3g} ms",
+            f"{hv['min_s'][k] / gmin:.2f}×",
+        ]
+        for k, t in hv["median_s"].items()
+    ]
 
 
 def solve_rows(model_res: dict) -> list[list[str]]:
@@ -836,13 +1007,21 @@ def solve_rows(model_res: dict) -> list[list[str]]:
     base = model_res["solves"].get("landscope", {}).get("median_s")
     for r in model_res["solves"].values():
         if "error" in r:
-            rows.append([r["label"], "not run: " + r["error"].splitlines()[0][:90],
-                         "", "", "", "", ""])
+            rows.append([r["label"], "not run: " + r["error"].splitlines()[0][:90], "", "", "", "", ""])
             continue
         ratio = r["median_s"] / base if base else None
         reps = f"{r['reps']}" + ("" if r.get("warmup") else " (no warm-up)")
-        rows.append([r["label"], fmt(r["median_s"]), fmt(r["min_s"]), fmt(ratio, ".2f"),
-                     str(r["n_matvecs"]), fmt(r.get("max_rel_err"), ".1e"), reps])
+        rows.append(
+            [
+                r["label"],
+                fmt(r["median_s"]),
+                fmt(r["min_s"]),
+                fmt(ratio, ".2f"),
+                str(r["n_matvecs"]),
+                fmt(r.get("max_rel_err"), ".1e"),
+                reps,
+            ]
+        )
     return rows
 
 
@@ -865,44 +1044,61 @@ def command_line(results: dict) -> str:
 def markdown(results: dict) -> str:
     """The Markdown report."""
     mi = results["machine"]
-    gpu = (f" GPU: {mi['gpu']} ({mi['gpu_memory_gib']:.0f} GiB), CUDA {mi['cuda']}, cuDNN "
-           f"{mi['cudnn']}, TF32 {'on' if mi['cudnn_allow_tf32'] else 'off'}; models, data and "
-           "products on the GPU, timers read after torch.cuda.synchronize()."
-           if "gpu" in mi else "")
-    lines = ["# Curvature benchmark: top-10 Hessian eigenvalues", "",
-             f"Generated by `{command_line(results)}`"
-             f" on {mi['date']} — {mi['cpu_model']}, {mi['cpu_count']} cores, torch "
-             f"{mi['torch']} with {mi['torch_threads']} threads, load average at start "
-             f"{mi['load_average_start']} / end {mi.get('load_average_end')}, other processes "
-             f"kept {fmt(mi.get('other_processes_cores'), '.2f')} cores busy on average. Total "
-             f"run {results['total_time_s']:.0f} s." + gpu, "",
-             "Same function for every library: the trained model in eval mode, the 4,000 "
-             "MNIST-1D training samples as one batch, mean cross-entropy. Times include building "
-             "the operator. `max rel err` = max over the top 10 of |λ − λ_ref| / |λ_ref|.", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v), ""]
+    gpu = (
+        f" GPU: {mi['gpu']} ({mi['gpu_memory_gib']:.0f} GiB), CUDA {mi['cuda']}, cuDNN "
+        f"{mi['cudnn']}, TF32 {'on' if mi['cudnn_allow_tf32'] else 'off'}; models, data and "
+        "products on the GPU, timers read after torch.cuda.synchronize()."
+        if "gpu" in mi
+        else ""
+    )
+    lines = [
+        "# Curvature benchmark: top-10 Hessian eigenvalues",
+        "",
+        f"Generated by `{command_line(results)}`"
+        f" on {mi['date']} — {mi['cpu_model']}, {mi['cpu_count']} cores, torch "
+        f"{mi['torch']} with {mi['torch_threads']} threads, load average at start "
+        f"{mi['load_average_start']} / end {mi.get('load_average_end')}, other processes "
+        f"kept {fmt(mi.get('other_processes_cores'), '.2f')} cores busy on average. Total "
+        f"run {results['total_time_s']:.0f} s." + gpu,
+        "",
+        "Same function for every library: the trained model in eval mode, the 4,000 "
+        "MNIST-1D training samples as one batch, mean cross-entropy. Times include building "
+        "the operator. `max rel err` = max over the top 10 of |λ − λ_ref| / |λ_ref|.",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v),
+        "",
+    ]
 
     def table(header: list[str], rows: list[list[str]]) -> None:
         lines.extend(markdown_table(header, rows))
 
     for name, mr in results["models"].items():
         ref = mr.get("reference", {})
-        lines += [f"## {name}: {mr['description']} (dim {mr['train']['dim']})", "",
-                  f"Trained {mr['train']['train_steps']} full-batch SGD steps (lr {LR}), final "
-                  f"train loss {mr['train']['final_train_loss']:.4f}. Reference: "
-                  f"{ref.get('method', 'none: ' + ref.get('error', ''))}"
-                  + (f", {ref['n_matvecs']} float64 matvecs" if "n_matvecs" in ref else "")
-                  + (f"; independent autograd residual check max "
-                     f"{max(ref['check_rel_residuals']):.1e}" if "check_rel_residuals" in ref
-                     else "")
-                  + (f". λ_ref = {', '.join(f'{v:.5g}' for v in ref['values'])}."
-                     if "values" in ref else "."), ""]
+        lines += [
+            f"## {name}: {mr['description']} (dim {mr['train']['dim']})",
+            "",
+            f"Trained {mr['train']['train_steps']} full-batch SGD steps (lr {LR}), final "
+            f"train loss {mr['train']['final_train_loss']:.4f}. Reference: "
+            f"{ref.get('method', 'none: ' + ref.get('error', ''))}"
+            + (f", {ref['n_matvecs']} float64 matvecs" if "n_matvecs" in ref else "")
+            + (
+                f"; independent autograd residual check max {max(ref['check_rel_residuals']):.1e}"
+                if "check_rel_residuals" in ref
+                else ""
+            )
+            + (f". λ_ref = {', '.join(f'{v:.5g}' for v in ref['values'])}." if "values" in ref else "."),
+            "",
+        ]
         table(SOLVE_HEADER, solve_rows(mr))
         for r in mr["solves"].values():
             if "true_max_rel_residual" in r:
-                lines += [f"{r['label']}: reported max relative residual "
-                          f"{r['info']['max_rel_residual']:.2e} (converged="
-                          f"{r['info']['converged']}); measured against the float64 Hessian "
-                          f"with autograd: {r['true_max_rel_residual']:.2e}.", ""]
+                lines += [
+                    f"{r['label']}: reported max relative residual "
+                    f"{r['info']['max_rel_residual']:.2e} (converged="
+                    f"{r['info']['converged']}); measured against the float64 Hessian "
+                    f"with autograd: {r['true_max_rel_residual']:.2e}.",
+                    "",
+                ]
         hv = mr.get("hvp")
         if hv and "median_s" in hv:
             lines += [hvp_intro(hv), ""]
@@ -914,14 +1110,38 @@ def markdown(results: dict) -> str:
             rows = []
             for k, v in tr["per_k"].items():
                 s = v["summary"]
-                rows.append([k, fmt(s["mean_warm_matvecs"], ".1f"), fmt(s["mean_cold_matvecs"], ".1f"),
-                             fmt(s["ratio"], ".2f"), fmt(s["mean_warm_time_s"]),
-                             fmt(s["mean_cold_time_s"]), fmt(s["min_overlap"], ".4f"),
-                             fmt(s["max_warm_vs_cold_rel_diff"], ".1e"), yes_no(s["pass"])])
-            lines += [f"EigenTracker over {tr['steps']} SGD steps (measured after every step; "
-                      f"cold solves every {tr['cold_every']} steps; tol {TOL:g}):", ""]
-            table(["k", "warm matvecs", "cold matvecs", "warm/cold", "warm s", "cold s",
-                   "min overlap", "max |warm−cold| rel", f"≤ {TARGET_TRACKER:.2f}"], rows)
+                rows.append(
+                    [
+                        k,
+                        fmt(s["mean_warm_matvecs"], ".1f"),
+                        fmt(s["mean_cold_matvecs"], ".1f"),
+                        fmt(s["ratio"], ".2f"),
+                        fmt(s["mean_warm_time_s"]),
+                        fmt(s["mean_cold_time_s"]),
+                        fmt(s["min_overlap"], ".4f"),
+                        fmt(s["max_warm_vs_cold_rel_diff"], ".1e"),
+                        yes_no(s["pass"]),
+                    ]
+                )
+            lines += [
+                f"EigenTracker over {tr['steps']} SGD steps (measured after every step; "
+                f"cold solves every {tr['cold_every']} steps; tol {TOL:g}):",
+                "",
+            ]
+            table(
+                [
+                    "k",
+                    "warm matvecs",
+                    "cold matvecs",
+                    "warm/cold",
+                    "warm s",
+                    "cold s",
+                    "min overlap",
+                    "max |warm−cold| rel",
+                    f"≤ {TARGET_TRACKER:.2f}",
+                ],
+                rows,
+            )
         elif tr and "error" in tr:
             lines += [f"EigenTracker: error {tr['error']}", ""]
     lines += ["## Targets", ""]
@@ -930,25 +1150,37 @@ def markdown(results: dict) -> str:
         t = mr.get("targets", {})
         cv, ph, hv = t.get("vs_curvlinops", {}), t.get("vs_pyhessian", {}), t.get("hvp", {})
         tr = t.get("tracker", {})
-        rows.append([name,
-                     f"{fmt(cv.get('landscope_max_rel_err'), '.1e')} / "
-                     f"{fmt(cv.get('time_ratio'), '.2f')}× → {yes_no(cv.get('pass'))}",
-                     f"{fmt(ph.get('speedup'), '.1f')}× / {fmt(ph.get('accuracy_ratio'), '.2g')}× "
-                     f"→ {yes_no(ph.get('pass'))}",
-                     f"{fmt(hv.get('ratio_warm'), '.2f')}× → {yes_no(hv.get('pass_warm'))}; "
-                     f"amortised {fmt(hv.get('ratio_amortised'), '.2f')}× → "
-                     f"{yes_no(hv.get('pass_amortised'))}",
-                     "; ".join(f"k={k}: {fmt(v['ratio'], '.2f')} → {yes_no(v['pass'])}"
-                               for k, v in tr.items()) or "—"])
-    table(["model", f"err ≤ {TARGET_REL_ERR:g} and time ≤ {TARGET_VS_CURVLINOPS}× curvlinops",
-           f"≥ {TARGET_VS_PYHESSIAN_SPEED:g}× faster / ≥ {TARGET_VS_PYHESSIAN_ACC:g}× more "
-           "accurate than PyHessian", f"HVP ≤ {TARGET_HVP_OVER_GRAD}× gradient",
-           "tracker ≤ 1/3 cold"], rows)
+        rows.append(
+            [
+                name,
+                f"{fmt(cv.get('landscope_max_rel_err'), '.1e')} / "
+                f"{fmt(cv.get('time_ratio'), '.2f')}× → {yes_no(cv.get('pass'))}",
+                f"{fmt(ph.get('speedup'), '.1f')}× / {fmt(ph.get('accuracy_ratio'), '.2g')}× "
+                f"→ {yes_no(ph.get('pass'))}",
+                f"{fmt(hv.get('ratio_warm'), '.2f')}× → {yes_no(hv.get('pass_warm'))}; "
+                f"amortised {fmt(hv.get('ratio_amortised'), '.2f')}× → "
+                f"{yes_no(hv.get('pass_amortised'))}",
+                "; ".join(f"k={k}: {fmt(v['ratio'], '.2f')} → {yes_no(v['pass'])}" for k, v in tr.items())
+                or "—",
+            ]
+        )
+    table(
+        [
+            "model",
+            f"err ≤ {TARGET_REL_ERR:g} and time ≤ {TARGET_VS_CURVLINOPS}× curvlinops",
+            f"≥ {TARGET_VS_PYHESSIAN_SPEED:g}× faster / ≥ {TARGET_VS_PYHESSIAN_ACC:g}× more "
+            "accurate than PyHessian",
+            f"HVP ≤ {TARGET_HVP_OVER_GRAD}× gradient",
+            "tracker ≤ 1/3 cold",
+        ],
+        rows,
+    )
     if "gpt2" in results:
         if "error" in results["gpt2"]:
             lines += ["## Tiny GPT-2", "", f"Not run: {results['gpt2']['error']}", ""]
         else:
             from gpt2_case import markdown_rows
+
             lines += markdown_rows(results["gpt2"])
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
@@ -989,33 +1221,43 @@ def log(msg: str, t_start: float) -> None:
 # Main
 # ------------------------------------------------------------------------------------------------
 
-def run_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, args: argparse.Namespace,
-              t_start: float) -> dict:
+
+def run_model(
+    spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, args: argparse.Namespace, t_start: float
+) -> dict:
     """Everything measured on one model."""
     ticks = cpu_ticks()
     model, train_info = train_model(spec, X, y, args.train_steps)
-    log(f"{spec.name}: trained ({train_info['train_time_s']:.1f}s, dim {train_info['dim']})",
-        t_start)
-    mr: dict[str, Any] = {"description": spec.description, "train": train_info,
-                          "load_average": load_average(), "matmul_gflops": calibrate()}
-    mr["reference"] = guarded(lambda: reference(model, X, y, args.dense_max_dim,
-                                                args.dense_budget_s))
+    log(f"{spec.name}: trained ({train_info['train_time_s']:.1f}s, dim {train_info['dim']})", t_start)
+    mr: dict[str, Any] = {
+        "description": spec.description,
+        "train": train_info,
+        "load_average": load_average(),
+        "matmul_gflops": calibrate(),
+    }
+    mr["reference"] = guarded(lambda: reference(model, X, y, args.dense_max_dim, args.dense_budget_s))
     ref = mr["reference"].get("values")
-    log(f"{spec.name}: reference {mr['reference'].get('method', mr['reference'].get('error'))}",
-        t_start)
+    log(f"{spec.name}: reference {mr['reference'].get('method', mr['reference'].get('error'))}", t_start)
     libs = [lib for lib in LIBRARIES if lib.key not in args.skip]
     mr["solves"] = time_solves(libs, model, X, y, ref, args.reps, args.budget_s)
     for r in mr["solves"].values():
-        log(f"{spec.name}: {r['label']}: " + (r["error"].splitlines()[0] if "error" in r else
-            f"{r['median_s']:.3f}s, {r['n_matvecs']} matvecs, err {r.get('max_rel_err', 0):.1e}"),
-            t_start)
+        log(
+            f"{spec.name}: {r['label']}: "
+            + (
+                r["error"].splitlines()[0]
+                if "error" in r
+                else f"{r['median_s']:.3f}s, {r['n_matvecs']} matvecs, err {r.get('max_rel_err', 0):.1e}"
+            ),
+            t_start,
+        )
     mr["hvp"] = guarded(lambda: hvp_costs(model, X, y, args.hvp_reps))
     log(f"{spec.name}: hvp/grad {mr['hvp'].get('ratio_warm', mr['hvp'].get('error'))}", t_start)
     if spec.tracker and args.tracker_steps > 0:
         steps = args.tracker_steps if spec.name == "mlp-32" else args.tracker_steps_large
         if steps > 0:
-            mr["tracker"] = guarded(lambda: tracker_run(model, X, y, steps, args.cold_every,
-                                                          args.tracker_budget_s))
+            mr["tracker"] = guarded(
+                lambda: tracker_run(model, X, y, steps, args.cold_every, args.tracker_budget_s)
+            )
             log(f"{spec.name}: tracker done", t_start)
     mr["targets"] = targets(mr)
     mr["other_processes_cores"] = others_load(ticks)
@@ -1026,30 +1268,52 @@ def run_model(spec: ModelSpec, X: torch.Tensor, y: torch.Tensor, args: argparse.
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` shrinks everything for a smoke test."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: mlp-32 only, 1 timed rep, 10 tracker steps")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: mlp-32 only, 1 timed rep, 10 tracker steps"
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
-    p.add_argument("--models", nargs="*", default=None, help="subset of " +
-                   ", ".join([*(s.name for s in MODELS), GPT2]))
-    p.add_argument("--skip", nargs="*", default=[], help="library keys to skip: " +
-                   ", ".join(lib.key for lib in LIBRARIES))
+    p.add_argument(
+        "--models", nargs="*", default=None, help="subset of " + ", ".join([*(s.name for s in MODELS), GPT2])
+    )
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="library keys to skip: " + ", ".join(lib.key for lib in LIBRARIES),
+    )
     p.add_argument("--reps", type=int, default=3, help="timed repetitions after the warm-up")
-    p.add_argument("--budget-s", type=float, default=60.0,
-                   help="time budget of one (model, library) cell; fewer reps when exceeded")
+    p.add_argument(
+        "--budget-s",
+        type=float,
+        default=60.0,
+        help="time budget of one (model, library) cell; fewer reps when exceeded",
+    )
     p.add_argument("--hvp-reps", type=int, default=7)
     p.add_argument("--train-steps", type=int, default=TRAIN_STEPS)
     p.add_argument("--tracker-steps", type=int, default=100, help="tracker steps on mlp-32")
     p.add_argument("--tracker-steps-large", type=int, default=100, help="tracker steps on mlp-256")
-    p.add_argument("--tracker-budget-s", type=float, default=240.0,
-                   help="stop a tracker run early after this many seconds (recorded)")
+    p.add_argument(
+        "--tracker-budget-s",
+        type=float,
+        default=240.0,
+        help="stop a tracker run early after this many seconds (recorded)",
+    )
     p.add_argument("--cold-every", type=int, default=10)
     p.add_argument("--dense-max-dim", type=int, default=6000)
-    p.add_argument("--dense-budget-s", type=float, default=120.0,
-                   help="use eigsh for the reference when the dense Hessian would take longer")
-    p.add_argument("--device", default="cpu",
-                   help="'cpu' (default) or 'cuda' / 'cuda:N': where models, data and products live")
-    p.add_argument("--out-name", default="curvature",
-                   help="stem of the output files: OUT/NAME.json and OUT/NAME.md")
+    p.add_argument(
+        "--dense-budget-s",
+        type=float,
+        default=120.0,
+        help="use eigsh for the reference when the dense Hessian would take longer",
+    )
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="'cpu' (default) or 'cuda' / 'cuda:N': where models, data and products live",
+    )
+    p.add_argument(
+        "--out-name", default="curvature", help="stem of the output files: OUT/NAME.json and OUT/NAME.md"
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.models = args.models or ["mlp-32"]
@@ -1075,9 +1339,13 @@ def main(argv: list[str] | None = None) -> dict:
     torch.set_num_threads(THREADS)
     t_start = time.perf_counter()
     ticks = cpu_ticks()
-    results: dict[str, Any] = {"quick": args.quick, "machine": machine_info(device),
-                               "settings": {k: str(v) for k, v in vars(args).items()},
-                               "models": {}, "notes": []}
+    results: dict[str, Any] = {
+        "quick": args.quick,
+        "machine": machine_info(device),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "models": {},
+        "notes": [],
+    }
     ds = load_mnist1d(n_train=N_TRAIN, n_test=1000)
     X, y = ds.X_train.to(device), ds.y_train.to(device)
     for spec in MODELS:
@@ -1088,6 +1356,7 @@ def main(argv: list[str] | None = None) -> dict:
         log("tiny GPT-2 (dict batch, its own .loss)", t_start)
         try:
             from gpt2_case import gpt2_case
+
             results["gpt2"] = gpt2_case(args.reps, args.hvp_reps)
         except ImportError as e:  # transformers is in the monitor extra
             results["gpt2"] = {"error": f"{type(e).__name__}: {e}"}

@@ -52,21 +52,29 @@ def autograd_hvp64(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[Ca
         vs = [t.reshape(p.shape) for t, p in zip(parts, params, strict=True)]
         out = torch.autograd.grad(grads, params, vs, retain_graph=True)
         return torch.cat([o.reshape(-1) for o in out])
+
     return hvp, sum(p.numel() for p in params)
 
 
-def _eigsh(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, tol: float) -> tuple[np.ndarray,
-                                                                                          int]:
+def _eigsh(matvec: Callable[[torch.Tensor], torch.Tensor], dim: int, tol: float) -> tuple[np.ndarray, int]:
     from scipy.sparse.linalg import LinearOperator, eigsh
+
     count = [0]
 
     def mv(x: np.ndarray) -> np.ndarray:
         count[0] += 1
         v = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64).reshape(-1))
         return matvec(v).detach().to(torch.float64).numpy()
-    vals = eigsh(LinearOperator((dim, dim), matvec=mv, dtype=np.float64), k=K, which="LA", tol=tol,
-                 ncv=max(4 * K, 40), v0=np.random.default_rng(0).standard_normal(dim),
-                 return_eigenvectors=False)
+
+    vals = eigsh(
+        LinearOperator((dim, dim), matvec=mv, dtype=np.float64),
+        k=K,
+        which="LA",
+        tol=tol,
+        ncv=max(4 * K, 40),
+        v0=np.random.default_rng(0).standard_normal(dim),
+        return_eigenvectors=False,
+    )
     return np.sort(vals)[::-1], count[0]
 
 
@@ -90,9 +98,14 @@ def _curvlinops(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[list[
     model.eval()
     try:
         with sdpa_kernel([SDPBackend.MATH]):
-            op = HessianLinearOperator(model_func, nn.CrossEntropyLoss(), list(model_func.parameters()),
-                                       [(inputs, targets)], batch_size_fn=lambda X: 1,
-                                       check_deterministic=False).to_scipy()
+            op = HessianLinearOperator(
+                model_func,
+                nn.CrossEntropyLoss(),
+                list(model_func.parameters()),
+                [(inputs, targets)],
+                batch_size_fn=lambda X: 1,
+                check_deterministic=False,
+            ).to_scipy()
             dim = op.shape[0]
             vals, n = _eigsh(lambda v: torch.as_tensor(op @ v.numpy()), dim, TOL)
     finally:
@@ -106,8 +119,10 @@ def gpt2_case(reps: int, product_reps: int) -> dict[str, Any]:
     hvp, dim = autograd_hvp64(model, batch)
     t0 = time.perf_counter()
     ref, n_ref = _eigsh(hvp, dim, REF_TOL)
-    out: dict[str, Any] = {"dim": dim, "reference": {"values": ref.tolist(), "n_matvecs": n_ref,
-                                                     "seconds": time.perf_counter() - t0}}
+    out: dict[str, Any] = {
+        "dim": dim,
+        "reference": {"values": ref.tolist(), "n_matvecs": n_ref, "seconds": time.perf_counter() - t0},
+    }
     flags = [m.training for m in model.modules()]
 
     def landscope_solve() -> tuple[list[float], int]:
@@ -115,7 +130,9 @@ def gpt2_case(reps: int, product_reps: int) -> dict[str, Any]:
         return res.values.tolist(), res.n_matvecs
 
     libs: dict[str, Callable[[], tuple[list[float], int]]] = {
-        "landscope": landscope_solve, "curvlinops": lambda: _curvlinops(model, batch)}
+        "landscope": landscope_solve,
+        "curvlinops": lambda: _curvlinops(model, batch),
+    }
     for name, solve in libs.items():
         try:
             times, (values, n) = [], ([], 0)
@@ -124,8 +141,12 @@ def gpt2_case(reps: int, product_reps: int) -> dict[str, Any]:
                 values, n = solve()
                 times.append(time.perf_counter() - tic)
             err = float(np.max(np.abs(np.array(values) - ref) / np.abs(ref)))
-            out[name] = {"seconds": float(np.median(times)), "n_matvecs": n, "rel_error": err,
-                         "values": values}
+            out[name] = {
+                "seconds": float(np.median(times)),
+                "n_matvecs": n,
+                "rel_error": err,
+                "values": values,
+            }
         except Exception as e:  # a missing or failing peer is a result, the run goes on
             out[name] = {"error": f"{type(e).__name__}: {e}"}
     for name in ("pyhessian", "hessian-eigenthings"):
@@ -138,6 +159,7 @@ def gpt2_case(reps: int, product_reps: int) -> dict[str, Any]:
 def markdown_rows(case: dict[str, Any]) -> list[str]:
     """The GPT-2 section of ``curvature.md``."""
     from machine import markdown_table
+
     rows = []
     for name in ("landscope", "curvlinops", "pyhessian", "hessian-eigenthings"):
         r = case[name]
@@ -146,13 +168,19 @@ def markdown_rows(case: dict[str, Any]) -> list[str]:
         else:
             rows.append([name, f"{r['seconds']:.2f}", str(r["n_matvecs"]), f"{r['rel_error']:.1e}", ""])
     p = case["products"]
-    lines = ["## Tiny GPT-2 (Hugging Face, dict batch, SDPA attention, dropout configured)", "",
-             f"{case['dim']} parameters; top-{K} at tol {TOL:g}, errors against float64 `eigsh` at "
-             f"{REF_TOL:g} on plain autograd products ({case['reference']['n_matvecs']} products). "
-             f"Training flags unchanged by the solves: {case['training_flags_unchanged']}.", "",
-             *markdown_table(["library", "solve (s)", "products", "max rel. error", "note"], rows), "",
-             f"A product against a gradient ({p['gradient_s'] * 1e3:.2f} ms): landscope "
-             f"{p['landscope_cached']['ratio_to_gradient']:.2f}× (linearisation cached), "
-             f"{p['landscope_with_linearisation']['ratio_to_gradient']:.2f}× with it; plain autograd "
-             f"double backward {p['autograd_double_backward']['ratio_to_gradient']:.2f}×.", ""]
+    lines = [
+        "## Tiny GPT-2 (Hugging Face, dict batch, SDPA attention, dropout configured)",
+        "",
+        f"{case['dim']} parameters; top-{K} at tol {TOL:g}, errors against float64 `eigsh` at "
+        f"{REF_TOL:g} on plain autograd products ({case['reference']['n_matvecs']} products). "
+        f"Training flags unchanged by the solves: {case['training_flags_unchanged']}.",
+        "",
+        *markdown_table(["library", "solve (s)", "products", "max rel. error", "note"], rows),
+        "",
+        f"A product against a gradient ({p['gradient_s'] * 1e3:.2f} ms): landscope "
+        f"{p['landscope_cached']['ratio_to_gradient']:.2f}× (linearisation cached), "
+        f"{p['landscope_with_linearisation']['ratio_to_gradient']:.2f}× with it; plain autograd "
+        f"double backward {p['autograd_double_backward']['ratio_to_gradient']:.2f}×.",
+        "",
+    ]
     return lines

@@ -73,6 +73,7 @@ DISTS = ("torch", "numpy", "landscope", "PyHessian", "hessian-eigenthings")
 # Device, timing, memory
 # ------------------------------------------------------------------------------------------------
 
+
 def sync(device: torch.device) -> None:
     """Wait for the device's queued work (a timer read after this sees it done)."""
     if device.type == "cuda":
@@ -106,8 +107,7 @@ def measured(fn: Callable[[], Any], device: torch.device) -> tuple[Any, dict]:
 
 def error_text(e: BaseException) -> str:
     """One line naming the error, then a short traceback."""
-    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n" + \
-        traceback.format_exc(limit=3)
+    return f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n" + traceback.format_exc(limit=3)
 
 
 def free(device: torch.device) -> None:
@@ -120,6 +120,7 @@ def free(device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------
 # Data and model
 # ------------------------------------------------------------------------------------------------
+
 
 def make_data(n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` CIFAR-10-shaped inputs and labels from a seeded generator (on the CPU)."""
@@ -135,13 +136,14 @@ def mean_loss(model: nn.Module, X: torch.Tensor, y: torch.Tensor, chunk: int = 2
     """Eval-mode mean cross-entropy over ``(X, y)`` (no gradient)."""
     model.eval()
     with torch.no_grad():
-        total = sum(float(LOSS(model(X[i:i + chunk]), y[i:i + chunk])) * len(X[i:i + chunk])
-                    for i in range(0, len(X), chunk))
+        total = sum(
+            float(LOSS(model(X[i : i + chunk]), y[i : i + chunk])) * len(X[i : i + chunk])
+            for i in range(0, len(X), chunk)
+        )
     return total / len(X)
 
 
-def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, batch: int,
-          lr: float) -> dict:
+def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, batch: int, lr: float) -> dict:
     """``steps`` mini-batch SGD steps in train mode (batches drawn from a seeded generator)."""
     gen = torch.Generator().manual_seed(1)
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
@@ -158,9 +160,15 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, batch:
     for p in model.parameters():
         p.grad = None
     model.eval()
-    return {"steps": steps, "batch": batch, "lr": lr, "momentum": 0.9,
-            "eval_loss_before": before, "eval_loss_after": mean_loss(model, X, y),
-            "train_batch_losses": losses}
+    return {
+        "steps": steps,
+        "batch": batch,
+        "lr": lr,
+        "momentum": 0.9,
+        "eval_loss_before": before,
+        "eval_loss_after": mean_loss(model, X, y),
+        "train_batch_losses": losses,
+    }
 
 
 # ------------------------------------------------------------------------------------------------
@@ -170,13 +178,17 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, batch:
 Solved = tuple[list[float], int, dict, "torch.Tensor | None"]
 
 
-def solve_landscope(model: nn.Module, X: torch.Tensor, y: torch.Tensor,
-                    dtype: torch.dtype | None = None, tol: float = TOL) -> Solved:
+def solve_landscope(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None, tol: float = TOL
+) -> Solved:
     """``ls.eigenpairs(ls.HessianOperator(..., model_mode="eval"), k=10, tol=tol)``."""
     op = ls.HessianOperator(model, LOSS, (X, y), model_mode=MODEL_MODE, dtype=dtype)
     res = ls.eigenpairs(op, k=K, which="LA", tol=tol, seed=0)
-    info = {"converged": bool(res.converged), "n_restarts": res.n_restarts,
-            "max_rel_residual": float(res.relative_residuals.max())}
+    info = {
+        "converged": bool(res.converged),
+        "n_restarts": res.n_restarts,
+        "max_rel_residual": float(res.relative_residuals.max()),
+    }
     return res.values.tolist(), res.n_matvecs, info, res.vectors
 
 
@@ -189,6 +201,7 @@ def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve
     def counted(gradsH: Any, params: Any, v: Any) -> Any:
         counter[0] += 1
         return original(gradsH, params, v)
+
     for p in model.parameters():
         p.grad = None
     ph.hessian_vector_product = counted
@@ -204,13 +217,18 @@ def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve
         for p in model.parameters():
             p.grad = None
         model.eval()
-    return (sorted((float(v) for v in values), reverse=True), counter[0],
-            {"raw_order": [float(v) for v in values]}, None)
+    return (
+        sorted((float(v) for v in values), reverse=True),
+        counter[0],
+        {"raw_order": [float(v) for v in values]},
+        None,
+    )
 
 
 def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solved:
     """hessian-eigenthings ``lanczos(HessianOperator(...), k=10, which="LA")``, its defaults."""
     from hessian_eigenthings import HessianOperator, LambdaOperator, lanczos, supervised_loss
+
     model.eval()
     op = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
     counter = [0]
@@ -218,37 +236,53 @@ def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Sol
     def mv(v: torch.Tensor) -> torch.Tensor:
         counter[0] += 1
         return op.matvec(v)
+
     res = lanczos(LambdaOperator(mv, op.size, op.device, op.dtype), k=K, which="LA", seed=0)
-    return (sorted(res.eigenvalues.double().tolist(), reverse=True), counter[0],
-            {"n_converged_own_criterion": int(res.converged.sum()), "iterations": res.iterations},
-            None)
+    return (
+        sorted(res.eigenvalues.double().tolist(), reverse=True),
+        counter[0],
+        {"n_converged_own_criterion": int(res.converged.sum()), "iterations": res.iterations},
+        None,
+    )
 
 
 LIBRARIES: dict[str, tuple[str, Callable[..., Solved], str]] = {
-    "landscope": ("landscope (float32)", solve_landscope,
-                  f"eigenpairs(k={K}, tol={TOL:g}), float32 operator"),
-    "pyhessian": ("PyHessian", solve_pyhessian,
-                  f"eigenvalues(top_n={K}); defaults maxIter=100, tol=1e-3"),
-    "eigenthings": ("hessian-eigenthings", solve_eigenthings,
-                    f"lanczos(k={K}, which='LA'); default 2k = 20 steps, no restart"),
+    "landscope": (
+        "landscope (float32)",
+        solve_landscope,
+        f"eigenpairs(k={K}, tol={TOL:g}), float32 operator",
+    ),
+    "pyhessian": ("PyHessian", solve_pyhessian, f"eigenvalues(top_n={K}); defaults maxIter=100, tol=1e-3"),
+    "eigenthings": (
+        "hessian-eigenthings",
+        solve_eigenthings,
+        f"lanczos(k={K}, which='LA'); default 2k = 20 steps, no restart",
+    ),
 }
 
 
 def rel_error(values: list[float], ref: list[float]) -> float:
     """Largest ``|λ_i − λ_i^ref| / |λ_i^ref|`` over the top ``k`` (both sorted descending)."""
-    v = sorted(values, reverse=True)[:len(ref)]
+    v = sorted(values, reverse=True)[: len(ref)]
     return max(abs(a - b) / abs(b) for a, b in zip(v, ref, strict=False))
 
 
 def rel_error_lm(values: list[float], ref_lm: list[float]) -> float:
     """:func:`rel_error` with both lists ordered by magnitude (for largest-magnitude solvers)."""
-    v = sorted(values, key=abs, reverse=True)[:len(ref_lm)]
+    v = sorted(values, key=abs, reverse=True)[: len(ref_lm)]
     r = sorted(ref_lm, key=abs, reverse=True)
     return max(abs(a - b) / abs(b) for a, b in zip(v, r, strict=False))
 
 
-def run_library(key: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
-                budget_s: float, device: torch.device) -> tuple[dict, torch.Tensor | None]:
+def run_library(
+    key: str,
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    reps: int,
+    budget_s: float,
+    device: torch.device,
+) -> tuple[dict, torch.Tensor | None]:
     """Run one library ``reps`` times (fewer if the first run took more than ``budget_s``).
 
     Returns its record (median/min wall time, products, the peak memory of the first run) and
@@ -266,16 +300,23 @@ def run_library(key: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, re
             break
         times.append(meas["time_s"])
         if rep == 0:
-            rec.update({"values": values, "n_matvecs": n_mv, "info": info,
-                        **{k: v for k, v in meas.items() if k != "time_s"}})
+            rec.update(
+                {
+                    "values": values,
+                    "n_matvecs": n_mv,
+                    "info": info,
+                    **{k: v for k, v in meas.items() if k != "time_s"},
+                }
+            )
         vectors = vecs
         del vecs
         free(device)
         if sum(times) > budget_s:
             break
     if times:
-        rec.update({"times_s": times, "median_s": statistics.median(times), "min_s": min(times),
-                    "reps": len(times)})
+        rec.update(
+            {"times_s": times, "median_s": statistics.median(times), "min_s": min(times), "reps": len(times)}
+        )
         rec["s_per_matvec"] = rec["median_s"] / max(rec["n_matvecs"], 1)
     return rec, vectors
 
@@ -284,23 +325,28 @@ def run_library(key: str, model: nn.Module, X: torch.Tensor, y: torch.Tensor, re
 # One product vs one gradient
 # ------------------------------------------------------------------------------------------------
 
-def product_times(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
-                  device: torch.device, skip: list[str]) -> dict:
+
+def product_times(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int, device: torch.device, skip: list[str]
+) -> dict:
     """Median time of one product of each library and of one gradient, interleaved rounds."""
     model.eval()
     params = [p for p in model.parameters() if p.requires_grad]
     dim = sum(p.numel() for p in params)
     v = torch.randn(dim, generator=torch.Generator().manual_seed(2)).to(device)
-    vs = [t.reshape(p.shape) for t, p in zip(torch.split(v, [p.numel() for p in params]), params,
-                                             strict=True)]
+    vs = [
+        t.reshape(p.shape) for t, p in zip(torch.split(v, [p.numel() for p in params]), params, strict=True)
+    ]
     fns: dict[str, Callable[[], object]] = {
-        "gradient": lambda: torch.autograd.grad(LOSS(model(X), y), params)}
+        "gradient": lambda: torch.autograd.grad(LOSS(model(X), y), params)
+    }
     errors: dict[str, str] = {}
     op = ls.HessianOperator(model, LOSS, (X, y), model_mode=MODEL_MODE)
 
     def first() -> None:
         op.clear_cache()
         op.matvec(v)
+
     fns["landscope"] = lambda: op.matvec(v)
     fns["landscope_first"] = first
     keep: list[Any] = []
@@ -317,6 +363,7 @@ def product_times(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
     if "eigenthings" not in skip:
         try:
             from hessian_eigenthings import HessianOperator, supervised_loss
+
             eop = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
             fns["eigenthings"] = lambda: eop.matvec(v)
         except Exception as e:  # noqa: BLE001
@@ -343,8 +390,12 @@ def product_times(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
         op.clear_cache()
         model.eval()
     med = {k: statistics.median(t) for k, t in times.items()}
-    out: dict[str, Any] = {"reps": reps, "median_s": med,
-                           "min_s": {k: min(t) for k, t in times.items()}, "errors": errors}
+    out: dict[str, Any] = {
+        "reps": reps,
+        "median_s": med,
+        "min_s": {k: min(t) for k, t in times.items()},
+        "errors": errors,
+    }
     g = med["gradient"]
     out["ratio_to_gradient"] = {k: t / g for k, t in med.items()}
     if "landscope" in med:
@@ -356,9 +407,16 @@ def product_times(model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int,
 # One size
 # ------------------------------------------------------------------------------------------------
 
-def run_size(model: nn.Module, X: torch.Tensor, y: torch.Tensor, args: argparse.Namespace,
-             device: torch.device, log: Callable[[str], None],
-             save: Callable[[dict], None] = lambda out: None) -> dict:
+
+def run_size(
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    args: argparse.Namespace,
+    device: torch.device,
+    log: Callable[[str], None],
+    save: Callable[[dict], None] = lambda out: None,
+) -> dict:
     """Everything measured on the first ``N`` samples (``save(partial)`` after every step)."""
     n = len(X)
     out: dict[str, Any] = {"n": n, "solves": {}}
@@ -369,38 +427,48 @@ def run_size(model: nn.Module, X: torch.Tensor, y: torch.Tensor, args: argparse.
         if key == "landscope":
             landscope_vectors = vecs
         out["solves"][key] = rec
-        log(f"N={n} {rec['label']}: " + (rec["error"].splitlines()[0] if "error" in rec else
-            f"{rec['median_s']:.3f}s, {rec['n_matvecs']} products, peak "
-            f"{rec.get('peak_gib', math.nan):.2f} GiB"))
+        log(
+            f"N={n} {rec['label']}: "
+            + (
+                rec["error"].splitlines()[0]
+                if "error" in rec
+                else f"{rec['median_s']:.3f}s, {rec['n_matvecs']} products, peak "
+                f"{rec.get('peak_gib', math.nan):.2f} GiB"
+            )
+        )
         save(out)
     # Reference: landscope in float64 on the same device, and the true residuals of the float32
     # pairs against it (ten float64 products through the same cached operator).
     ref_tol = args.ref_tol
-    ref: dict[str, Any] = {"method": f"landscope eigenpairs(k={K}, tol={ref_tol:g}) on "
-                                     "HessianOperator(dtype=torch.float64), same device"}
+    ref: dict[str, Any] = {
+        "method": f"landscope eigenpairs(k={K}, tol={ref_tol:g}) on "
+        "HessianOperator(dtype=torch.float64), same device"
+    }
     try:
         if "reference" in args.skip:
             raise RuntimeError("skipped (--skip reference)")
         op64 = ls.HessianOperator(model, LOSS, (X, y), model_mode=MODEL_MODE, dtype=torch.float64)
-        res, meas = measured(lambda: ls.eigenpairs(op64, k=K, which="LA", tol=ref_tol, seed=0),
-                             device)
-        ref.update({"values": res.values.tolist(), "n_matvecs": res.n_matvecs,
-                    "converged": bool(res.converged),
-                    "max_rel_residual": float(res.relative_residuals.max()), **meas})
+        res, meas = measured(lambda: ls.eigenpairs(op64, k=K, which="LA", tol=ref_tol, seed=0), device)
+        ref.update(
+            {
+                "values": res.values.tolist(),
+                "n_matvecs": res.n_matvecs,
+                "converged": bool(res.converged),
+                "max_rel_residual": float(res.relative_residuals.max()),
+                **meas,
+            }
+        )
         del res
         if landscope_vectors is not None:
             V = landscope_vectors.to(device=device, dtype=torch.float64)
-            lam = torch.tensor(out["solves"]["landscope"]["values"], dtype=torch.float64,
-                               device=device)
+            lam = torch.tensor(out["solves"]["landscope"]["values"], dtype=torch.float64, device=device)
             R = op64.matmat(V) - V * lam
-            out["solves"]["landscope"]["true_max_rel_residual"] = \
-                float(R.norm(dim=0).max() / lam.abs().max())
+            out["solves"]["landscope"]["true_max_rel_residual"] = float(R.norm(dim=0).max() / lam.abs().max())
             del V, R
         # PyHessian's power iteration finds the largest-magnitude eigenvalues: where it returned
         # negative ones, the top-10 by magnitude (which="LM") is its reference.
         if any(v < 0 for v in out["solves"].get("pyhessian", {}).get("values", [])):
-            lm, meas_lm = measured(lambda: ls.eigenpairs(op64, k=K, which="LM", tol=ref_tol,
-                                                         seed=0), device)
+            lm, meas_lm = measured(lambda: ls.eigenpairs(op64, k=K, which="LM", tol=ref_tol, seed=0), device)
             ref["values_lm"] = lm.values.tolist()
             ref["lm"] = {"n_matvecs": lm.n_matvecs, "converged": bool(lm.converged), **meas_lm}
         op64 = None  # free its cached float64 graph before the product timings
@@ -408,8 +476,14 @@ def run_size(model: nn.Module, X: torch.Tensor, y: torch.Tensor, args: argparse.
         ref["error"] = error_text(e)
     free(device)
     out["reference"] = ref
-    log(f"N={n} reference: " + (ref["error"].splitlines()[0] if "error" in ref else
-        f"{ref['time_s']:.2f}s, {ref['n_matvecs']} float64 products"))
+    log(
+        f"N={n} reference: "
+        + (
+            ref["error"].splitlines()[0]
+            if "error" in ref
+            else f"{ref['time_s']:.2f}s, {ref['n_matvecs']} float64 products"
+        )
+    )
     if "values" in ref:
         for rec in out["solves"].values():
             if "values" in rec:
@@ -435,6 +509,7 @@ def run_size(model: nn.Module, X: torch.Tensor, y: torch.Tensor, args: argparse.
 # Output
 # ------------------------------------------------------------------------------------------------
 
+
 def fmt(x: float | None, spec: str = ".3g") -> str:
     """A number for a table ('—' where missing)."""
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -454,28 +529,38 @@ PRODUCT_LABELS = {
 def markdown(results: dict) -> str:
     """The Markdown report."""
     mi, st = results["machine"], results["settings"]
-    where = (f"{mi['gpu']} ({mi['gpu_memory_gib']:.0f} GiB), CUDA {mi['cuda']}, TF32 "
-             f"{'on' if mi['cudnn_allow_tf32'] else 'off'}" if "gpu" in mi else
-             f"CPU ({mi['cpu_count']} cores, {mi['torch_threads']} torch threads)")
+    where = (
+        f"{mi['gpu']} ({mi['gpu_memory_gib']:.0f} GiB), CUDA {mi['cuda']}, TF32 "
+        f"{'on' if mi['cudnn_allow_tf32'] else 'off'}"
+        if "gpu" in mi
+        else f"CPU ({mi['cpu_count']} cores, {mi['torch_threads']} torch threads)"
+    )
     tr = results.get("train", {})
     commands = results.get("commands") or [results["command"]]
-    lines = ["# ResNet-lite on CIFAR-10-shaped data: top-10 Hessian eigenvalues", "",
-             "Generated by " + "; ".join(f"`python benchmarks/gpu_resnet.py {c}`" for c in commands)
-             + f" on {mi['date']} — {where}, torch {mi['torch']}. Total run "
-             f"{results.get('total_time_s', math.nan):.0f} s.", "",
-             f"Model: `build_model(\"resnet_lite\", (3, 32, 32), 10, width={st['width']}, "
-             f"depth={st['depth']}, norm=\"batch\", seed=0)` (tanh, dim {results['dim']}), "
-             f"{tr.get('steps')} SGD steps (batch {tr.get('batch')}, lr {tr.get('lr')}, momentum "
-             f"0.9; eval loss {fmt(tr.get('eval_loss_before'), '.4f')} → "
-             f"{fmt(tr.get('eval_loss_after'), '.4f')}). Synthetic inputs (N, 3, 32, 32) from a "
-             "seeded generator, labels from a random linear teacher. Function: mean cross-entropy "
-             f"over N samples, model in {MODEL_MODE} mode (BatchNorm running statistics) for every "
-             "library, float32. Times include building the operator; memory is "
-             "`torch.cuda.max_memory_allocated` during the solve (model and data included; "
-             "'extra' = above what was allocated before it). `max rel err` = max over the top 10 "
-             "of |λ − λ_ref| / |λ_ref|, λ_ref from landscope in float64 on the same device (its "
-             "tolerance is in each reference line).", "",
-             "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v), ""]
+    lines = [
+        "# ResNet-lite on CIFAR-10-shaped data: top-10 Hessian eigenvalues",
+        "",
+        "Generated by "
+        + "; ".join(f"`python benchmarks/gpu_resnet.py {c}`" for c in commands)
+        + f" on {mi['date']} — {where}, torch {mi['torch']}. Total run "
+        f"{results.get('total_time_s', math.nan):.0f} s.",
+        "",
+        f'Model: `build_model("resnet_lite", (3, 32, 32), 10, width={st["width"]}, '
+        f'depth={st["depth"]}, norm="batch", seed=0)` (tanh, dim {results["dim"]}), '
+        f"{tr.get('steps')} SGD steps (batch {tr.get('batch')}, lr {tr.get('lr')}, momentum "
+        f"0.9; eval loss {fmt(tr.get('eval_loss_before'), '.4f')} → "
+        f"{fmt(tr.get('eval_loss_after'), '.4f')}). Synthetic inputs (N, 3, 32, 32) from a "
+        "seeded generator, labels from a random linear teacher. Function: mean cross-entropy "
+        f"over N samples, model in {MODEL_MODE} mode (BatchNorm running statistics) for every "
+        "library, float32. Times include building the operator; memory is "
+        "`torch.cuda.max_memory_allocated` during the solve (model and data included; "
+        "'extra' = above what was allocated before it). `max rel err` = max over the top 10 "
+        "of |λ − λ_ref| / |λ_ref|, λ_ref from landscope in float64 on the same device (its "
+        "tolerance is in each reference line).",
+        "",
+        "Versions: " + ", ".join(f"{k} {v}" for k, v in mi["versions"].items() if v),
+        "",
+    ]
 
     def table(header: list[str], rows: list[list[str]]) -> None:
         lines.extend(markdown_table(header, rows))
@@ -484,52 +569,92 @@ def markdown(results: dict) -> str:
         ref = sr.get("reference", {})
         lines += [f"## N = {n}", ""]
         if "values" in ref:
-            lines += [f"Reference: {ref['method']}: {ref['n_matvecs']} float64 products, "
-                      f"{ref['time_s']:.3g} s, peak {fmt(ref.get('peak_gib'), '.2f')} GiB, "
-                      f"converged={ref['converged']} (max relative residual "
-                      f"{ref['max_rel_residual']:.1e}). λ_ref = "
-                      + ", ".join(f"{v:.6g}" for v in ref["values"]) + "."
-                      + (" Top 10 by magnitude (which=\"LM\", PyHessian's reference, "
-                         f"{ref['lm']['n_matvecs']} more products): "
-                         + ", ".join(f"{v:.6g}" for v in ref["values_lm"]) + "."
-                         if "values_lm" in ref else ""), ""]
+            lines += [
+                f"Reference: {ref['method']}: {ref['n_matvecs']} float64 products, "
+                f"{ref['time_s']:.3g} s, peak {fmt(ref.get('peak_gib'), '.2f')} GiB, "
+                f"converged={ref['converged']} (max relative residual "
+                f"{ref['max_rel_residual']:.1e}). λ_ref = "
+                + ", ".join(f"{v:.6g}" for v in ref["values"])
+                + "."
+                + (
+                    ' Top 10 by magnitude (which="LM", PyHessian\'s reference, '
+                    f"{ref['lm']['n_matvecs']} more products): "
+                    + ", ".join(f"{v:.6g}" for v in ref["values_lm"])
+                    + "."
+                    if "values_lm" in ref
+                    else ""
+                ),
+                "",
+            ]
         else:
             lines += [f"Reference failed: {(ref.get('error') or 'not computed').splitlines()[0]}", ""]
         rows = []
         base = sr["solves"].get("landscope", {}).get("median_s")
         for r in sr["solves"].values():
             if "error" in r:
-                rows.append([r["label"], "not run: " + r["error"].splitlines()[0][:100]]
-                            + [""] * 7)
+                rows.append([r["label"], "not run: " + r["error"].splitlines()[0][:100]] + [""] * 7)
                 continue
-            rows.append([r["label"], fmt(r["median_s"]), fmt(r["median_s"] / base, ".2f")
-                         if base else "—", str(r["n_matvecs"]),
-                         fmt(r["s_per_matvec"] * 1e3), fmt(r.get("peak_gib"), ".2f"),
-                         fmt(r.get("extra_gib"), ".2f"), fmt(r.get("max_rel_err"), ".1e")
-                         + (" (by magnitude)" if "error_reference" in r else ""),
-                         str(r["reps"])])
-        table(["library", "wall s (median)", "× landscope", "products", "ms / product",
-               "peak GiB", "extra GiB", "max rel err", "reps"], rows)
+            rows.append(
+                [
+                    r["label"],
+                    fmt(r["median_s"]),
+                    fmt(r["median_s"] / base, ".2f") if base else "—",
+                    str(r["n_matvecs"]),
+                    fmt(r["s_per_matvec"] * 1e3),
+                    fmt(r.get("peak_gib"), ".2f"),
+                    fmt(r.get("extra_gib"), ".2f"),
+                    fmt(r.get("max_rel_err"), ".1e") + (" (by magnitude)" if "error_reference" in r else ""),
+                    str(r["reps"]),
+                ]
+            )
+        table(
+            [
+                "library",
+                "wall s (median)",
+                "× landscope",
+                "products",
+                "ms / product",
+                "peak GiB",
+                "extra GiB",
+                "max rel err",
+                "reps",
+            ],
+            rows,
+        )
         ph = sr["solves"].get("pyhessian", {})
         if "error_reference" in ph:
-            lines += [f"PyHessian returned negative eigenvalues (it finds the largest in "
-                      f"magnitude): its error is against the top 10 by magnitude; against the top "
-                      f"10 algebraic it is {ph['max_rel_err_vs_top_algebraic']:.1e}. Its values: "
-                      + ", ".join(f"{v:.5g}" for v in ph["info"]["raw_order"]) + ".", ""]
+            lines += [
+                f"PyHessian returned negative eigenvalues (it finds the largest in "
+                f"magnitude): its error is against the top 10 by magnitude; against the top "
+                f"10 algebraic it is {ph['max_rel_err_vs_top_algebraic']:.1e}. Its values: "
+                + ", ".join(f"{v:.5g}" for v in ph["info"]["raw_order"])
+                + ".",
+                "",
+            ]
         ls_ = sr["solves"].get("landscope", {})
         if "info" in ls_:
-            lines += [f"landscope (float32): converged={ls_['info']['converged']}, reported max "
-                      f"relative residual {ls_['info']['max_rel_residual']:.2e}; against the "
-                      f"float64 Hessian: {fmt(ls_.get('true_max_rel_residual'), '.2e')}.", ""]
+            lines += [
+                f"landscope (float32): converged={ls_['info']['converged']}, reported max "
+                f"relative residual {ls_['info']['max_rel_residual']:.2e}; against the "
+                f"float64 Hessian: {fmt(ls_.get('true_max_rel_residual'), '.2e')}.",
+                "",
+            ]
         pr = sr.get("products", {})
         if "median_s" in pr:
             g = pr["median_s"]["gradient"]
-            lines += [f"One product vs one gradient ({pr['reps']} interleaved rounds, medians; "
-                      f"landscope's cache build = first − warm = "
-                      f"{fmt(pr.get('cache_build_s', math.nan) * 1e3)} ms):", ""]
-            table(["operation", "median ms", "× gradient", "min ms"],
-                  [[PRODUCT_LABELS.get(k, k), fmt(t * 1e3), f"{t / g:.2f}×",
-                    fmt(pr["min_s"][k] * 1e3)] for k, t in pr["median_s"].items()])
+            lines += [
+                f"One product vs one gradient ({pr['reps']} interleaved rounds, medians; "
+                f"landscope's cache build = first − warm = "
+                f"{fmt(pr.get('cache_build_s', math.nan) * 1e3)} ms):",
+                "",
+            ]
+            table(
+                ["operation", "median ms", "× gradient", "min ms"],
+                [
+                    [PRODUCT_LABELS.get(k, k), fmt(t * 1e3), f"{t / g:.2f}×", fmt(pr["min_s"][k] * 1e3)]
+                    for k, t in pr["median_s"].items()
+                ],
+            )
             for k, e in pr.get("errors", {}).items():
                 lines += [f"{k}: product not timed: {e.splitlines()[0]}", ""]
         elif "error" in pr:
@@ -539,20 +664,30 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-
 def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
-    out: dict[str, Any] = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           "python": sys.version.split()[0], "platform": platform.platform(),
-                           "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                           "torch": torch.__version__, "device": str(device),
-                           "versions": versions(DISTS)}
+    out: dict[str, Any] = {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": str(device),
+        "versions": versions(DISTS),
+    }
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        out.update({"gpu": props.name, "gpu_memory_gib": props.total_memory / 2**30,
-                    "cuda": torch.version.cuda, "cudnn": torch.backends.cudnn.version(),
-                    "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                    "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32})
+        out.update(
+            {
+                "gpu": props.name,
+                "gpu_memory_gib": props.total_memory / 2**30,
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+            }
+        )
     return out
 
 
@@ -571,8 +706,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options; ``--quick`` shrinks everything for a smoke test."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda", help="'cuda' (default), 'cuda:N' or 'cpu'")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke test: N = 8 and 16, width 4, 3 SGD steps, 1 rep")
+    p.add_argument(
+        "--quick", action="store_true", help="smoke test: N = 8 and 16, width 4, 3 SGD steps, 1 rep"
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[2048, 8192])
     p.add_argument("--width", type=int, default=16)
     p.add_argument("--depth", type=int, default=3)
@@ -580,15 +716,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--train-batch", type=int, default=256)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--reps", type=int, default=2, help="timed runs of each solve")
-    p.add_argument("--budget-s", type=float, default=30.0,
-                   help="no further runs of a solve once its runs took this long")
+    p.add_argument(
+        "--budget-s", type=float, default=30.0, help="no further runs of a solve once its runs took this long"
+    )
     p.add_argument("--product-reps", type=int, default=10)
-    p.add_argument("--ref-tol", type=float, default=REF_TOL,
-                   help="tolerance of the float64 reference solve")
-    p.add_argument("--skip", nargs="*", default=[],
-                   help="of: " + ", ".join(LIBRARIES) + ", reference (the float64 solve), products")
-    p.add_argument("--allow-tf32", action="store_true",
-                   help="leave cuDNN's TF32 convolutions on (off by default: ~1e-3 rounding)")
+    p.add_argument("--ref-tol", type=float, default=REF_TOL, help="tolerance of the float64 reference solve")
+    p.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="of: " + ", ".join(LIBRARIES) + ", reference (the float64 solve), products",
+    )
+    p.add_argument(
+        "--allow-tf32",
+        action="store_true",
+        help="leave cuDNN's TF32 convolutions on (off by default: ~1e-3 rounding)",
+    )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--out-name", default="gpu_resnet")
     args = p.parse_args(argv)
@@ -616,23 +759,32 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[{time.perf_counter() - t_start:7.1f}s] {msg}", flush=True)
 
     argv_shown = sys.argv[1:] if argv is None else argv
-    results: dict[str, Any] = {"command": " ".join(argv_shown), "machine": machine_info(device),
-                               "settings": {k: str(v) for k, v in vars(args).items()},
-                               "model_mode": MODEL_MODE, "sizes": {}, "notes": list(NOTES)}
+    results: dict[str, Any] = {
+        "command": " ".join(argv_shown),
+        "machine": machine_info(device),
+        "settings": {k: str(v) for k, v in vars(args).items()},
+        "model_mode": MODEL_MODE,
+        "sizes": {},
+        "notes": list(NOTES),
+    }
     X_all, y_all = make_data(max(args.sizes))
     X_all, y_all = X_all.to(device), y_all.to(device)
-    model = build_model("resnet_lite", INPUT_SHAPE, N_CLASSES, width=args.width, depth=args.depth,
-                        norm="batch", seed=0).to(device)
+    model = build_model(
+        "resnet_lite", INPUT_SHAPE, N_CLASSES, width=args.width, depth=args.depth, norm="batch", seed=0
+    ).to(device)
     results["dim"] = sum(p.numel() for p in model.parameters())
     results["train"] = train(model, X_all, y_all, args.train_steps, args.train_batch, args.lr)
-    log(f"dim {results['dim']}, trained: {results['train']['eval_loss_before']:.4f} → "
-        f"{results['train']['eval_loss_after']:.4f}")
+    log(
+        f"dim {results['dim']}, trained: {results['train']['eval_loss_before']:.4f} → "
+        f"{results['train']['eval_loss_after']:.4f}"
+    )
     # Warm-up, not recorded: CUDA context, cuDNN kernels and the peers' imports, with products of
     # every library and a short landscope solve on a small batch.
     nw = min(256, min(args.sizes))
     warm = product_times(model, X_all[:nw], y_all[:nw], 1, device, args.skip)
-    ls.eigenpairs(ls.HessianOperator(model, LOSS, (X_all[:nw], y_all[:nw]), model_mode=MODEL_MODE),
-                  k=2, tol=1e-3)
+    ls.eigenpairs(
+        ls.HessianOperator(model, LOSS, (X_all[:nw], y_all[:nw]), model_mode=MODEL_MODE), k=2, tol=1e-3
+    )
     free(device)
     log(f"warm-up done (errors: {list(warm['errors']) or 'none'})")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -643,6 +795,7 @@ def main(argv: list[str] | None = None) -> dict:
         results["total_time_s"] = time.perf_counter() - t_start
         json_path.write_text(json.dumps(results, indent=1, default=str))
         md_path.write_text(markdown(results))
+
     for n in args.sizes:
         save(run_size(model, X_all[:n], y_all[:n], args, device, log, save))
     log(f"wrote {json_path} and {md_path}")

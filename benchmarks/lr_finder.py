@@ -51,10 +51,14 @@ MODELS = {  # name: (set, architecture, build_model keyword arguments)
     "cnn_tanh": ("held-out", "cnn", dict(width=16, depth=2, activation="tanh", norm="none")),
 }
 DESCRIPTION = {
-    "mlp_tanh": "MLP 40-32-32-10 tanh", "mlp_relu_bn": "MLP 40-64-64-10 ReLU + BN",
-    "cnn_relu": "CNN 16-32 ReLU", "cnn_relu_bn": "CNN 16-32 ReLU + BN",
-    "mlp_relu": "MLP 40-64-64-10 ReLU", "mlp_tanh_bn": "MLP 40-32-32-10 tanh + BN",
-    "mlp_tanh_wide": "MLP 40-128×3-10 tanh", "cnn_tanh": "CNN 16-32 tanh",
+    "mlp_tanh": "MLP 40-32-32-10 tanh",
+    "mlp_relu_bn": "MLP 40-64-64-10 ReLU + BN",
+    "cnn_relu": "CNN 16-32 ReLU",
+    "cnn_relu_bn": "CNN 16-32 ReLU + BN",
+    "mlp_relu": "MLP 40-64-64-10 ReLU",
+    "mlp_tanh_bn": "MLP 40-32-32-10 tanh + BN",
+    "mlp_tanh_wide": "MLP 40-128×3-10 tanh",
+    "cnn_tanh": "CNN 16-32 tanh",
 }
 
 
@@ -67,25 +71,37 @@ def timed(fn):
 def sweep(make, data, loss_fn) -> dict:
     runs = []
     for lr in GRID:
+
         def run(lr=lr):
-            return Trainer(make(), loss_fn, data, optimizer=OptimizerSpec(name="gd", lr=lr), steps=STEPS,
-                           seed=SEED).fit()
+            return Trainer(
+                make(), loss_fn, data, optimizer=OptimizerSpec(name="gd", lr=lr), steps=STEPS, seed=SEED
+            ).fit()
+
         res, wall, cpu = timed(run)
         runs.append({"lr": lr, "status": res.status, "steps": res.step, "wall_s": wall, "cpu_s": cpu})
     ok = [r["lr"] for r in runs if r["status"] != "diverged"]
     best = max(ok)
-    return {"best_lr": best, "runs": runs, "wall_s": sum(r["wall_s"] for r in runs),
-            "cpu_s": sum(r["cpu_s"] for r in runs),
-            "non_monotone": any(r["status"] == "diverged" and r["lr"] < best for r in runs)}
+    return {
+        "best_lr": best,
+        "runs": runs,
+        "wall_s": sum(r["wall_s"] for r in runs),
+        "cpu_s": sum(r["cpu_s"] for r in runs),
+        "non_monotone": any(r["status"] == "diverged" and r["lr"] < best for r in runs),
+    }
 
 
 def finder(make, data, loss_fn, rule: str, repeats: int) -> dict:
-    results = [timed(lambda: ls.find_max_stable_lr(make(), loss_fn, data, optimizer="sgd", rule=rule))
-               for _ in range(repeats)]
+    results = [
+        timed(lambda: ls.find_max_stable_lr(make(), loss_fn, data, optimizer="sgd", rule=rule))
+        for _ in range(repeats)
+    ]
     res = results[0][0]
-    return {"lr": res.lr, "result": res.as_dict(), "wall_s": statistics.median(r[1] for r in results),
-            "cpu_s": statistics.median(r[2] for r in results)}
-
+    return {
+        "lr": res.lr,
+        "result": res.as_dict(),
+        "wall_s": statistics.median(r[1] for r in results),
+        "cpu_s": statistics.median(r[2] for r in results),
+    }
 
 
 def main() -> None:
@@ -93,62 +109,106 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="the four benchmark models, one repeat")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--models", default=None, help="comma-separated subset of " + ",".join(MODELS))
-    ap.add_argument("--suite", choices=("workloads", "gd-mse"), default="workloads",
-                    help="'workloads': six held-out workloads, finder vs range test vs brute force "
-                         "(lr_workloads.py, writes results/lr_workloads.*); 'gd-mse': the round-1 "
-                         "MSE / full-batch GD models (results/lr_finder.*)")
+    ap.add_argument(
+        "--suite",
+        choices=("workloads", "gd-mse"),
+        default="workloads",
+        help="'workloads': six held-out workloads, finder vs range test vs brute force "
+        "(lr_workloads.py, writes results/lr_workloads.*); 'gd-mse': the round-1 "
+        "MSE / full-batch GD models (results/lr_finder.*)",
+    )
     ap.add_argument("--workloads", default=None, help="comma-separated subset of the workloads")
-    ap.add_argument("--render", action="store_true",
-                    help="re-render results/lr_workloads.md from its .json (no measurement)")
+    ap.add_argument(
+        "--render",
+        action="store_true",
+        help="re-render results/lr_workloads.md from its .json (no measurement)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.suite == "workloads":
         from lr_workloads import run_suite
+
         run_suite(args.workloads.split(",") if args.workloads else None, RESULTS, args.render)
         return
-    names = args.models.split(",") if args.models else \
-        [n for n in MODELS if not args.quick or MODELS[n][0] == "benchmark"]
+    names = (
+        args.models.split(",")
+        if args.models
+        else [n for n in MODELS if not args.quick or MODELS[n][0] == "benchmark"]
+    )
     repeats = 1 if args.quick else args.repeats
     ds = load_mnist1d(n_train=1000, n_test=1000)
     loss_fn = get_loss("mse")
     # warm-up: the first torch.func call of a process imports for seconds; no model should pay it
-    ls.find_max_stable_lr(build_model("mlp", ds.input_shape, 10, width=8, depth=1, seed=SEED), loss_fn,
-                          (ds.X_train[:64], ds.y_train[:64]))
+    ls.find_max_stable_lr(
+        build_model("mlp", ds.input_shape, 10, width=8, depth=1, seed=SEED),
+        loss_fn,
+        (ds.X_train[:64], ds.y_train[:64]),
+    )
     rows = []
     for name in names:
         group, arch, kw = MODELS[name]
 
         def make(arch=arch, kw=kw):
             return build_model(arch, ds.input_shape, 10, seed=SEED, **kw)
+
         cat = finder(make, ds.train, loss_fn, "catapult", repeats)
         cur = finder(make, ds.train, loss_fn, "curvature", repeats)
         sw = sweep(make, ds.train, loss_fn)
         r = cat["result"]
         best = sw["best_lr"]
-        row = {"model": name, "description": DESCRIPTION[name], "set": group,
-               "lambda1_init": r["lambda1_init"], "lambda1_early": r["lambda1_early"],
-               "threshold_lr": r["threshold_lr"], "brute_force_lr": best,
-               "measured_catapult_factor": best / r["threshold_lr"],
-               "catapult_lr": cat["lr"], "catapult_ratio": cat["lr"] / best,
-               "curvature_lr": cur["lr"], "curvature_ratio": cur["lr"] / best,
-               "finder_cpu_s": cat["cpu_s"], "finder_wall_s": cat["wall_s"],
-               "curvature_cpu_s": cur["cpu_s"], "curvature_wall_s": cur["wall_s"],
-               "sweep_cpu_s": sw["cpu_s"], "sweep_wall_s": sw["wall_s"],
-               "cost_cpu": cat["cpu_s"] / sw["cpu_s"], "cost_wall": cat["wall_s"] / sw["wall_s"],
-               "curvature_cost_cpu": cur["cpu_s"] / sw["cpu_s"],
-               "n_matvecs": r["n_matvecs"], "n_train_steps": r["n_train_steps"],
-               "sweep_non_monotone": sw["non_monotone"], "probes": r["probes"], "sweep": sw["runs"]}
+        row = {
+            "model": name,
+            "description": DESCRIPTION[name],
+            "set": group,
+            "lambda1_init": r["lambda1_init"],
+            "lambda1_early": r["lambda1_early"],
+            "threshold_lr": r["threshold_lr"],
+            "brute_force_lr": best,
+            "measured_catapult_factor": best / r["threshold_lr"],
+            "catapult_lr": cat["lr"],
+            "catapult_ratio": cat["lr"] / best,
+            "curvature_lr": cur["lr"],
+            "curvature_ratio": cur["lr"] / best,
+            "finder_cpu_s": cat["cpu_s"],
+            "finder_wall_s": cat["wall_s"],
+            "curvature_cpu_s": cur["cpu_s"],
+            "curvature_wall_s": cur["wall_s"],
+            "sweep_cpu_s": sw["cpu_s"],
+            "sweep_wall_s": sw["wall_s"],
+            "cost_cpu": cat["cpu_s"] / sw["cpu_s"],
+            "cost_wall": cat["wall_s"] / sw["wall_s"],
+            "curvature_cost_cpu": cur["cpu_s"] / sw["cpu_s"],
+            "n_matvecs": r["n_matvecs"],
+            "n_train_steps": r["n_train_steps"],
+            "sweep_non_monotone": sw["non_monotone"],
+            "probes": r["probes"],
+            "sweep": sw["runs"],
+        }
         rows.append(row)
-        print(f"{name:14s} {group:9s} η*={best:.4g}  catapult {cat['lr']:.4g} ({row['catapult_ratio']:.2f}×, "
-              f"cost {100 * row['cost_cpu']:.1f} % CPU / {100 * row['cost_wall']:.1f} % wall)  curvature "
-              f"{cur['lr']:.4g} ({row['curvature_ratio']:.2f}×)  η*/η_thr "
-              f"{row['measured_catapult_factor']:.2f}  sweep {sw['cpu_s']:.1f} s CPU")
+        print(
+            f"{name:14s} {group:9s} η*={best:.4g}  catapult {cat['lr']:.4g} ({row['catapult_ratio']:.2f}×, "
+            f"cost {100 * row['cost_cpu']:.1f} % CPU / {100 * row['cost_wall']:.1f} % wall)  curvature "
+            f"{cur['lr']:.4g} ({row['curvature_ratio']:.2f}×)  η*/η_thr "
+            f"{row['measured_catapult_factor']:.2f}  sweep {sw['cpu_s']:.1f} s CPU"
+        )
     bench = [r for r in rows if r["set"] == "benchmark"]
-    meta = {"steps": STEPS, "grid": [GRID[0], GRID[-1], "×2^(1/4)"], "seed": SEED, "n_train": 1000,
-            "loss": "mse", "optimizer": "gd", "threads": 1, "repeats": repeats, "torch": torch.__version__,
-            "machine": platform.machine(), "cpu": cpu_name(), "catapult_factor_in_code": CATAPULT_FACTOR,
-            "min_measured_factor_benchmark": min((r["measured_catapult_factor"] for r in bench),
-                                                 default=float("nan"))}
+    meta = {
+        "steps": STEPS,
+        "grid": [GRID[0], GRID[-1], "×2^(1/4)"],
+        "seed": SEED,
+        "n_train": 1000,
+        "loss": "mse",
+        "optimizer": "gd",
+        "threads": 1,
+        "repeats": repeats,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+        "cpu": cpu_name(),
+        "catapult_factor_in_code": CATAPULT_FACTOR,
+        "min_measured_factor_benchmark": min(
+            (r["measured_catapult_factor"] for r in bench), default=float("nan")
+        ),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lr_finder.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
     (RESULTS / "lr_finder.md").write_text(markdown(meta, rows))
@@ -179,9 +239,14 @@ def markdown(meta: dict, rows: list[dict]) -> str:
             f"{r['catapult_lr']:.3g} | {r['catapult_ratio']:.2f} | {r['curvature_lr']:.3g} | "
             f"{r['curvature_ratio']:.2f} | {r['finder_cpu_s']:.2f} ({100 * r['cost_cpu']:.1f} %) | "
             f"{r['curvature_cpu_s']:.2f} ({100 * r['curvature_cost_cpu']:.1f} %) | {r['sweep_cpu_s']:.1f} | "
-            f"{r['sweep_wall_s']:.1f} | {100 * r['cost_wall']:.1f} % | {'yes' if a else 'no'} |")
-    lines += ["", f"Smallest η*/η_thr on the benchmark models: {meta['min_measured_factor_benchmark']:.2f} "
-              f"(the curvature rule's constant in the code: {meta['catapult_factor_in_code']}).", ""]
+            f"{r['sweep_wall_s']:.1f} | {100 * r['cost_wall']:.1f} % | {'yes' if a else 'no'} |"
+        )
+    lines += [
+        "",
+        f"Smallest η*/η_thr on the benchmark models: {meta['min_measured_factor_benchmark']:.2f} "
+        f"(the curvature rule's constant in the code: {meta['catapult_factor_in_code']}).",
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -65,6 +65,7 @@ def _grid(lo: float, hi: float) -> list[float]:
 
 def _digits(images: bool) -> tuple[torch.Tensor, torch.Tensor]:
     from sklearn.datasets import load_digits
+
     d = load_digits()
     X = torch.tensor(d.data[:1500], dtype=torch.float32) / 16
     if images:
@@ -76,9 +77,18 @@ def _cnn(bn: bool) -> Callable[[], nn.Module]:
     def make() -> nn.Module:
         torch.manual_seed(0)
         norm = (lambda c: nn.BatchNorm2d(c)) if bn else (lambda c: nn.Identity())
-        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), norm(16), nn.ReLU(),
-                             nn.Conv2d(16, 32, 3, padding=1), norm(32), nn.ReLU(),
-                             nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(128, 10))
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            norm(16),
+            nn.ReLU(),
+            nn.Conv2d(16, 32, 3, padding=1),
+            norm(32),
+            nn.ReLU(),
+            nn.AdaptiveAvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(128, 10),
+        )
+
     return make
 
 
@@ -91,11 +101,13 @@ def _mlp(sizes: list[int], act: type[nn.Module]) -> Callable[[], nn.Module]:
             if i < len(sizes) - 2:
                 layers.append(act())
         return nn.Sequential(*layers)
+
     return make
 
 
 def _stdlib_text(n_chars: int = 400_000) -> str:
     import os
+
     root = os.path.dirname(os.__file__)
     parts, total = [], 0
     for name in sorted(os.listdir(root)):
@@ -111,6 +123,7 @@ def _stdlib_text(n_chars: int = 400_000) -> str:
 
 def _gpt2() -> tuple[Callable[[], nn.Module], list[dict[str, torch.Tensor]]]:
     from transformers import GPT2Config, GPT2LMHeadModel
+
     text = _stdlib_text()
     chars = sorted(set(text))
     ids = torch.tensor([chars.index(c) for c in text[:200_000]]) if len(chars) < 256 else None
@@ -121,14 +134,16 @@ def _gpt2() -> tuple[Callable[[], nn.Module], list[dict[str, torch.Tensor]]]:
     starts = torch.randint(0, len(ids) - seq, (n_batches * per_batch,), generator=g)
     batches = []
     for b in range(n_batches):
-        rows = torch.stack([ids[s:s + seq] for s in starts[b * per_batch:(b + 1) * per_batch]])
+        rows = torch.stack([ids[s : s + seq] for s in starts[b * per_batch : (b + 1) * per_batch]])
         batches.append({"input_ids": rows, "labels": rows.clone()})
-    cfg = GPT2Config(n_layer=2, n_head=2, n_embd=64, vocab_size=len(chars), n_positions=seq,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(
+        n_layer=2, n_head=2, n_embd=64, vocab_size=len(chars), n_positions=seq, bos_token_id=0, eos_token_id=0
+    )
 
     def make() -> nn.Module:
         torch.manual_seed(0)
         return GPT2LMHeadModel(cfg)
+
     return make, batches
 
 
@@ -137,24 +152,75 @@ def workloads() -> dict[str, Workload]:
     mnist = ls.data.load_mnist1d(n_train=4000, n_test=100).train
     ce = nn.CrossEntropyLoss()
     out = {
-        "mlp-ce-gd": Workload("mlp-ce-gd", "ReLU MLP 64-64-10, digits, CE, full-batch GD",
-                              _mlp([64, 64, 10], nn.ReLU), digits, ce, "sgd", 0.0, None,
-                              _grid(0.01, 16)),
-        "cnn-momentum": Workload("cnn-momentum", "ReLU CNN 16-32, digits 8×8, momentum 0.9, batch 64",
-                                 _cnn(False), images, ce, "momentum", 0.9, 64, _grid(0.004, 8)),
-        "cnn-bn": Workload("cnn-bn", "ReLU CNN 16-32 + BatchNorm, digits 8×8, SGD, batch 64",
-                           _cnn(True), images, ce, "sgd", 0.0, 64, _grid(0.01, 32)),
-        "mlp-adam": Workload("mlp-adam", "GELU MLP 64-128-128-10, digits, Adam, batch 64",
-                             _mlp([64, 128, 128, 10], nn.GELU), digits, ce, "adam", 0.0, 64,
-                             _grid(1e-4, 2)),
-        "mlp-rmsprop": Workload("mlp-rmsprop", "tanh MLP 40-64-64-10, MNIST-1D, RMSprop, batch 64",
-                                _mlp([40, 64, 64, 10], nn.Tanh), mnist, ce, "rmsprop", 0.0, 64,
-                                _grid(1e-4, 2)),
+        "mlp-ce-gd": Workload(
+            "mlp-ce-gd",
+            "ReLU MLP 64-64-10, digits, CE, full-batch GD",
+            _mlp([64, 64, 10], nn.ReLU),
+            digits,
+            ce,
+            "sgd",
+            0.0,
+            None,
+            _grid(0.01, 16),
+        ),
+        "cnn-momentum": Workload(
+            "cnn-momentum",
+            "ReLU CNN 16-32, digits 8×8, momentum 0.9, batch 64",
+            _cnn(False),
+            images,
+            ce,
+            "momentum",
+            0.9,
+            64,
+            _grid(0.004, 8),
+        ),
+        "cnn-bn": Workload(
+            "cnn-bn",
+            "ReLU CNN 16-32 + BatchNorm, digits 8×8, SGD, batch 64",
+            _cnn(True),
+            images,
+            ce,
+            "sgd",
+            0.0,
+            64,
+            _grid(0.01, 32),
+        ),
+        "mlp-adam": Workload(
+            "mlp-adam",
+            "GELU MLP 64-128-128-10, digits, Adam, batch 64",
+            _mlp([64, 128, 128, 10], nn.GELU),
+            digits,
+            ce,
+            "adam",
+            0.0,
+            64,
+            _grid(1e-4, 2),
+        ),
+        "mlp-rmsprop": Workload(
+            "mlp-rmsprop",
+            "tanh MLP 40-64-64-10, MNIST-1D, RMSprop, batch 64",
+            _mlp([40, 64, 64, 10], nn.Tanh),
+            mnist,
+            ce,
+            "rmsprop",
+            0.0,
+            64,
+            _grid(1e-4, 2),
+        ),
     }
     make, batches = _gpt2()
-    out["gpt2-adamw"] = Workload("gpt2-adamw", "GPT-2 2×64, char-level stdlib text, AdamW, 16×64",
-                                 make, batches, None, "adamw", 0.0, None, _grid(1e-4, 1),
-                                 weight_decay=0.01)
+    out["gpt2-adamw"] = Workload(
+        "gpt2-adamw",
+        "GPT-2 2×64, char-level stdlib text, AdamW, 16×64",
+        make,
+        batches,
+        None,
+        "adamw",
+        0.0,
+        None,
+        _grid(1e-4, 1),
+        weight_decay=0.01,
+    )
     return out
 
 
@@ -174,9 +240,14 @@ def full_run(w: Workload, lr: float) -> dict[str, Any]:
         final = math.inf if run.diverged else mean_loss(model, f, evaluation)
         dead = None if run.diverged else outputs_collapsed(model, evaluation, False)
     ratio = final / loss0 if math.isfinite(final) else math.inf
-    return {"lr": lr, "ratio": ratio, "final_loss": final, "dead": bool(dead),
-            "trains": bool(math.isfinite(ratio) and ratio <= TRAINS_RATIO and not dead),
-            "seconds": time.perf_counter() - tic}
+    return {
+        "lr": lr,
+        "ratio": ratio,
+        "final_loss": final,
+        "dead": bool(dead),
+        "trains": bool(math.isfinite(ratio) and ratio <= TRAINS_RATIO and not dead),
+        "seconds": time.perf_counter() - tic,
+    }
 
 
 def measure(w: Workload) -> dict[str, Any]:
@@ -186,28 +257,56 @@ def measure(w: Workload) -> dict[str, Any]:
     best = min(finite, key=lambda r: r["final_loss"])["lr"] if finite else None
     sweep_s = sum(r["seconds"] for r in sweep)
     tic = time.perf_counter()
-    fres = ls.find_max_stable_lr(w.make(), w.loss_fn, w.data, optimizer=w.optimizer,
-                                 momentum=w.momentum, batch_size=w.batch_size, steps=STEPS,
-                                 weight_decay=w.weight_decay)
+    fres = ls.find_max_stable_lr(
+        w.make(),
+        w.loss_fn,
+        w.data,
+        optimizer=w.optimizer,
+        momentum=w.momentum,
+        batch_size=w.batch_size,
+        steps=STEPS,
+        weight_decay=w.weight_decay,
+    )
     finder_s = time.perf_counter() - tic
     tic = time.perf_counter()
-    rt = lr_range_test(w.make(), w.loss_fn, w.data, optimizer=w.optimizer, momentum=w.momentum,
-                       batch_size=w.batch_size, min_lr=1e-6, max_lr=10.0, num_steps=100,
-                       weight_decay=w.weight_decay)
+    rt = lr_range_test(
+        w.make(),
+        w.loss_fn,
+        w.data,
+        optimizer=w.optimizer,
+        momentum=w.momentum,
+        batch_size=w.batch_size,
+        min_lr=1e-6,
+        max_lr=10.0,
+        num_steps=100,
+        weight_decay=w.weight_decay,
+    )
     range_s = time.perf_counter() - tic
     picks = {"finder": fres.lr, **{f"range {k}": v for k, v in rt.suggestions.items()}}
     runs = {k: (full_run(w, v) if v is not None else None) for k, v in picks.items()}
     largest = max(trains) if trains else None
-    return {"workload": w.name, "description": w.description, "grid": w.grid, "sweep": sweep,
-            "largest_trainable": largest, "best": best, "sweep_seconds": sweep_s,
-            "finder": {"lr": fres.lr, "seconds": finder_s, "cost": finder_s / sweep_s,
-                       "ratio_to_largest": fres.lr / largest if largest else None,
-                       "threshold_lr": fres.threshold_lr, "factor": fres.catapult_factor,
-                       "notes": list(fres.notes), "n_train_steps": fres.n_train_steps,
-                       "n_matvecs": fres.n_matvecs},
-            "range_test": {"suggestions": rt.suggestions, "seconds": range_s,
-                           "cost": range_s / sweep_s},
-            "runs_at_picks": runs}
+    return {
+        "workload": w.name,
+        "description": w.description,
+        "grid": w.grid,
+        "sweep": sweep,
+        "largest_trainable": largest,
+        "best": best,
+        "sweep_seconds": sweep_s,
+        "finder": {
+            "lr": fres.lr,
+            "seconds": finder_s,
+            "cost": finder_s / sweep_s,
+            "ratio_to_largest": fres.lr / largest if largest else None,
+            "threshold_lr": fres.threshold_lr,
+            "factor": fres.catapult_factor,
+            "notes": list(fres.notes),
+            "n_train_steps": fres.n_train_steps,
+            "n_matvecs": fres.n_matvecs,
+        },
+        "range_test": {"suggestions": rt.suggestions, "seconds": range_s, "cost": range_s / sweep_s},
+        "runs_at_picks": runs,
+    }
 
 
 def verdict(finder: dict[str, Any]) -> str:
@@ -217,8 +316,9 @@ def verdict(finder: dict[str, Any]) -> str:
     cheap = finder["cost"] <= 0.05
     if close and cheap:
         return "pass"
-    return "FAIL: " + ", ".join(([] if close else [f"η {ratio:.2f}×"]) +
-                                ([] if cheap else [f"cost {100 * finder['cost']:.1f} %"]))
+    return "FAIL: " + ", ".join(
+        ([] if close else [f"η {ratio:.2f}×"]) + ([] if cheap else [f"cost {100 * finder['cost']:.1f} %"])
+    )
 
 
 def markdown(rows: list[dict[str, Any]]) -> list[str]:
@@ -230,10 +330,13 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
             return "—"
         tag = " (dead)" if r["dead"] else ("" if r["trains"] else " ✗")
         return f"{f(r['ratio'], '.3f')}{tag}"
-    lines = ["| workload | largest trainable η | best η | finder η (× largest) | finder cost | "
-             "target (within 1.5×, ≤ 5 %) | range steepest | range min/10 | range cost | "
-             "final/initial: best | finder | steepest | min/10 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    lines = [
+        "| workload | largest trainable η | best η | finder η (× largest) | finder cost | "
+        "target (within 1.5×, ≤ 5 %) | range steepest | range min/10 | range cost | "
+        "final/initial: best | finder | steepest | min/10 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         fd, rt, runs = r["finder"], r["range_test"], r["runs_at_picks"]
         best_run = next((s for s in r["sweep"] if s["lr"] == r["best"]), None)
@@ -242,7 +345,8 @@ def markdown(rows: list[dict[str, Any]]) -> list[str]:
             f"{f(fd['lr'])} ({f(fd['ratio_to_largest'], '.2f')}×) | {100 * fd['cost']:.1f} % | "
             f"{verdict(fd)} | {f(rt['suggestions']['steepest'])} | {f(rt['suggestions']['min/10'])} | "
             f"{100 * rt['cost']:.1f} % | {final(best_run)} | {final(runs['finder'])} | "
-            f"{final(runs['range steepest'])} | {final(runs['range min/10'])} |")
+            f"{final(runs['range steepest'])} | {final(runs['range min/10'])} |"
+        )
     return lines
 
 
@@ -251,6 +355,7 @@ def run_suite(names: list[str] | None, results: Path, render_only: bool = False)
     import json
 
     from machine import cpu_name, write_results
+
     if render_only:
         rows = json.loads((results / "lr_workloads.json").read_text())["rows"]
     else:
@@ -260,21 +365,31 @@ def run_suite(names: list[str] | None, results: Path, render_only: bool = False)
             row = measure(ws[name])
             rows.append(row)
             fd = row["finder"]
-            print(f"{name}: largest trainable {row['largest_trainable']}, best {row['best']}, finder "
-                  f"{fd['lr']:.3g} ({fd['ratio_to_largest']}) cost {100 * fd['cost']:.1f} %, range "
-                  f"{row['range_test']['suggestions']}", flush=True)
-    md = ["# Choosing a learning rate: curvature finder vs LR range test vs brute force", "",
-          f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s). Planned "
-          f"runs of {STEPS} steps; grid ×2^(1/2); 'trains' = finite, alive and final loss ≤ "
-          f"{TRAINS_RATIO} × initial. Costs are wall time against the whole sweep. The last four "
-          "columns: final / initial loss of a full run at each choice (✗: did not train).", "",
-          *markdown(rows), ""]
+            print(
+                f"{name}: largest trainable {row['largest_trainable']}, best {row['best']}, finder "
+                f"{fd['lr']:.3g} ({fd['ratio_to_largest']}) cost {100 * fd['cost']:.1f} %, range "
+                f"{row['range_test']['suggestions']}",
+                flush=True,
+            )
+    md = [
+        "# Choosing a learning rate: curvature finder vs LR range test vs brute force",
+        "",
+        f"{cpu_name()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s). Planned "
+        f"runs of {STEPS} steps; grid ×2^(1/2); 'trains' = finite, alive and final loss ≤ "
+        f"{TRAINS_RATIO} × initial. Costs are wall time against the whole sweep. The last four "
+        "columns: final / initial loss of a full run at each choice (✗: did not train).",
+        "",
+        *markdown(rows),
+        "",
+    ]
     verdicts = [verdict(r["finder"]) for r in rows]
     passed = sum(v == "pass" for v in verdicts)
-    md += [f"The finder meets issue 15's targets (within 1.5× of the largest trainable η, ≤ 5 % of "
-           f"the sweep's cost) on {passed} of {len(rows)} workloads. Where it does not: "
-           + "; ".join(f"{r['workload']} ({v[6:]})" for r, v in zip(rows, verdicts, strict=True)
-                       if v != "pass") + ".", ""]
+    md += [
+        f"The finder meets issue 15's targets (within 1.5× of the largest trainable η, ≤ 5 % of "
+        f"the sweep's cost) on {passed} of {len(rows)} workloads. Where it does not: "
+        + "; ".join(f"{r['workload']} ({v[6:]})" for r, v in zip(rows, verdicts, strict=True) if v != "pass")
+        + ".",
+        "",
+    ]
     write_results(results, "lr_workloads", {"steps": STEPS, "rows": rows}, md)
     return rows
-

@@ -27,8 +27,12 @@ def cpu_name() -> str:
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     """A Markdown table as lines, followed by a blank line."""
-    return ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|",
-            *("| " + " | ".join(r) + " |" for r in rows), ""]
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+        *("| " + " | ".join(r) + " |" for r in rows),
+        "",
+    ]
 
 
 def cpu_seconds() -> float:

@@ -43,7 +43,7 @@ from typing import Any
 from machine import cpu_name, markdown_table
 
 RESULTS = Path(__file__).parent / "results"
-MB = 2 ** 20
+MB = 2**20
 N_TEST = 100
 K_GRID = [1, 5, 10, 20]
 N_GRID = [256, 1024, 4096]
@@ -81,6 +81,7 @@ def peak_above(fn: Any) -> tuple[dict[str, float], Any]:
         while not done.is_set():
             peak[0] = max(peak[0], rss())
             time.sleep(0.0005)
+
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     tic = time.perf_counter()
@@ -89,8 +90,13 @@ def peak_above(fn: Any) -> tuple[dict[str, float], Any]:
     done.set()
     thread.join()
     top = max(high_water(), peak[0], rss())
-    return {"peak_mb": (top - base) / MB, "retained_mb": (rss() - base) / MB, "seconds": seconds,
-            "hwm_mb": (high_water() - base) / MB, "sampled_mb": (peak[0] - base) / MB}, out
+    return {
+        "peak_mb": (top - base) / MB,
+        "retained_mb": (rss() - base) / MB,
+        "seconds": seconds,
+        "hwm_mb": (high_water() - base) / MB,
+        "sampled_mb": (peak[0] - base) / MB,
+    }, out
 
 
 def child(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -105,7 +111,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
 
     torch.set_num_threads(1)
     ds = load_mnist1d(n_train=max(N_GRID), n_test=N_TEST)
-    X, y = ds.X_train[:cfg["n"]], ds.y_train[:cfg["n"]]
+    X, y = ds.X_train[: cfg["n"]], ds.y_train[: cfg["n"]]
     Y = torch.nn.functional.one_hot(y, 10).float()
 
     def loss_fn(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -122,24 +128,38 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
     gc.collect()
     op = ls.HessianOperator(model, loss_fn, (X, Y), chunk_size=cfg["chunk_size"])
     dim, k = op.dim, cfg["k"]
-    out: dict[str, Any] = {**cfg, "dim": dim, "vector_mb": dim * 8 / MB, "cache": op.cache,
-                           "rss_before_mb": rss() / MB}
+    out: dict[str, Any] = {
+        **cfg,
+        "dim": dim,
+        "vector_mb": dim * 8 / MB,
+        "cache": op.cache,
+        "rss_before_mb": rss() / MB,
+    }
 
     def first_product() -> None:
         op.matvec(torch.randn(dim, generator=torch.Generator().manual_seed(0), dtype=torch.float64))
+
     out["graph"], _ = peak_above(first_product)
     gc.collect()
     if cfg["solver"] == "eigenpairs":
         mem, res = peak_above(lambda: ls.eigenpairs(op, k=k, tol=1e-6, seed=0))
-        out["eigenpairs"] = {**mem, "n_matvecs": res.n_matvecs, "n_restarts": res.n_restarts,
-                             "converged": res.converged, "lambda1": float(res.values[0])}
+        out["eigenpairs"] = {
+            **mem,
+            "n_matvecs": res.n_matvecs,
+            "n_restarts": res.n_restarts,
+            "converged": res.converged,
+            "lambda1": float(res.values[0]),
+        }
     else:
         trk = ls.EigenTracker(k=k, tol=1e-6)
         cold, r1 = peak_above(lambda: trk.update(op))
         warm, r2 = peak_above(lambda: trk.update(op))
         held = sum(U.numel() * U.element_size() for U in trk._history) / MB
-        out["tracker"] = {"cold": {**cold, "n_matvecs": r1.n_matvecs},
-                          "warm": {**warm, "n_matvecs": r2.n_matvecs}, "history_mb": held}
+        out["tracker"] = {
+            "cold": {**cold, "n_matvecs": r1.n_matvecs},
+            "warm": {**warm, "n_matvecs": r2.n_matvecs},
+            "history_mb": held,
+        }
     out["max_basis"] = max(3 * k, k + 40)
     return out
 
@@ -148,6 +168,7 @@ def child(cfg: dict[str, Any]) -> dict[str, Any]:
 # Parent: the grid, tables, plot
 # ------------------------------------------------------------------------------------------------
 
+
 def configs(quick: bool) -> list[dict[str, Any]]:
     """Every (configuration, solver) to measure: three one-factor sweeps around BASE."""
     out = []
@@ -155,6 +176,7 @@ def configs(quick: bool) -> list[dict[str, Any]]:
     def add(group: str, **over: Any) -> None:
         for solver in ("eigenpairs", "tracker"):
             out.append({**BASE, **over, "group": group, "solver": solver})
+
     k_grid, n_grid, widths = ([1, 10], [256, 1024], [64, 256]) if quick else (K_GRID, N_GRID, WIDTHS)
     for k in k_grid:
         add("k", k=k)
@@ -169,11 +191,20 @@ def configs(quick: bool) -> list[dict[str, Any]]:
 def run_child(cfg: dict[str, Any]) -> dict[str, Any]:
     """One configuration in a fresh Python process."""
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(cfg)], capture_output=True,
-                          text=True, env=env, timeout=1800)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(cfg)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1800,
+    )
     if proc.returncode != 0:
-        return {**cfg, "error": proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else
-                f"exit {proc.returncode}"}
+        return {
+            **cfg,
+            "error": proc.stderr.strip().splitlines()[-1]
+            if proc.stderr.strip()
+            else f"exit {proc.returncode}",
+        }
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
@@ -205,54 +236,92 @@ def rows_for(results: list[dict[str, Any]], group: str) -> list[list[str]]:
         r = by_key[key]
         e, t, p = r.get("eigenpairs", {}), r.get("tracker", {}), predicted(r)
         vec = r["vector_mb"]
-        rows.append([f"{r['width']}", f"{r['dim']:,}", f"{r['n']:,}",
-                     "—" if r["chunk_size"] is None else str(r["chunk_size"]), str(r["k"]),
-                     str(min(r["max_basis"], r["dim"])),
-                     fmt_mb(r["graph"]["retained_mb"]), fmt_mb(r["graph"]["peak_mb"]),
-                     fmt_mb(e.get("peak_mb")),
-                     f"{vectors(r, e['peak_mb']):.1f}" if e else "—",
-                     f"{p['docstring']} / {p['bound']}",
-                     f"{e.get('n_matvecs', '—')} / {e.get('n_restarts', '—')}",
-                     fmt_mb(t.get("cold", {}).get("peak_mb")), fmt_mb(t.get("warm", {}).get("peak_mb")),
-                     fmt_mb(t.get("history_mb")), f"{vec:.2f}"])
+        rows.append(
+            [
+                f"{r['width']}",
+                f"{r['dim']:,}",
+                f"{r['n']:,}",
+                "—" if r["chunk_size"] is None else str(r["chunk_size"]),
+                str(r["k"]),
+                str(min(r["max_basis"], r["dim"])),
+                fmt_mb(r["graph"]["retained_mb"]),
+                fmt_mb(r["graph"]["peak_mb"]),
+                fmt_mb(e.get("peak_mb")),
+                f"{vectors(r, e['peak_mb']):.1f}" if e else "—",
+                f"{p['docstring']} / {p['bound']}",
+                f"{e.get('n_matvecs', '—')} / {e.get('n_restarts', '—')}",
+                fmt_mb(t.get("cold", {}).get("peak_mb")),
+                fmt_mb(t.get("warm", {}).get("peak_mb")),
+                fmt_mb(t.get("history_mb")),
+                f"{vec:.2f}",
+            ]
+        )
     return rows
 
 
-HEADER = ["width", "dim", "set N", "chunk", "k", "max_basis", "graph kept MB", "graph peak MB",
-          "eigenpairs peak MB", "= × dim f64", "docstring / bound (× dim)", "matvecs / restarts",
-          "tracker cold MB", "tracker warm MB", "tracker keeps MB", "1 vector MB"]
+HEADER = [
+    "width",
+    "dim",
+    "set N",
+    "chunk",
+    "k",
+    "max_basis",
+    "graph kept MB",
+    "graph peak MB",
+    "eigenpairs peak MB",
+    "= × dim f64",
+    "docstring / bound (× dim)",
+    "matvecs / restarts",
+    "tracker cold MB",
+    "tracker warm MB",
+    "tracker keeps MB",
+    "1 vector MB",
+]
 
-TITLES = {"k": "k (MLP width 256, N = 1,024)",
-          "set": "Hessian-set size, cached graph (width 256, k = 10)",
-          "set_chunked": f"Hessian-set size, chunk_size = {CHUNK} (graph rebuilt per chunk, not cached)",
-          "model": "model size (N = 1,024, k = 10)"}
+TITLES = {
+    "k": "k (MLP width 256, N = 1,024)",
+    "set": "Hessian-set size, cached graph (width 256, k = 10)",
+    "set_chunked": f"Hessian-set size, chunk_size = {CHUNK} (graph rebuilt per chunk, not cached)",
+    "model": "model size (N = 1,024, k = 10)",
+}
 
 
 def markdown(results: dict[str, Any]) -> str:
     """The Markdown report."""
     mi = results["machine"]
-    lines = ["# Memory: eigensolver, tracker and operator graph", "",
-             f"Generated by `python benchmarks/memory.py{' --quick' if results['quick'] else ''}` on "
-             f"{mi['date']} at commit {mi.get('commit')} — {mi['cpu_model']}, {mi['cpu_count']} cores, "
-             f"torch {mi['torch']} (one thread), Python {mi['python']}. Total "
-             f"{results['total_time_s']:.0f} s.", "",
-             "Each row is a fresh subprocess: MNIST-1D, tanh MLP 40 → width → width → 10 (float32), MSE. "
-             "`graph kept` = resident memory added by the operator's first product (the cached "
-             "linearisation of the Hessian set; with `chunk` the graph is rebuilt chunk by chunk "
-             "and not kept). `eigenpairs peak` = peak RSS above the RSS before "
-             "`ls.eigenpairs(op, k, tol=1e-6)` (default max_basis = max(3k, k + 40)), also in "
-             "float64 vectors of the operator's dim; `docstring` = (max_basis + 1) + k, what "
-             "lanczos.py states; `bound` = (max_basis + 4) + k, issue 7's acceptance with the k "
-             "returned vectors. `tracker` = `ls.EigenTracker(k).update(op)`, cold then warm; "
-             "`keeps` = the vectors of its last two solves, held between updates.", ""]
+    lines = [
+        "# Memory: eigensolver, tracker and operator graph",
+        "",
+        f"Generated by `python benchmarks/memory.py{' --quick' if results['quick'] else ''}` on "
+        f"{mi['date']} at commit {mi.get('commit')} — {mi['cpu_model']}, {mi['cpu_count']} cores, "
+        f"torch {mi['torch']} (one thread), Python {mi['python']}. Total "
+        f"{results['total_time_s']:.0f} s.",
+        "",
+        "Each row is a fresh subprocess: MNIST-1D, tanh MLP 40 → width → width → 10 (float32), MSE. "
+        "`graph kept` = resident memory added by the operator's first product (the cached "
+        "linearisation of the Hessian set; with `chunk` the graph is rebuilt chunk by chunk "
+        "and not kept). `eigenpairs peak` = peak RSS above the RSS before "
+        "`ls.eigenpairs(op, k, tol=1e-6)` (default max_basis = max(3k, k + 40)), also in "
+        "float64 vectors of the operator's dim; `docstring` = (max_basis + 1) + k, what "
+        "lanczos.py states; `bound` = (max_basis + 4) + k, issue 7's acceptance with the k "
+        "returned vectors. `tracker` = `ls.EigenTracker(k).update(op)`, cold then warm; "
+        "`keeps` = the vectors of its last two solves, held between updates.",
+        "",
+    ]
     for group, title in TITLES.items():
         rows = rows_for(results["points"], group)
         if rows:
             lines += [f"## {title}", ""] + markdown_table(HEADER, rows)
     errors = [r for r in results["points"] if "error" in r]
     if errors:
-        lines += ["## Errors", ""] + [f"- {r['group']} {r['solver']} width {r['width']} N {r['n']} "
-                                      f"k {r['k']}: {r['error']}" for r in errors] + [""]
+        lines += (
+            ["## Errors", ""]
+            + [
+                f"- {r['group']} {r['solver']} width {r['width']} N {r['n']} k {r['k']}: {r['error']}"
+                for r in errors
+            ]
+            + [""]
+        )
     if results.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in results["notes"]] + [""]
     return "\n".join(lines)
@@ -264,23 +333,29 @@ def notes(points: list[dict[str, Any]]) -> list[str]:
     big = [r for r in points if "eigenpairs" in r and r["dim"] >= 50_000]
     if big:
         ratios = [vectors(r, r["eigenpairs"]["peak_mb"]) / predicted(r)["docstring"] for r in big]
-        out.append(f"Lanczos peak / the docstring's (max_basis + 1) + k vectors: {min(ratios):.2f}–"
-                   f"{max(ratios):.2f} (dim ≥ 50,000). The basis is allocated with torch.empty, so a "
-                   "solve that converges before filling it pages in only the rows it used "
-                   "(n_matvecs + 1); on top come the k Ritz vectors twice (built, then reordered in "
-                   "_finish), ~3 working vectors, and after a restart the l × dim temporary of the "
-                   "thick restart (l = k + (max_basis − k) // 2). tests/test_memory.py measures and "
-                   "locates each.")
+        out.append(
+            f"Lanczos peak / the docstring's (max_basis + 1) + k vectors: {min(ratios):.2f}–"
+            f"{max(ratios):.2f} (dim ≥ 50,000). The basis is allocated with torch.empty, so a "
+            "solve that converges before filling it pages in only the rows it used "
+            "(n_matvecs + 1); on top come the k Ritz vectors twice (built, then reordered in "
+            "_finish), ~3 working vectors, and after a restart the l × dim temporary of the "
+            "thick restart (l = k + (max_basis − k) // 2). tests/test_memory.py measures and "
+            "locates each."
+        )
     small = [r for r in points if "eigenpairs" in r and r["dim"] < 50_000]
     if small:
-        out.append("Below dim 50,000 a vector is < 0.4 MB and fixed costs of a few MB (allocator, "
-                   "small tensors) dominate the ratio in vectors; read the MB columns there.")
+        out.append(
+            "Below dim 50,000 a vector is < 0.4 MB and fixed costs of a few MB (allocator, "
+            "small tensors) dominate the ratio in vectors; read the MB columns there."
+        )
     chunked = [r for r in points if r["group"] == "set_chunked" and "eigenpairs" in r]
     if chunked:
-        out.append(f"chunk_size={CHUNK}: the graph is rebuilt chunk by chunk at every product and "
-                   f"nothing stays (kept ≤ {max(r['graph']['retained_mb'] for r in chunked):.1f} MB, "
-                   f"peak ≤ {max(r['graph']['peak_mb'] for r in chunked):.1f} MB for every N), at the "
-                   "price of a forward and backward pass per chunk per product.")
+        out.append(
+            f"chunk_size={CHUNK}: the graph is rebuilt chunk by chunk at every product and "
+            f"nothing stays (kept ≤ {max(r['graph']['retained_mb'] for r in chunked):.1f} MB, "
+            f"peak ≤ {max(r['graph']['peak_mb'] for r in chunked):.1f} MB for every N), at the "
+            "price of a forward and backward pass per chunk per product."
+        )
     return out
 
 
@@ -292,6 +367,7 @@ def tracker_total(r: dict[str, Any]) -> float:
 def plot(results: dict[str, Any], path: Path) -> None:
     """Three panels: vs k, vs Hessian-set size, vs dim."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -309,8 +385,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.plot(xs, ys, "s-", label="EigenTracker: warm peak + kept vectors")
     xs, ys = series("k", "eigenpairs", "k", lambda r: predicted(r)["docstring"] * r["vector_mb"])
     ax.plot(xs, ys, "k--", label="(max_basis + 1 + k) × dim f64")
-    ax.set(xlabel="k (eigenpairs)", ylabel="extra memory (MB)",
-           title=f"vs k (width {BASE['width']}, N {BASE['n']:,})")
+    ax.set(
+        xlabel="k (eigenpairs)",
+        ylabel="extra memory (MB)",
+        title=f"vs k (width {BASE['width']}, N {BASE['n']:,})",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[1]
@@ -321,8 +400,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
         xs, ys = series(group, "eigenpairs", "n", lambda r: r["eigenpairs"]["peak_mb"])
         ax.plot(xs, ys, style.replace("-", ":"), alpha=0.7, label=f"eigenpairs peak ({how})")
     ax.set_xscale("log", base=2)
-    ax.set(xlabel="Hessian-set size N (samples)", ylabel="memory (MB)",
-           title=f"vs Hessian-set size (width {BASE['width']}, k {BASE['k']})")
+    ax.set(
+        xlabel="Hessian-set size N (samples)",
+        ylabel="memory (MB)",
+        title=f"vs Hessian-set size (width {BASE['width']}, k {BASE['k']})",
+    )
     ax.legend(fontsize=8)
 
     ax = axes[2]
@@ -334,8 +416,11 @@ def plot(results: dict[str, Any], path: Path) -> None:
     ax.loglog(xs, ys, "^-", label="operator graph kept")
     xs, ys = series("model", "eigenpairs", "dim", lambda r: predicted(r)["docstring"] * r["vector_mb"])
     ax.loglog(xs, ys, "k--", label="(max_basis + 1 + k) × dim f64")
-    ax.set(xlabel="dim (parameters)", ylabel="memory (MB)",
-           title=f"vs model size (N {BASE['n']:,}, k {BASE['k']})")
+    ax.set(
+        xlabel="dim (parameters)",
+        ylabel="memory (MB)",
+        title=f"vs model size (N {BASE['n']:,}, k {BASE['k']})",
+    )
     ax.legend(fontsize=8)
     for a in axes:
         a.grid(alpha=0.3, which="both")
@@ -349,10 +434,16 @@ def git_commit() -> str | None:
     """The commit measured (lanczos.py's memory changes with it), ``+dirty`` if modified."""
     try:
         root = Path(__file__).resolve().parent.parent
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src/landscope/curvature"], cwd=root,
-                               capture_output=True, text=True, check=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "src/landscope/curvature"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         return head + ("+modified curvature/" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -361,10 +452,16 @@ def git_commit() -> str | None:
 def machine_info() -> dict[str, Any]:
     """What the numbers were measured on."""
     import torch
-    return {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "python": platform.python_version(), "platform": platform.platform(),
-            "cpu_model": cpu_name(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
-            "commit": git_commit()}
+
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu_model": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "commit": git_commit(),
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -385,6 +482,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not sys.platform.startswith("linux"):
         raise SystemExit("benchmarks/memory.py reads /proc/self: Linux only")
     from landscope.data import load_mnist1d
+
     load_mnist1d(n_train=max(N_GRID), n_test=N_TEST)  # generated once, cached for the children
     tic = time.perf_counter()
     points = []
@@ -395,12 +493,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             print(f"[{time.perf_counter() - tic:6.0f}s] {cfg}: ERROR {r['error']}", flush=True)
             continue
         solver = r.get("eigenpairs") or r["tracker"]["warm"]
-        print(f"[{time.perf_counter() - tic:6.0f}s] {cfg['group']:12s} {cfg['solver']:10s} width "
-              f"{r['width']:5d} dim {r['dim']:9,d} N {r['n']:5d} chunk {r['chunk_size']} k {r['k']:2d}: "
-              f"graph kept {r['graph']['retained_mb']:8.1f} MB, solver peak {solver['peak_mb']:8.1f} MB "
-              f"({vectors(r, solver['peak_mb']):.1f} × dim)", flush=True)
-    results = {"quick": args.quick, "machine": machine_info(), "points": points,
-               "total_time_s": time.perf_counter() - tic}
+        print(
+            f"[{time.perf_counter() - tic:6.0f}s] {cfg['group']:12s} {cfg['solver']:10s} width "
+            f"{r['width']:5d} dim {r['dim']:9,d} N {r['n']:5d} chunk {r['chunk_size']} k {r['k']:2d}: "
+            f"graph kept {r['graph']['retained_mb']:8.1f} MB, solver peak {solver['peak_mb']:8.1f} MB "
+            f"({vectors(r, solver['peak_mb']):.1f} × dim)",
+            flush=True,
+        )
+    results = {
+        "quick": args.quick,
+        "machine": machine_info(),
+        "points": points,
+        "total_time_s": time.perf_counter() - tic,
+    }
     results["notes"] = notes(points)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "memory.json").write_text(json.dumps(results, indent=1))

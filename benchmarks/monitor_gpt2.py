@@ -37,8 +37,11 @@ TARGETS = {"foreground": 0.25, "background": 0.10}
 def run_once(variant: bool | None, steps: int, make, batches) -> dict:
     model = make()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    mon = None if variant is None else SharpnessMonitor(model, None, batches[0], every=EVERY,
-                                                        background=variant)
+    mon = (
+        None
+        if variant is None
+        else SharpnessMonitor(model, None, batches[0], every=EVERY, background=variant)
+    )
     statuses = []
     tic = time.perf_counter()
     for t in range(steps):
@@ -51,11 +54,15 @@ def run_once(variant: bool | None, steps: int, make, batches) -> dict:
     if mon is not None:
         mon.close()
     wall = time.perf_counter() - tic
-    return {"wall_s": wall, "measurements": len(mon.history) if mon else 0,
-            "first_measurement_s": mon.history[0].seconds if mon and mon.history else None,
-            "statuses": sorted(set(s for s in statuses if s)),
-            "seconds_per_measurement": (statistics.median(r.seconds for r in mon.history)
-                                        if mon and mon.history else None)}
+    return {
+        "wall_s": wall,
+        "measurements": len(mon.history) if mon else 0,
+        "first_measurement_s": mon.history[0].seconds if mon and mon.history else None,
+        "statuses": sorted(set(s for s in statuses if s)),
+        "seconds_per_measurement": (
+            statistics.median(r.seconds for r in mon.history) if mon and mon.history else None
+        ),
+    }
 
 
 def main() -> None:
@@ -72,8 +79,15 @@ def main() -> None:
             runs[name].append(run_once(variant, args.steps, make, batches))
             print(name, f"{runs[name][-1]['wall_s']:.1f} s", flush=True)
     base = statistics.median(r["wall_s"] for r in runs["no monitor"])
-    rows, doc = [], {"machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__,
-                                 "threads": 1}, "steps": args.steps, "every": EVERY, "runs": runs}
+    rows, doc = (
+        [],
+        {
+            "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "torch": torch.__version__, "threads": 1},
+            "steps": args.steps,
+            "every": EVERY,
+            "runs": runs,
+        },
+    )
     for name in VARIANTS:
         wall = statistics.median(r["wall_s"] for r in runs[name])
         over = wall / base - 1
@@ -81,22 +95,45 @@ def main() -> None:
         verdict = "" if target is None else ("pass" if over <= target else "FAIL")
         spm = runs[name][0]["seconds_per_measurement"]
         first = statistics.median(r["first_measurement_s"] for r in runs[name]) if spm else None
-        rows.append([name, f"{wall:.1f}", f"{100 * over:+.1f} %" if name != "no monitor" else "—",
-                     f"≤ {100 * target:.0f} % {verdict}" if target else "—",
-                     str(runs[name][0]["measurements"]),
-                     f"{1e3 * spm:.0f} ms" if spm else "—", f"{1e3 * first:.0f} ms" if first else "—",
-                     ", ".join(runs[name][0]["statuses"])])
+        rows.append(
+            [
+                name,
+                f"{wall:.1f}",
+                f"{100 * over:+.1f} %" if name != "no monitor" else "—",
+                f"≤ {100 * target:.0f} % {verdict}" if target else "—",
+                str(runs[name][0]["measurements"]),
+                f"{1e3 * spm:.0f} ms" if spm else "—",
+                f"{1e3 * first:.0f} ms" if first else "—",
+                ", ".join(runs[name][0]["statuses"]),
+            ]
+        )
         doc[name] = {"wall_s": wall, "overhead": over}
     step_ms = 1e3 * base / args.steps
-    md = ["# SharpnessMonitor overhead on a GPT-2 trained with AdamW", "",
-          f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, one torch thread for the "
-          f"loop; {args.steps} steps, every = {EVERY}, median of {args.repeats}; a training step "
-          f"takes {step_ms:.1f} ms. `python benchmarks/monitor_gpt2.py`. The first measurement "
-          "of a process costs about twice a later one (first allocations of the double-backward "
-          "graph; under Adam it is also the one solve not warm-started); its excess is included "
-          "in the overhead, spread over the run.", "",
-          *markdown_table(["variant", "wall s", "overhead", "target", "measurements",
-                           "per measurement (median)", "first measurement", "statuses seen"], rows), ""]
+    md = [
+        "# SharpnessMonitor overhead on a GPT-2 trained with AdamW",
+        "",
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, one torch thread for the "
+        f"loop; {args.steps} steps, every = {EVERY}, median of {args.repeats}; a training step "
+        f"takes {step_ms:.1f} ms. `python benchmarks/monitor_gpt2.py`. The first measurement "
+        "of a process costs about twice a later one (first allocations of the double-backward "
+        "graph; under Adam it is also the one solve not warm-started); its excess is included "
+        "in the overhead, spread over the run.",
+        "",
+        *markdown_table(
+            [
+                "variant",
+                "wall s",
+                "overhead",
+                "target",
+                "measurements",
+                "per measurement (median)",
+                "first measurement",
+                "statuses seen",
+            ],
+            rows,
+        ),
+        "",
+    ]
     write_results(RESULTS, "monitor_gpt2", doc, md)
 
 

@@ -42,8 +42,14 @@ TOLS = (1e-2, 3e-2, 1e-1)
 EVERY = 25
 # η near the largest trainable of results/lr_workloads.md (not tuned here; a stressed run shows
 # more of the landscape than a gentle one)
-LRS = {"mlp-ce-gd": 0.5, "cnn-momentum": 0.05, "cnn-bn": 0.5, "mlp-adam": 3e-3, "mlp-rmsprop": 1e-3,
-       "gpt2-adamw": 3e-3}
+LRS = {
+    "mlp-ce-gd": 0.5,
+    "cnn-momentum": 0.05,
+    "cnn-bn": 0.5,
+    "mlp-adam": 3e-3,
+    "mlp-rmsprop": 1e-3,
+    "gpt2-adamw": 3e-3,
+}
 
 
 def reference(model: torch.nn.Module, w: Any, batch: Any, opt: torch.optim.Optimizer) -> float:
@@ -61,8 +67,7 @@ def run(name: str, steps: int) -> dict[str, Any]:
     batches = Batches(w.data, w.batch_size, 0)
     it = iter(batches)
     f = make_batch_loss(w.loss_fn, None)
-    opt = optimizer_choice(w.optimizer, w.momentum, weight_decay=w.weight_decay).build(
-        model.parameters(), lr)
+    opt = optimizer_choice(w.optimizer, w.momentum, weight_decay=w.weight_decay).build(model.parameters(), lr)
     fixed = next(iter(Batches(w.data, w.batch_size, 0)))
     mons = [SharpnessMonitor(model, w.loss_fn, fixed, every=EVERY, tol=t, strict=True) for t in TOLS]
     refs: dict[int, float] = {}
@@ -88,10 +93,13 @@ def run(name: str, steps: int) -> dict[str, Any]:
             base = classify(refs[r.step], r.threshold, 0.9, base, HYSTERESIS)
             flips += int(r.status not in ("warming_up", "dead") and r.status != base)
         out["tols"][f"{tol:g}"] = {
-            "measurements": len(recs), "max_error": max(errs) if errs else None,
+            "measurements": len(recs),
+            "max_error": max(errs) if errs else None,
             "median_error": statistics.median(errs) if errs else None,
             "products": statistics.mean(r.n_matvecs for r in recs) if recs else None,
-            "status_differs": flips, "statuses": sorted({r.status for r in recs})}
+            "status_differs": flips,
+            "statuses": sorted({r.status for r in recs}),
+        }
     return out
 
 
@@ -106,17 +114,50 @@ def main() -> None:
         r = run(name, args.steps)
         doc["runs"].append(r)
         for tol, t in r["tols"].items():
-            rows.append([r["description"], f"{r['lr']:g}", tol, str(t["measurements"]),
-                         f"{100 * t['max_error']:.3f} %", f"{100 * t['median_error']:.4f} %",
-                         f"{t['products']:.1f}", str(t["status_differs"]), ", ".join(t["statuses"])])
-        print(name, {k: (f"{v['max_error']:.2e}", f"{v['products']:.1f}", v["status_differs"])
-                     for k, v in r["tols"].items()}, flush=True)
-    md = ["# The monitor's eigensolver tolerance: λ1 error, products and status", "",
-          f"{cpu_name()}, torch {torch.__version__}; {args.steps} steps, every = {EVERY}, reference "
-          f"λ1 by a cold solve at tol 1e-6 at each measurement; {time.perf_counter() - tic:.0f} s. "
-          "`python benchmarks/monitor_tolerance.py`.", "",
-          *markdown_table(["workload", "η", "tol", "measurements", "max λ1 error", "median λ1 error",
-                           "products / measurement", "status ≠ reference's", "statuses"], rows), ""]
+            rows.append(
+                [
+                    r["description"],
+                    f"{r['lr']:g}",
+                    tol,
+                    str(t["measurements"]),
+                    f"{100 * t['max_error']:.3f} %",
+                    f"{100 * t['median_error']:.4f} %",
+                    f"{t['products']:.1f}",
+                    str(t["status_differs"]),
+                    ", ".join(t["statuses"]),
+                ]
+            )
+        print(
+            name,
+            {
+                k: (f"{v['max_error']:.2e}", f"{v['products']:.1f}", v["status_differs"])
+                for k, v in r["tols"].items()
+            },
+            flush=True,
+        )
+    md = [
+        "# The monitor's eigensolver tolerance: λ1 error, products and status",
+        "",
+        f"{cpu_name()}, torch {torch.__version__}; {args.steps} steps, every = {EVERY}, reference "
+        f"λ1 by a cold solve at tol 1e-6 at each measurement; {time.perf_counter() - tic:.0f} s. "
+        "`python benchmarks/monitor_tolerance.py`.",
+        "",
+        *markdown_table(
+            [
+                "workload",
+                "η",
+                "tol",
+                "measurements",
+                "max λ1 error",
+                "median λ1 error",
+                "products / measurement",
+                "status ≠ reference's",
+                "statuses",
+            ],
+            rows,
+        ),
+        "",
+    ]
     write_results(RESULTS, "monitor_tolerance", doc, md)
 
 

@@ -50,9 +50,16 @@ MODES = {"off": False, "probe": None, "full": True}
 
 
 def _mnist1d(model: dict, loss: str, seed: int) -> tuple[nn.Module, Callable, tuple]:
-    cfg = load_config({"seed": seed, "data": {"name": "mnist1d", "n_train": 400, "n_test": 100},
-                       "model": model, "loss": loss, "optimizer": {"name": "gd", "lr": 0.1},
-                       "train": {"steps": 1}})
+    cfg = load_config(
+        {
+            "seed": seed,
+            "data": {"name": "mnist1d", "n_train": 400, "n_test": 100},
+            "model": model,
+            "loss": loss,
+            "optimizer": {"name": "gd", "lr": 0.1},
+            "train": {"steps": 1},
+        }
+    )
     net, loss_fn, ds = build_run(cfg)
     y = ds.y_train.double() if ds.y_train.is_floating_point() else ds.y_train
     return net.double(), loss_fn, (ds.X_train.double(), y)
@@ -67,9 +74,9 @@ def _tied_units(seed: int) -> tuple[nn.Module, Callable, tuple]:
     with torch.no_grad():
         for group in range(3):
             rows = slice(8 * group, 8 * group + 8)
-            net[0].weight[rows] = torch.randn(40, generator=g, dtype=torch.float64) / 40 ** 0.5
+            net[0].weight[rows] = torch.randn(40, generator=g, dtype=torch.float64) / 40**0.5
             net[0].bias[rows] = 0.1
-            net[2].weight[:, rows] = torch.randn(10, 1, generator=g, dtype=torch.float64) / 24 ** 0.5
+            net[2].weight[:, rows] = torch.randn(10, 1, generator=g, dtype=torch.float64) / 24**0.5
     return net, nn.MSELoss(), (X, Y)
 
 
@@ -78,8 +85,7 @@ class _TinyTransformer(nn.Module):
         super().__init__()
         self.embed = nn.Embedding(vocab, d)
         self.pos = nn.Parameter(torch.zeros(seq, d))
-        self.block = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0,
-                                                batch_first=True)
+        self.block = nn.TransformerEncoderLayer(d, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
         self.head = nn.Linear(d, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
@@ -95,6 +101,7 @@ def _transformer(seed: int) -> tuple[nn.Module, Callable, tuple]:
 
     def token_ce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten())
+
     return net, token_ce, (tokens, targets)
 
 
@@ -113,8 +120,9 @@ def problem(name: str, seed: int, trained: bool) -> ls.HessianOperator:
     elif name == "mlp-mse-last":
         net, loss_fn, data = _mnist1d(mlp, "mse", seed)
     elif name == "cnn-ce":
-        net, loss_fn, data = _mnist1d({"name": "cnn", "width": 4, "depth": 2,
-                                       "activation": "relu"}, "ce", seed)
+        net, loss_fn, data = _mnist1d(
+            {"name": "cnn", "width": 4, "depth": 2, "activation": "relu"}, "ce", seed
+        )
     elif name == "tied-units":
         net, loss_fn, data = _tied_units(seed)
     else:
@@ -134,8 +142,15 @@ def main() -> None:
     ap.add_argument("--problems", default=",".join(PROBLEMS))
     args = ap.parse_args()
     torch.set_num_threads(1)
-    doc: dict = {"machine": {"cpu": cpu_name(), "python": platform.python_version(),
-                             "torch": torch.__version__, "threads": 1}, "runs": []}
+    doc: dict = {
+        "machine": {
+            "cpu": cpu_name(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
+        "runs": [],
+    }
     for name in args.problems.split(","):
         for trained in (False, True):
             for seed in range(args.seeds):
@@ -144,35 +159,76 @@ def main() -> None:
                 gaps = np.diff(lam[:12])
                 repeats = int((np.abs(gaps) <= 1e-9 * abs(lam[0])).sum())
                 for k, tol in SETTINGS:
-                    run = {"problem": name, "trained": trained, "seed": seed, "k": k, "tol": tol,
-                           "dim": op.dim, "repeats_in_top12": repeats}
+                    run = {
+                        "problem": name,
+                        "trained": trained,
+                        "seed": seed,
+                        "k": k,
+                        "tol": tol,
+                        "dim": op.dim,
+                        "repeats_in_top12": repeats,
+                    }
                     for mode, flag in MODES.items():
                         res = ls.eigenpairs(op, k=k, tol=tol, seed=seed, check_multiplicity=flag)
                         err = float(np.max(np.abs(res.values.numpy() - lam[:k])))
-                        run[mode] = {"matvecs": res.n_matvecs, "converged": res.converged,
-                                     "missed": bool(err > 10 * tol * abs(lam[0])), "error": err}
+                        run[mode] = {
+                            "matvecs": res.n_matvecs,
+                            "converged": res.converged,
+                            "missed": bool(err > 10 * tol * abs(lam[0])),
+                            "error": err,
+                        }
                     doc["runs"].append(run)
-                    print(name, "trained" if trained else "init", seed, k, tol,
-                          {m: (run[m]["matvecs"], run[m]["missed"]) for m in MODES}, flush=True)
+                    print(
+                        name,
+                        "trained" if trained else "init",
+                        seed,
+                        k,
+                        tol,
+                        {m: (run[m]["matvecs"], run[m]["missed"]) for m in MODES},
+                        flush=True,
+                    )
     rows = []
     for name in args.problems.split(","):
         for k, tol in SETTINGS:
             runs = [r for r in doc["runs"] if r["problem"] == name and r["k"] == k]
             off = statistics.fmean(r["off"]["matvecs"] for r in runs)
-            cells = [name, str(runs[0]["dim"]), str(max(r["repeats_in_top12"] for r in runs)),
-                     f"{k}, {tol:g}", f"{off:.0f}"]
+            cells = [
+                name,
+                str(runs[0]["dim"]),
+                str(max(r["repeats_in_top12"] for r in runs)),
+                f"{k}, {tol:g}",
+                f"{off:.0f}",
+            ]
             for mode in ("probe", "full"):
                 ratio = statistics.fmean(r[mode]["matvecs"] / r["off"]["matvecs"] for r in runs)
                 cells.append(f"{ratio:.2f}×")
             cells += [f"{sum(r[m]['missed'] for r in runs)}/{len(runs)}" for m in MODES]
             rows.append(cells)
-    md = ["# Repeated eigenvalues: the default probe against no check and the full check", "",
-          f"Machine: {doc['machine']['cpu']}, torch {torch.__version__}, one thread. "
-          f"{args.seeds} seeds, at initialisation and after 200 GD steps (float64).", "",
-          "Products: mean with no check (`off`), and the probe's and full check's mean ratio to it. "
-          "Missed: solves whose top-k differ from dense `eigh` by more than 10·tol·|λ₁|.", "",
-          *markdown_table(["problem", "dim", "repeated gaps in top 12", "k, tol", "products off",
-                           "probe", "full", "missed off", "missed probe", "missed full"], rows)]
+    md = [
+        "# Repeated eigenvalues: the default probe against no check and the full check",
+        "",
+        f"Machine: {doc['machine']['cpu']}, torch {torch.__version__}, one thread. "
+        f"{args.seeds} seeds, at initialisation and after 200 GD steps (float64).",
+        "",
+        "Products: mean with no check (`off`), and the probe's and full check's mean ratio to it. "
+        "Missed: solves whose top-k differ from dense `eigh` by more than 10·tol·|λ₁|.",
+        "",
+        *markdown_table(
+            [
+                "problem",
+                "dim",
+                "repeated gaps in top 12",
+                "k, tol",
+                "products off",
+                "probe",
+                "full",
+                "missed off",
+                "missed probe",
+                "missed full",
+            ],
+            rows,
+        ),
+    ]
     write_results(RESULTS, "multiplicity", doc, md)
 
 

@@ -46,16 +46,35 @@ from landscope.training.run import build_run
 RESULTS = Path(__file__).parent / "results"
 
 WORKLOADS: dict[str, dict] = {
-    "gd-ce": {"model": {"name": "mlp", "width": 64, "depth": 2, "activation": "tanh"}, "loss": "ce",
-              "optimizer": {"name": "gd", "lr": 0.05}},
-    "gd-mse-eos": {"model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
-                   "loss": "mse", "optimizer": {"name": "gd", "lr": 0.3}, "warmup": 300},
-    "momentum": {"model": {"name": "mlp", "width": 64, "depth": 2, "activation": "relu"}, "loss": "ce",
-                 "optimizer": {"name": "momentum", "lr": 0.02, "momentum": 0.9}, "batch": 100},
-    "adamw": {"model": {"name": "mlp", "width": 64, "depth": 2, "activation": "gelu"}, "loss": "ce",
-              "optimizer": {"name": "adamw", "lr": 1e-3}, "batch": 100},
-    "cnn": {"model": {"name": "cnn", "width": 8, "depth": 2, "activation": "relu"}, "loss": "ce",
-            "optimizer": {"name": "sgd", "lr": 0.05}, "batch": 100},
+    "gd-ce": {
+        "model": {"name": "mlp", "width": 64, "depth": 2, "activation": "tanh"},
+        "loss": "ce",
+        "optimizer": {"name": "gd", "lr": 0.05},
+    },
+    "gd-mse-eos": {
+        "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
+        "loss": "mse",
+        "optimizer": {"name": "gd", "lr": 0.3},
+        "warmup": 300,
+    },
+    "momentum": {
+        "model": {"name": "mlp", "width": 64, "depth": 2, "activation": "relu"},
+        "loss": "ce",
+        "optimizer": {"name": "momentum", "lr": 0.02, "momentum": 0.9},
+        "batch": 100,
+    },
+    "adamw": {
+        "model": {"name": "mlp", "width": 64, "depth": 2, "activation": "gelu"},
+        "loss": "ce",
+        "optimizer": {"name": "adamw", "lr": 1e-3},
+        "batch": 100,
+    },
+    "cnn": {
+        "model": {"name": "cnn", "width": 8, "depth": 2, "activation": "relu"},
+        "loss": "ce",
+        "optimizer": {"name": "sgd", "lr": 0.05},
+        "batch": 100,
+    },
 }
 SETTINGS = [(1, 1e-6), (10, 1e-6), (3, 1e-3)]  # (k, tol); the last is the quick experiments'
 
@@ -72,9 +91,16 @@ def make_optimizer(model: torch.nn.Module, spec: dict) -> torch.optim.Optimizer:
 def trajectory(name: str, steps: int, seed: int = 0) -> tuple[torch.nn.Module, Callable, tuple, list]:
     """The model, loss, Hessian set and the parameter vectors after each of ``steps`` steps."""
     spec = WORKLOADS[name]
-    cfg = load_config({"seed": seed, "data": {"name": "mnist1d", "n_train": 1000, "n_test": 100},
-                       "model": spec["model"], "loss": spec["loss"],
-                       "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 1}})
+    cfg = load_config(
+        {
+            "seed": seed,
+            "data": {"name": "mnist1d", "n_train": 1000, "n_test": 100},
+            "model": spec["model"],
+            "loss": spec["loss"],
+            "optimizer": {"name": "gd", "lr": 0.1},
+            "train": {"steps": 1},
+        }
+    )
     model, loss_fn, ds = build_run(cfg)
     X, y = ds.X_train, ds.y_train
     opt = make_optimizer(model, spec["optimizer"])
@@ -98,10 +124,14 @@ def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
     # the reference: the same Hessian in float64 (a float32 product cannot reach tol 1e-9)
     model64 = copy.deepcopy(model).double()
     X, y = data
-    ref_op = HessianOperator(model64, loss_fn, (X.double(), y.double() if y.is_floating_point() else y),
-                             model_mode="eval")
-    solvers = {"cold": None, "lanczos": EigenTracker(k=k, tol=tol, method="lanczos"),
-               "block": EigenTracker(k=k, tol=tol, method="block")}
+    ref_op = HessianOperator(
+        model64, loss_fn, (X.double(), y.double() if y.is_floating_point() else y), model_mode="eval"
+    )
+    solvers = {
+        "cold": None,
+        "lanczos": EigenTracker(k=k, tol=tol, method="lanczos"),
+        "block": EigenTracker(k=k, tol=tol, method="block"),
+    }
     out = {s: {"matvecs": [], "seconds": [], "missed": 0} for s in solvers}
     for t, theta in enumerate(thetas):
         torch.nn.utils.vector_to_parameters(theta, model.parameters())
@@ -133,27 +163,59 @@ def main() -> None:
     args = ap.parse_args()
     steps = 20 if args.quick else args.steps
     torch.set_num_threads(1)
-    doc: dict = {"machine": {"cpu": cpu_name(), "python": platform.python_version(),
-                             "torch": torch.__version__, "threads": 1}, "steps": steps, "runs": {}}
+    doc: dict = {
+        "machine": {
+            "cpu": cpu_name(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
+        "steps": steps,
+        "runs": {},
+    }
     rows = []
     for name in args.workloads.split(","):
         for k, tol in SETTINGS:
             r = run_workload(name, steps, k, tol)
             doc["runs"][f"{name} k={k} tol={tol:g}"] = r
-            rows.append([name, str(k), f"{tol:g}", f"{r['cold']['mean_matvecs']:.1f}",
-                         *(f"{r[s]['mean_matvecs']:.1f} ({r[s]['matvec_ratio']:.2f}, "
-                           f"{r[s]['time_ratio']:.2f})" for s in ("lanczos", "block")),
-                         *(str(r[s]["missed"]) for s in ("cold", "lanczos", "block"))])
+            rows.append(
+                [
+                    name,
+                    str(k),
+                    f"{tol:g}",
+                    f"{r['cold']['mean_matvecs']:.1f}",
+                    *(
+                        f"{r[s]['mean_matvecs']:.1f} ({r[s]['matvec_ratio']:.2f}, {r[s]['time_ratio']:.2f})"
+                        for s in ("lanczos", "block")
+                    ),
+                    *(str(r[s]["missed"]) for s in ("cold", "lanczos", "block")),
+                ]
+            )
             print(" | ".join(rows[-1]), flush=True)
-    md = ["# Tracking the top-k along training: warm starts against cold solves", "",
-          f"{doc['machine']['cpu']}, one torch thread, {steps} consecutive steps per workload "
-          "(products and wall time are means over the warm solves, steps 1…); "
-          "`python benchmarks/tracking.py`. In brackets: ratio to the cold solve in products, "
-          "then in wall time. *Missed*: solves whose top-k values differ from a float64 tol-1e-9 "
-          "reference by more than 10·tol·λ₁. Issue 17's target: ≤ 0.33 at tol 1e-6.", "",
-          *markdown_table(["workload", "k", "tol", "cold products", "Lanczos tracker",
-                           "block tracker", "missed: cold", "missed: Lanczos", "missed: block"],
-                          rows)]
+    md = [
+        "# Tracking the top-k along training: warm starts against cold solves",
+        "",
+        f"{doc['machine']['cpu']}, one torch thread, {steps} consecutive steps per workload "
+        "(products and wall time are means over the warm solves, steps 1…); "
+        "`python benchmarks/tracking.py`. In brackets: ratio to the cold solve in products, "
+        "then in wall time. *Missed*: solves whose top-k values differ from a float64 tol-1e-9 "
+        "reference by more than 10·tol·λ₁. Issue 17's target: ≤ 0.33 at tol 1e-6.",
+        "",
+        *markdown_table(
+            [
+                "workload",
+                "k",
+                "tol",
+                "cold products",
+                "Lanczos tracker",
+                "block tracker",
+                "missed: cold",
+                "missed: Lanczos",
+                "missed: block",
+            ],
+            rows,
+        ),
+    ]
     write_results(RESULTS, "tracking", doc, md)
 
 

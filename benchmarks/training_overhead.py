@@ -33,18 +33,26 @@ RESULTS = Path(__file__).parent / "results"
 BATCH, EVERY = 64, 100
 
 
-def run_once(model_name: str, measure: MeasureConfig | None, steps: int,
-             seed: int) -> tuple[float, float, int]:
+def run_once(
+    model_name: str, measure: MeasureConfig | None, steps: int, seed: int
+) -> tuple[float, float, int]:
     ds = load_mnist1d(n_train=4000, n_test=1000)
     model = build_model(model_name, ds.input_shape, 10, width=64, depth=2, activation="relu", seed=seed)
-    trainer = Trainer(model, get_loss("ce"), ds.train, test_data=ds.test,
-                      optimizer=OptimizerSpec(name="sgd", lr=0.05), steps=steps, batch_size=BATCH,
-                      measure=measure, seed=seed)
+    trainer = Trainer(
+        model,
+        get_loss("ce"),
+        ds.train,
+        test_data=ds.test,
+        optimizer=OptimizerSpec(name="sgd", lr=0.05),
+        steps=steps,
+        batch_size=BATCH,
+        measure=measure,
+        seed=seed,
+    )
     wall, cpu = time.perf_counter(), cpu_seconds()
     res = trainer.fit()
     mv = sum(r.get("n_matvecs", 0) for r in res.metrics)
     return time.perf_counter() - wall, cpu_seconds() - cpu, mv
-
 
 
 def main() -> None:
@@ -57,14 +65,17 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     steps, repeats = (500, 1) if args.quick else (2000, args.repeats)
-    variants: dict[str, MeasureConfig | None] = {"no measurement": None,
-                                                 "losses only (k=0)": MeasureConfig(every=EVERY, k=0)}
+    variants: dict[str, MeasureConfig | None] = {
+        "no measurement": None,
+        "losses only (k=0)": MeasureConfig(every=EVERY, k=0),
+    }
     run_once("mlp", MeasureConfig(every=EVERY, k=1, background=True), 2 * EVERY, 99)  # warm-up
     for s in (int(x) for x in args.samples.split(",")):
         for k in (1, 10):
             for bg in (False, True):
                 variants[f"top-{k}, S={s}" + (", background" if bg else "")] = MeasureConfig(
-                    every=EVERY, k=k, hessian_samples=s, tol=args.tol, background=bg)
+                    every=EVERY, k=k, hessian_samples=s, tol=args.tol, background=bg
+                )
     rows = []
     for model_name in args.models.split(","):
         times: dict[str, list[tuple[float, float, int]]] = {name: [] for name in variants}
@@ -76,31 +87,54 @@ def main() -> None:
         losses_cpu = statistics.median(t[1] for t in times["losses only (k=0)"])
         for name, ts in times.items():
             wall, cpu = statistics.median(t[0] for t in ts), statistics.median(t[1] for t in ts)
-            row = {"model": model_name, "variant": name, "wall_s": wall, "cpu_s": cpu,
-                   "matvecs": ts[0][2], "overhead_wall": wall / base_wall - 1,
-                   "overhead_cpu": cpu / base_cpu - 1,
-                   "curvature_overhead_cpu": (cpu - losses_cpu) / base_cpu}
+            row = {
+                "model": model_name,
+                "variant": name,
+                "wall_s": wall,
+                "cpu_s": cpu,
+                "matvecs": ts[0][2],
+                "overhead_wall": wall / base_wall - 1,
+                "overhead_cpu": cpu / base_cpu - 1,
+                "curvature_overhead_cpu": (cpu - losses_cpu) / base_cpu,
+            }
             rows.append(row)
-            print(f"{model_name:4s} {name:32s} wall {wall:6.2f} s ({100 * row['overhead_wall']:+6.1f} %)  "
-                  f"cpu {cpu:6.2f} s ({100 * row['overhead_cpu']:+6.1f} %; curvature "
-                  f"{100 * row['curvature_overhead_cpu']:+6.1f} %)  {row['matvecs']} products")
-    meta = {"steps": steps, "batch_size": BATCH, "every": EVERY, "tol": args.tol, "threads": 1,
-            "repeats": repeats, "torch": torch.__version__, "machine": platform.machine()}
+            print(
+                f"{model_name:4s} {name:32s} wall {wall:6.2f} s ({100 * row['overhead_wall']:+6.1f} %)  "
+                f"cpu {cpu:6.2f} s ({100 * row['overhead_cpu']:+6.1f} %; curvature "
+                f"{100 * row['curvature_overhead_cpu']:+6.1f} %)  {row['matvecs']} products"
+            )
+    meta = {
+        "steps": steps,
+        "batch_size": BATCH,
+        "every": EVERY,
+        "tol": args.tol,
+        "threads": 1,
+        "repeats": repeats,
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "training_overhead.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
-    lines = [f"# Training overhead of measurement ({steps} SGD steps, batch {BATCH}, a measurement every "
-             f"{EVERY} steps, tol {args.tol}, 1 thread, median of {repeats})", "",
-             "Overheads are relative to the run without measurements; *curvature* is the part added "
-             "by the eigenpairs alone (CPU time over the losses-only run). *background*: measured in "
-             "a worker process on a snapshot while training goes on (`measure.background: true`); "
-             "CPU time includes the worker's. One torch thread in the loop and one in the worker, "
-             f"on {cpu_name()}.", "",
-             "| model | variant | wall (s) | wall overhead | CPU (s) | CPU overhead | curvature (CPU) "
-             "| products |",
-             "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['variant']} | {r['wall_s']:.2f} | {100 * r['overhead_wall']:+.1f} % | "
-              f"{r['cpu_s']:.2f} | {100 * r['overhead_cpu']:+.1f} % | "
-              f"{100 * r['curvature_overhead_cpu']:+.1f} % | {r['matvecs']} |" for r in rows]
+    lines = [
+        f"# Training overhead of measurement ({steps} SGD steps, batch {BATCH}, a measurement every "
+        f"{EVERY} steps, tol {args.tol}, 1 thread, median of {repeats})",
+        "",
+        "Overheads are relative to the run without measurements; *curvature* is the part added "
+        "by the eigenpairs alone (CPU time over the losses-only run). *background*: measured in "
+        "a worker process on a snapshot while training goes on (`measure.background: true`); "
+        "CPU time includes the worker's. One torch thread in the loop and one in the worker, "
+        f"on {cpu_name()}.",
+        "",
+        "| model | variant | wall (s) | wall overhead | CPU (s) | CPU overhead | curvature (CPU) "
+        "| products |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['variant']} | {r['wall_s']:.2f} | {100 * r['overhead_wall']:+.1f} % | "
+        f"{r['cpu_s']:.2f} | {100 * r['overhead_cpu']:+.1f} % | "
+        f"{100 * r['curvature_overhead_cpu']:+.1f} % | {r['matvecs']} |"
+        for r in rows
+    ]
     (RESULTS / "training_overhead.md").write_text("\n".join(lines) + "\n")
 
 

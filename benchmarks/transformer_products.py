@@ -29,15 +29,17 @@ from transformers import GPT2Config, GPT2LMHeadModel
 import landscope as ls
 
 RESULTS = Path(__file__).parent / "results"
-SIZES = {"gpt2-tiny": dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, n_positions=32),
-         "gpt2-small-ish": dict(n_layer=4, n_head=4, n_embd=128, vocab_size=512, n_positions=64)}
+SIZES = {
+    "gpt2-tiny": dict(n_layer=2, n_head=2, n_embd=32, vocab_size=64, n_positions=32),
+    "gpt2-small-ish": dict(n_layer=4, n_head=4, n_embd=128, vocab_size=512, n_positions=64),
+}
 
 
 def batch_for(cfg: GPT2Config, n: int, seq: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(0, cfg.vocab_size, (n, seq), generator=g)
     mask = torch.ones_like(ids)
-    mask[::2, 3 * seq // 4:] = 0
+    mask[::2, 3 * seq // 4 :] = 0
     return {"input_ids": ids, "attention_mask": mask, "labels": ids.masked_fill(mask == 0, -100)}
 
 
@@ -79,8 +81,11 @@ def measure(name: str, reps: int) -> dict:
 
     t_grad = median_time(gradient, reps)
     out = {"dim": dim, "tokens": int(batch["attention_mask"].sum()), "gradient_s": t_grad}
-    for key, fn in (("landscope_cached", landscope_cached), ("landscope_with_linearisation", landscope_fresh),
-                    ("autograd_double_backward", autograd_hvp)):
+    for key, fn in (
+        ("landscope_cached", landscope_cached),
+        ("landscope_with_linearisation", landscope_fresh),
+        ("autograd_double_backward", autograd_hvp),
+    ):
         t = median_time(fn, reps)
         out[key] = {"seconds": t, "ratio_to_gradient": t / t_grad}
     model.zero_grad(set_to_none=True)
@@ -92,22 +97,50 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     args = ap.parse_args()
     torch.set_num_threads(1)
-    doc = {"machine": {"cpu": cpu_name(), "python": platform.python_version(), "torch": torch.__version__,
-                       "threads": 1}, "models": {}}
+    doc = {
+        "machine": {
+            "cpu": cpu_name(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "threads": 1,
+        },
+        "models": {},
+    }
     rows = []
     for name in SIZES:
         r = measure(name, args.reps)
         doc["models"][name] = r
-        rows.append([name, str(r["dim"]), f"{1e3 * r['gradient_s']:.2f}",
-                     *(f"{1e3 * r[k]['seconds']:.2f} ({r[k]['ratio_to_gradient']:.2f}×)" for k in
-                       ("landscope_cached", "landscope_with_linearisation", "autograd_double_backward"))])
+        rows.append(
+            [
+                name,
+                str(r["dim"]),
+                f"{1e3 * r['gradient_s']:.2f}",
+                *(
+                    f"{1e3 * r[k]['seconds']:.2f} ({r[k]['ratio_to_gradient']:.2f}×)"
+                    for k in ("landscope_cached", "landscope_with_linearisation", "autograd_double_backward")
+                ),
+            ]
+        )
         print(" | ".join(rows[-1]), flush=True)
-    md = ["# A Hessian-vector product of Hugging Face GPT-2 against a gradient", "",
-          f"{doc['machine']['cpu']}, one torch thread, median of {args.reps}; batch of 8 sequences of 32 "
-          "tokens with padding, the model's own `.loss`; `python benchmarks/transformer_products.py`. "
-          "Milliseconds, and in brackets the ratio to a gradient (forward + backward).", "",
-          *markdown_table(["model", "parameters", "gradient", "landscope product (cached)",
-                           "landscope product + linearisation", "autograd double backward"], rows)]
+    md = [
+        "# A Hessian-vector product of Hugging Face GPT-2 against a gradient",
+        "",
+        f"{doc['machine']['cpu']}, one torch thread, median of {args.reps}; batch of 8 sequences of 32 "
+        "tokens with padding, the model's own `.loss`; `python benchmarks/transformer_products.py`. "
+        "Milliseconds, and in brackets the ratio to a gradient (forward + backward).",
+        "",
+        *markdown_table(
+            [
+                "model",
+                "parameters",
+                "gradient",
+                "landscope product (cached)",
+                "landscope product + linearisation",
+                "autograd double backward",
+            ],
+            rows,
+        ),
+    ]
     write_results(RESULTS, "transformer_products", doc, md)
 
 

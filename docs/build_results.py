@@ -29,28 +29,34 @@ def _json(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-VERDICTS = _json("verdicts.json")          # {experiment: {"summary": ..., "claims": {text: sentence}}}
-BEFORE = _json("verdicts_before.json")     # {experiment: [{"text", "measured", "criterion", "verdict"}]}
-COLD = _json("timings.json")               # {experiment: seconds from cold}: claims.json times a re-render
+VERDICTS = _json("verdicts.json")  # {experiment: {"summary": ..., "claims": {text: sentence}}}
+BEFORE = _json("verdicts_before.json")  # {experiment: [{"text", "measured", "criterion", "verdict"}]}
+COLD = _json("timings.json")  # {experiment: seconds from cold}: claims.json times a re-render
 
 # claims whose wording changed with issue 13: new text → the text they had before
 RENAMED = {
     "Landscape flattening: λ₁ after each instability falls with its index": (
         "Landscape flattening at large η: λ₁ after each instability falls",
-        "λ₁ after instabilities falls with the instability index (ρ < 0)"),
+        "λ₁ after instabilities falls with the instability index (ρ < 0)",
+    ),
     "Landscape shift: the top subspace turns more across instabilities than over stable windows": (
         "Landscape shift: the top subspace turns more across instabilities than over stable windows",
-        "Shift across instabilities ≫ shift over stable windows"),
+        "Shift across instabilities ≫ shift over stable windows",
+    ),
     "The shift across instabilities grows with η": ("The shift grows with η",),
     "… and ends in one (final λ₁, after sharpening at the decayed η)": (
-        "A longer large-η phase ends in a flatter region",),
+        "A longer large-η phase ends in a flatter region",
+    ),
     "Lower curvature early in training allows a larger stable η (across init/norm choices)": (
-        "Lower curvature at initialisation allows a larger stable η (across init/norm choices)",),
+        "Lower curvature at initialisation allows a larger stable η (across init/norm choices)",
+    ),
     "The best η lies within one grid step of the largest η that trains": (
-        "The best η lies within one grid step of the largest non-divergent η",),
+        "The best η lies within one grid step of the largest non-divergent η",
+    ),
     "Similarity to the low-η baseline falls with η (cosine of θ − θ₀)": (
         "Similarity to the low-η baseline falls with η",
-        "Similarity to the low-η baseline falls with η (cosine of θ − θ₀)"),
+        "Similarity to the low-η baseline falls with η (cosine of θ − θ₀)",
+    ),
 }
 
 
@@ -84,7 +90,8 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=Path("results"))
     args = ap.parse_args()
     lines = [
-        "# Results of the quick variants", "",
+        "# Results of the quick variants",
+        "",
         "What `landscope reproduce … --quick` measured on this project's 2-core CPU machine (MNIST-1D "
         "or synthetic data; the papers used Fashion-MNIST and CIFAR-10). Every experiment ran at three "
         "seeds (initialisation and data order). Each claim is a statistic fixed in the code before the "
@@ -97,7 +104,8 @@ def main() -> None:
         "Instabilities are found at δ = 0.02 (docs/instabilities.md) and measured at every step from "
         "one before to one after (`measure.around_instabilities`); claims that depend on δ are also "
         "given at δ ∈ {0.01, 0.02, 0.05, 0.1}. Regenerate with the commands in `docs/build_results.py`.",
-        ""]
+        "",
+    ]
     total, tally = 0.0, {}
     for exp in list_experiments():
         folder = args.results / exp.name
@@ -110,22 +118,32 @@ def main() -> None:
         seconds = COLD.get(exp.name, doc["seconds"])
         total += seconds
         seeds = doc.get("seeds", [0])
-        lines += [f"Quick variant: {seconds / 60:.1f} min from cold (2 workers), seeds "
-                  f"{', '.join(map(str, seeds))}.", ""]
+        lines += [
+            f"Quick variant: {seconds / 60:.1f} min from cold (2 workers), seeds "
+            f"{', '.join(map(str, seeds))}.",
+            "",
+        ]
         notes = VERDICTS.get(exp.name, {})
         if isinstance(notes, str):
             notes = {"summary": notes}
         if notes.get("summary"):
             lines += [f"**Verdict.** {notes['summary']}", ""]
         if doc["claims"]:
-            lines += ["| claim | criterion | per seed | 95 % interval | verdict | before |",
-                      "|---|---|---|---|---|---|"]
+            lines += [
+                "| claim | criterion | per seed | 95 % interval | verdict | before |",
+                "|---|---|---|---|---|---|",
+            ]
             for c in doc["claims"]:
                 verdict = c.get("verdict", "n/a")
                 tally[verdict] = tally.get(verdict, 0) + 1
-                cells = [_cell(c["text"]), _cell(c["criterion"]),
-                         ", ".join(_num(v) for v in c.get("seeds", [c.get("value")])),
-                         _interval(c.get("interval")), _bold(verdict), _before(exp.name, c["text"])]
+                cells = [
+                    _cell(c["text"]),
+                    _cell(c["criterion"]),
+                    ", ".join(_num(v) for v in c.get("seeds", [c.get("value")])),
+                    _interval(c.get("interval")),
+                    _bold(verdict),
+                    _before(exp.name, c["text"]),
+                ]
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
             lines += ["Measured (first seed):", ""]
@@ -139,9 +157,12 @@ def main() -> None:
             sens = [c for c in doc["claims"] if c.get("sensitivity")]
             if sens:
                 deltas = [row["delta"] for row in sens[0]["sensitivity"]]
-                lines += ["Sensitivity to δ (verdict and interval at each δ):", "",
-                          "| claim | " + " | ".join(f"δ = {d:g}" for d in deltas) + " |",
-                          "|---|" + "---|" * len(deltas)]
+                lines += [
+                    "Sensitivity to δ (verdict and interval at each δ):",
+                    "",
+                    "| claim | " + " | ".join(f"δ = {d:g}" for d in deltas) + " |",
+                    "|---|" + "---|" * len(deltas),
+                ]
                 for c in sens:
                     cells = [f"{row['verdict']} {_interval(row['interval'])}" for row in c["sensitivity"]]
                     lines.append(f"| {_cell(c['text'])} | " + " | ".join(cells) + " |")
@@ -153,8 +174,12 @@ def main() -> None:
         for png in sorted((folder / "figures").glob("*.png")):
             shutil.copy(png, target / png.name)
             lines += [f"![{exp.name} {png.stem}](results/{exp.name}/{png.name})", ""]
-    lines += [f"Total time of the quick variants: {total / 60:.0f} min. Verdicts: "
-              + ", ".join(f"{k} {v}" for k, v in sorted(tally.items())) + ".", ""]
+    lines += [
+        f"Total time of the quick variants: {total / 60:.0f} min. Verdicts: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(tally.items()))
+        + ".",
+        "",
+    ]
     (DOCS / "RESULTS.md").write_text("\n".join(lines))
 
 

@@ -30,9 +30,9 @@ class Case:
     X: torch.Tensor
     y: torch.Tensor
     first_layer: tuple[str, ...]  # ls.layers(model, first=1).names, as a reader counts layers
-    last_layer: tuple[str, ...]   # ls.layers(model, last=1).names
-    glob: str                     # a glob pattern that selects one layer
-    glob_names: tuple[str, ...]   # what it matches
+    last_layer: tuple[str, ...]  # ls.layers(model, last=1).names
+    glob: str  # a glob pattern that selects one layer
+    glob_names: tuple[str, ...]  # what it matches
 
     @property
     def dim(self) -> int:
@@ -69,30 +69,56 @@ def make_mlp() -> Case:
     torch.manual_seed(0)
     model = mlp(5, N_CLASSES, width=6, depth=1, activation="tanh").double()
     X, y = _data(5, seed=1)
-    return Case("mlp", model, X, y, first_layer=("0.weight", "0.bias"),
-                last_layer=("2.weight", "2.bias"), glob="2.*", glob_names=("2.weight", "2.bias"))
+    return Case(
+        "mlp",
+        model,
+        X,
+        y,
+        first_layer=("0.weight", "0.bias"),
+        last_layer=("2.weight", "2.bias"),
+        glob="2.*",
+        glob_names=("2.weight", "2.bias"),
+    )
 
 
 def make_cnn_bn() -> Case:
     torch.manual_seed(1)
-    model = cnn1d(in_channels=1, out_features=N_CLASSES, channels=(3, 4),
-                            kernel_size=3, norm="batch", activation="tanh").double()
+    model = cnn1d(
+        in_channels=1, out_features=N_CLASSES, channels=(3, 4), kernel_size=3, norm="batch", activation="tanh"
+    ).double()
     _randomise_batchnorm(model, seed=2)
     X, y = _data(12, seed=3)
     # Sequential: 0 unsqueeze, 1 conv, 2 BN, 3 tanh, 4 conv, 5 BN, 6 tanh, 7 pool, 8 flatten, 9 fc.
     # A layer is a weight-owning module plus the 1-D-only modules after it (the conv and its BN).
-    return Case("cnn_bn", model, X, y, first_layer=("1.weight", "1.bias", "2.weight", "2.bias"),
-                last_layer=("9.weight", "9.bias"), glob="4.*", glob_names=("4.weight", "4.bias"))
+    return Case(
+        "cnn_bn",
+        model,
+        X,
+        y,
+        first_layer=("1.weight", "1.bias", "2.weight", "2.bias"),
+        last_layer=("9.weight", "9.bias"),
+        glob="4.*",
+        glob_names=("4.weight", "4.bias"),
+    )
 
 
 def make_bn_dropout() -> Case:
     torch.manual_seed(2)
-    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.3),
-                          nn.Linear(6, N_CLASSES)).double()
+    model = nn.Sequential(
+        nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Tanh(), nn.Dropout(0.3), nn.Linear(6, N_CLASSES)
+    ).double()
     _randomise_batchnorm(model, seed=4)
     X, y = _data(5, seed=5)
-    return Case("bn_dropout", model, X, y, first_layer=("0.weight", "0.bias", "1.weight", "1.bias"),
-                last_layer=("4.weight", "4.bias"), glob="1.*", glob_names=("1.weight", "1.bias"))
+    return Case(
+        "bn_dropout",
+        model,
+        X,
+        y,
+        first_layer=("0.weight", "0.bias", "1.weight", "1.bias"),
+        last_layer=("4.weight", "4.bias"),
+        glob="1.*",
+        glob_names=("1.weight", "1.bias"),
+    )
 
 
 MAKERS = {"mlp": make_mlp, "cnn_bn": make_cnn_bn, "bn_dropout": make_bn_dropout}
@@ -114,6 +140,7 @@ def eos_run(tmp_path_factory):
     import yaml
 
     import landscope as ls
+
     cfg = yaml.safe_load((Path(__file__).parent.parent / "configs" / "eos_mlp.yaml").read_text())
     cfg["measure"] = {"every": 10, "k": 3, "save_params": True, "save_predictions": True}
     return ls.train(cfg, tmp_path_factory.mktemp("runs") / "eos", progress=False)

@@ -99,62 +99,81 @@ def _chunks(X: torch.Tensor, y: torch.Tensor, chunk_size: int | None):
     N = len(X)
     step = chunk_size or N
     for s in range(0, N, step):
-        yield X[s:s + step], y[s:s + step], len(X[s:s + step]) / N
+        yield X[s : s + step], y[s : s + step], len(X[s : s + step]) / N
 
 
 _MEMO: dict[tuple, torch.Tensor] = {}
 
 
-def _memo_key(kind: str, model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor,
-              names, mode: str, chunk_size) -> tuple:
+def _memo_key(
+    kind: str, model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor, names, mode: str, chunk_size
+) -> tuple:
     """Identify a reference by value: the model's full state, the data and the options."""
     state = hashlib.sha256()
     for t in (*model.parameters(), *model.buffers(), X, y):
         state.update(str((t.dtype, tuple(t.shape))).encode())
         state.update(t.detach().contiguous().numpy().tobytes())
     arch = repr(model)
-    return (kind, arch, state.hexdigest(), loss_fn, tuple(names) if names else None, mode,
-            chunk_size)
+    return (kind, arch, state.hexdigest(), loss_fn, tuple(names) if names else None, mode, chunk_size)
 
 
 def _memoised(kind: str):
     """References are pure functions of their arguments' values: compute each one once."""
+
     def wrap(fn):
         def inner(model, loss_fn, X, y, names=None, mode="eval", chunk_size=None):
             key = _memo_key(kind, model, loss_fn, X, y, names, mode, chunk_size)
             if key not in _MEMO:
                 _MEMO[key] = fn(model, loss_fn, X, y, names, mode, chunk_size)
             return _MEMO[key].clone()
+
         inner.__doc__ = fn.__doc__
         return inner
+
     return wrap
 
 
 @_memoised("hessian")
-def dense_hessian(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor,
-                  names: Sequence[str] | None = None, mode: str = "eval",
-                  chunk_size: int | None = None) -> torch.Tensor:
+def dense_hessian(
+    model: nn.Module,
+    loss_fn,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    names: Sequence[str] | None = None,
+    mode: str = "eval",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """Hessian of ``Σ_b (n_b/N) loss_b`` w.r.t. the flattened ``names`` (all by default)."""
     m, theta0, unflatten = _flat_fn(model, names, mode)
     H = torch.zeros(theta0.numel(), theta0.numel(), dtype=theta0.dtype)
     for Xb, yb, w in _chunks(X, y, chunk_size):
+
         def f(theta, Xb=Xb, yb=yb):
             return loss_fn(functional_call(m, unflatten(theta), (Xb,)), yb)
+
         H += w * hessian(f, theta0)
     return H
 
 
 @_memoised("ggn")
-def dense_ggn(model: nn.Module, loss_fn, X: torch.Tensor, y: torch.Tensor,
-              names: Sequence[str] | None = None, mode: str = "eval",
-              chunk_size: int | None = None) -> torch.Tensor:
+def dense_ggn(
+    model: nn.Module,
+    loss_fn,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    names: Sequence[str] | None = None,
+    mode: str = "eval",
+    chunk_size: int | None = None,
+) -> torch.Tensor:
     """``Σ_b (n_b/N) J_bᵀ H_L J_b``: ``J_b`` and ``H_L`` (w.r.t. the outputs) by autograd."""
     m, theta0, unflatten = _flat_fn(model, names, mode)
     P = theta0.numel()
     G = torch.zeros(P, P, dtype=theta0.dtype)
     for Xb, yb, w in _chunks(X, y, chunk_size):
+
         def outputs(theta, Xb=Xb):
             return functional_call(m, unflatten(theta), (Xb,))
+
         out = outputs(theta0).detach()
         J = jacobian(outputs, theta0).reshape(out.numel(), P)
         HL = hessian(lambda o, yb=yb: loss_fn(o, yb), out).reshape(out.numel(), out.numel())
@@ -185,8 +204,7 @@ def random_orthogonal(n: int, seed: int) -> torch.Tensor:
     return Q * torch.sign(torch.diagonal(R))
 
 
-def with_spectrum(values: Sequence[float] | torch.Tensor, seed: int = 0) -> tuple[torch.Tensor,
-                                                                                    torch.Tensor]:
+def with_spectrum(values: Sequence[float] | torch.Tensor, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, Q)``: the symmetric matrix ``Q diag(values) Qᵀ`` for a random orthogonal ``Q``."""
     lam = torch.as_tensor(values, dtype=torch.float64)
     Q = random_orthogonal(len(lam), seed)
@@ -198,8 +216,9 @@ def model_state(model: nn.Module) -> dict:
     """Everything a pure operator must leave alone, copied bitwise."""
     return {
         "params": {n: p.detach().clone() for n, p in model.named_parameters()},
-        "grads": {n: None if p.grad is None else p.grad.detach().clone()
-                  for n, p in model.named_parameters()},
+        "grads": {
+            n: None if p.grad is None else p.grad.detach().clone() for n, p in model.named_parameters()
+        },
         "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
         "training": [(n, m.training) for n, m in model.named_modules()],
         "rng": torch.get_rng_state().clone(),
@@ -227,6 +246,7 @@ def run_readme_example(section: str, file: str = "README.md") -> dict:
     """Execute the first Python block under the heading ``## {section}`` of ``file``; its namespace."""
     import re
     from pathlib import Path
+
     text = (Path(__file__).parent.parent / file).read_text()
     body = text.split(f"## {section}", 1)[1]
     code = re.search(r"```python\n(.*?)```", body, re.S).group(1)

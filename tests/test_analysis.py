@@ -40,12 +40,12 @@ def _three_spikes() -> np.ndarray:
     loss = 1.0 * np.exp(-t / 400)
     for start, peak, end in SPIKES:
         base = loss[:start].min()
-        up = np.linspace(1.3, 3.0, peak - start + 1)           # > 1.1 × base from `start` on
-        down = np.linspace(2.5, 1.15, end - peak - 1)           # still above 1.1 × base …
-        loss[start:peak + 1] = base * up
-        loss[peak + 1:end] = base * down
-        loss[end] = base * 1.02                                  # … until `end`
-        loss[end + 1:] = np.minimum(loss[end + 1:], base * 1.0)
+        up = np.linspace(1.3, 3.0, peak - start + 1)  # > 1.1 × base from `start` on
+        down = np.linspace(2.5, 1.15, end - peak - 1)  # still above 1.1 × base …
+        loss[start : peak + 1] = base * up
+        loss[peak + 1 : end] = base * down
+        loss[end] = base * 1.02  # … until `end`
+        loss[end + 1 :] = np.minimum(loss[end + 1 :], base * 1.0)
     return loss
 
 
@@ -53,8 +53,9 @@ def test_three_spikes_give_three_instabilities_with_their_phases():
     loss = _three_spikes()
     lam_steps = np.arange(0, 500, 10)
     lam = np.where(np.isin(lam_steps, [90, 240, 390]), 5.0, 3.0)  # crosses 4 before each start
-    events = find_instabilities(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.0),
-                                delta=0.1)
+    events = find_instabilities(
+        Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.0), delta=0.1
+    )
     assert [(e.start, e.peak, e.end) for e in events] == SPIKES
     assert [e.heating for e in events] == [(s, p) for s, p, _ in SPIKES]
     assert [e.cooling for e in events] == [(p, e) for _, p, e in SPIKES]
@@ -82,8 +83,8 @@ def test_flattening_sign_on_planted_sequences():
     for values, sign in (([4.5, 4.0, 3.2], -1), ([3.0, 3.5, 4.4], 1)):
         lam = np.full(len(lam_steps), 3.0)
         for (start, _, end), v in zip(SPIKES, values, strict=True):
-            lam[lam_steps == end] = 9.0          # at the end step itself: not "after" it
-            lam[lam_steps == end + 2] = v        # the first measurement after the end
+            lam[lam_steps == end] = 9.0  # at the end step itself: not "after" it
+            lam[lam_steps == end + 2] = v  # the first measurement after the end
             lam[lam_steps == start - 2] = 2 * v  # the last one before the start
         f = flattening(Trace.from_arrays(loss, lambda1=lam, lambda_steps=lam_steps, threshold=4.2), delta=0.1)
         assert list(f.step) == [end + 2 for _, _, end in SPIKES]
@@ -133,6 +134,7 @@ def test_effective_parameter_coordinates():
 
 
 # -- real runs ---------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_every_instability_follows_a_threshold_crossing(eos_run):
@@ -196,8 +198,15 @@ def test_cross_entropy_mlp_has_about_c_outliers():
     torch.manual_seed(0)
     ds = load_mnist1d(n_train=1000, n_test=200)
     model = build_model("mlp", ds.input_shape, 10, width=64, depth=2, activation="relu", seed=0)
-    res = Trainer(model, get_loss("ce"), ds.train, optimizer=OptimizerSpec(name="sgd", lr=0.1), steps=100,
-                  batch_size=50, measure=MeasureConfig(every=100, k=30, test=False)).fit()
+    res = Trainer(
+        model,
+        get_loss("ce"),
+        ds.train,
+        optimizer=OptimizerSpec(name="sgd", lr=0.1),
+        steps=100,
+        batch_size=50,
+        measure=MeasureConfig(every=100, k=30, test=False),
+    ).fit()
     values = res.metrics[-1]["eigenvalues"]
     assert 9 <= outlier_count(values) <= 11, values
 
@@ -207,8 +216,9 @@ def test_perturbation_outlier_directions_matter_more():
     ds = load_mnist1d(n_train=500, n_test=300)
     model = build_model("mlp", ds.input_shape, 10, width=32, depth=2, activation="relu", seed=0)
     loss = get_loss("ce")
-    Trainer(model, loss, ds.train, optimizer=OptimizerSpec(name="sgd", lr=0.1), steps=100,
-            batch_size=50).fit()
+    Trainer(
+        model, loss, ds.train, optimizer=OptimizerSpec(name="sgd", lr=0.1), steps=100, batch_size=50
+    ).fit()
     res = ls.eigenpairs(ls.HessianOperator(model, loss, ds.train), k=20, tol=1e-4)
     k = outlier_count(res.values)
     before = [p.detach().clone() for p in model.parameters()]

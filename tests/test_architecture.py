@@ -59,8 +59,7 @@ IMPORTED_ONLY_BY: dict[str, frozenset[str]] = {ROOT: frozenset({"cli"}), "cli": 
 # test_exceptions_are_still_needed fails once one is fixed, so that it leaves the list.
 LAYER_EXCEPTIONS: dict[tuple[str, str], str] = {}
 CYCLE_EXCEPTIONS: dict[tuple[str, str], str] = {}
-PRIVATE_EXCEPTIONS: dict[tuple[str, str, str], str] = {
-}
+PRIVATE_EXCEPTIONS: dict[tuple[str, str, str], str] = {}
 
 
 @dataclass(frozen=True)
@@ -93,12 +92,13 @@ def _resolve(module: str, is_package: bool, node: ast.ImportFrom) -> str:
     if not node.level:
         return node.module or ""
     base = module.split(".") if is_package else module.split(".")[:-1]
-    base = base[:len(base) - (node.level - 1)]
+    base = base[: len(base) - (node.level - 1)]
     return ".".join(base + ([node.module] if node.module else []))
 
 
-def imports_of(module: str, tree: ast.AST, is_package: bool, modules: Iterable[str],
-               package: str = PACKAGE) -> list[Import]:
+def imports_of(
+    module: str, tree: ast.AST, is_package: bool, modules: Iterable[str], package: str = PACKAGE
+) -> list[Import]:
     """Every import of a module of ``package`` in ``tree``, at any depth."""
     known = set(modules)
 
@@ -115,13 +115,17 @@ def imports_of(module: str, tree: ast.AST, is_package: bool, modules: Iterable[s
                 continue
             for a in node.names:
                 sub = f"{target}.{a.name}"
-                out.append(Import(module, sub, None, node.lineno) if sub in known
-                           else Import(module, target, a.name, node.lineno))
+                out.append(
+                    Import(module, sub, None, node.lineno)
+                    if sub in known
+                    else Import(module, target, a.name, node.lineno)
+                )
     return sorted(out, key=lambda i: (i.line, i.target, i.name or ""))
 
 
-def private_attributes(module: str, tree: ast.AST, modules: Iterable[str],
-                       package: str = PACKAGE) -> list[Import]:
+def private_attributes(
+    module: str, tree: ast.AST, modules: Iterable[str], package: str = PACKAGE
+) -> list[Import]:
     """``alias._name`` where ``alias`` is a landscope module bound by an import."""
     known = set(modules)
     bound: dict[str, str] = {}
@@ -177,7 +181,7 @@ def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
                 continue
             state = color.get(nxt, WHITE)
             if state == GREY:
-                return path[path.index(nxt):] + [nxt]
+                return path[path.index(nxt) :] + [nxt]
             if state == WHITE:
                 color[nxt] = GREY
                 path.append(nxt)
@@ -209,25 +213,30 @@ def layer_allows(src: str, dst: str) -> bool:
 
 @pytest.fixture(scope="module")
 def parsed() -> dict[str, tuple[ast.AST, bool]]:
-    return {name: (ast.parse(path.read_text(), str(path)), is_package)
-            for name, (path, is_package) in discover().items()}
+    return {
+        name: (ast.parse(path.read_text(), str(path)), is_package)
+        for name, (path, is_package) in discover().items()
+    }
 
 
 @pytest.fixture(scope="module")
 def edges(parsed: dict[str, tuple[ast.AST, bool]]) -> list[Import]:
-    return [i for name, (tree, is_package) in parsed.items()
-            for i in imports_of(name, tree, is_package, parsed)]
+    return [
+        i for name, (tree, is_package) in parsed.items() for i in imports_of(name, tree, is_package, parsed)
+    ]
 
 
 def test_the_graph_sees_the_package(parsed: dict[str, tuple[ast.AST, bool]], edges: list[Import]) -> None:
     # A parser that found nothing would pass every rule below.
     assert {"landscope", "landscope.curvature.lanczos", "landscope.monitor.sinks"} <= set(parsed)
-    assert any(i.importer == "landscope.curvature.lanczos" and i.target == "landscope.curvature.power"
-               for i in edges)
+    assert any(
+        i.importer == "landscope.curvature.lanczos" and i.target == "landscope.curvature.power" for i in edges
+    )
     # function-level imports count, and `from pkg import submodule` is an edge to the submodule
     assert any(i.importer == "landscope.cli" and i.target == "landscope.report.html" for i in edges)
-    assert any(i.importer == "landscope" and i.target == "landscope.analysis" and i.name is None
-               for i in edges)
+    assert any(
+        i.importer == "landscope" and i.target == "landscope.analysis" and i.name is None for i in edges
+    )
 
 
 def test_no_import_cycles(edges: list[Import]) -> None:
@@ -243,19 +252,27 @@ def test_no_import_cycles(edges: list[Import]) -> None:
 def test_layers_are_one_way(edges: list[Import]) -> None:
     known = {c for group in LAYERS for c in group} | set(BESIDE) | ANYTHING
     assert {component(i.importer) for i in edges} <= known, "a component missing from LAYERS"
-    bad = [f"{i.where()} ({component(i.importer)} → {component(i.target)})" for i in edges
-           if not layer_allows(component(i.importer), component(i.target))
-           and (i.importer, i.target) not in LAYER_EXCEPTIONS]
+    bad = [
+        f"{i.where()} ({component(i.importer)} → {component(i.target)})"
+        for i in edges
+        if not layer_allows(component(i.importer), component(i.target))
+        and (i.importer, i.target) not in LAYER_EXCEPTIONS
+    ]
     assert not bad, "imports against the layers:\n" + "\n".join(bad)
 
 
-def test_no_private_names_across_modules(parsed: dict[str, tuple[ast.AST, bool]],
-                                         edges: list[Import]) -> None:
+def test_no_private_names_across_modules(
+    parsed: dict[str, tuple[ast.AST, bool]], edges: list[Import]
+) -> None:
     bad = []
-    for i in edges + [a for name, (tree, _) in parsed.items()
-                      for a in private_attributes(name, tree, parsed)]:
-        if i.name is not None and _is_private(i.name) \
-                and (i.importer, i.target, i.name) not in PRIVATE_EXCEPTIONS:
+    for i in edges + [
+        a for name, (tree, _) in parsed.items() for a in private_attributes(name, tree, parsed)
+    ]:
+        if (
+            i.name is not None
+            and _is_private(i.name)
+            and (i.importer, i.target, i.name) not in PRIVATE_EXCEPTIONS
+        ):
             bad.append(i.where())
         # a private module (data/_checks.py) is for its own package only
         parts = i.target.split(".")
@@ -275,6 +292,7 @@ def test_exceptions_are_still_needed(parsed: dict[str, tuple[ast.AST, bool]], ed
 
 
 # The checker itself, on toy graphs and sources: each rule can fail.
+
 
 def test_find_cycle_on_toy_graphs() -> None:
     assert find_cycle({}) is None
@@ -298,26 +316,43 @@ def test_imports_of_resolves_lazy_relative_and_submodule_imports() -> None:
         "def f():\n"
         "    import landscope\n"
     )
-    modules = {"landscope", "landscope.curvature", "landscope.curvature.lanczos",
-               "landscope.curvature.power", "landscope.curvature.ritz", "landscope.curvature.density",
-               "landscope.monitor.monitor"}
-    got = {(i.target, i.name) for i in
-           imports_of("landscope.curvature.density", ast.parse(source), False, modules)}
-    assert got == {("landscope.curvature.lanczos", None), ("landscope.curvature", "eigenpairs"),
-                   ("landscope.curvature.power", None), ("landscope.curvature.ritz", "small_eigh"),
-                   ("landscope.monitor.monitor", "MonitorRecord"), ("landscope", None)}
+    modules = {
+        "landscope",
+        "landscope.curvature",
+        "landscope.curvature.lanczos",
+        "landscope.curvature.power",
+        "landscope.curvature.ritz",
+        "landscope.curvature.density",
+        "landscope.monitor.monitor",
+    }
+    got = {
+        (i.target, i.name)
+        for i in imports_of("landscope.curvature.density", ast.parse(source), False, modules)
+    }
+    assert got == {
+        ("landscope.curvature.lanczos", None),
+        ("landscope.curvature", "eigenpairs"),
+        ("landscope.curvature.power", None),
+        ("landscope.curvature.ritz", "small_eigh"),
+        ("landscope.monitor.monitor", "MonitorRecord"),
+        ("landscope", None),
+    }
 
 
 def test_private_attribute_access_is_seen() -> None:
-    source = ("import landscope.curvature.lanczos as lz\nimport landscope\n"
-              "from landscope.curvature import ritz\n"
-              "a = lz._lanczos\nb = landscope.curvature.lanczos._dense\nc = ritz._COMBINE_BLOCK\n"
-              "d = lz.eigenpairs\ne = lz.__name__\n")
-    modules = {"landscope", "landscope.curvature", "landscope.curvature.lanczos",
-               "landscope.curvature.ritz"}
+    source = (
+        "import landscope.curvature.lanczos as lz\nimport landscope\n"
+        "from landscope.curvature import ritz\n"
+        "a = lz._lanczos\nb = landscope.curvature.lanczos._dense\nc = ritz._COMBINE_BLOCK\n"
+        "d = lz.eigenpairs\ne = lz.__name__\n"
+    )
+    modules = {"landscope", "landscope.curvature", "landscope.curvature.lanczos", "landscope.curvature.ritz"}
     got = {(i.target, i.name) for i in private_attributes("landscope.x", ast.parse(source), modules)}
-    assert got == {("landscope.curvature.lanczos", "_lanczos"), ("landscope.curvature.lanczos", "_dense"),
-                   ("landscope.curvature.ritz", "_COMBINE_BLOCK")}
+    assert got == {
+        ("landscope.curvature.lanczos", "_lanczos"),
+        ("landscope.curvature.lanczos", "_dense"),
+        ("landscope.curvature.ritz", "_COMBINE_BLOCK"),
+    }
 
 
 def test_layer_rule_on_examples() -> None:

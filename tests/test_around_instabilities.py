@@ -31,17 +31,23 @@ def _windows_measured(run: ls.Run, delta: float) -> tuple[int, list[tuple[int, i
     measured = {r["step"] for r in run.measurements if r.get("eigenvalues")}
     last = run.metrics[-1]["step"]
     events = find_instabilities(run, delta)
-    missing = [(e.start, e.end) for e in events
-               if not all(s in measured for s in range(e.start - 1, min(e.end if e.end is not None else last,
-                                                                       last - 1) + 2))]
+    missing = [
+        (e.start, e.end)
+        for e in events
+        if not all(
+            s in measured for s in range(e.start - 1, min(e.end if e.end is not None else last, last - 1) + 2)
+        )
+    ]
     return len(events), missing
 
 
 @pytest.mark.slow
 def test_eta_03_run_has_every_step_of_every_instability_and_the_regular_cadence(tmp_path):
     """The acceptance run: full-batch GD at η = 0.3 on MNIST-1D (MSE, tanh MLP), default δ."""
-    cfg = with_(base_config("quick"), **{"optimizer.lr": 0.3, "measure.around_instabilities": True,
-                                         "measure.save_predictions": False})
+    cfg = with_(
+        base_config("quick"),
+        **{"optimizer.lr": 0.3, "measure.around_instabilities": True, "measure.save_predictions": False},
+    )
     run = ls.train(cfg, tmp_path / "around", progress=False)
     n, missing = _windows_measured(run, DEFAULT_DELTA)
     assert n >= 2 and missing == [], f"{n} instabilities, windows without rows: {missing}"
@@ -62,8 +68,9 @@ def test_eta_03_run_has_every_step_of_every_instability_and_the_regular_cadence(
     at_start = run.eigen(event.start)
     assert not np.allclose(at_start.params, before.params)
     # the regular rows measure the same θ as a run without the option (same λ₁ to the solver's tol)
-    plain = ls.train(with_(cfg, **{"measure.around_instabilities": False}), tmp_path / "plain",
-                     progress=False)
+    plain = ls.train(
+        with_(cfg, **{"measure.around_instabilities": False}), tmp_path / "plain", progress=False
+    )
     a = {r["step"]: r["lambda1"] for r in run.cadence_measurements}
     b = {r["step"]: r["lambda1"] for r in plain.measurements}
     assert a.keys() == b.keys()
@@ -73,15 +80,22 @@ def test_eta_03_run_has_every_step_of_every_instability_and_the_regular_cadence(
 
 def _small(**over: object) -> dict:
     """250 steps at η = 0.5 on 300 samples: instabilities from step ~125 on (3 s)."""
-    base = with_(demo_config("smoke"), **{"data.n_train": 300, "train.steps": 250,
-                                          "measure.around_instabilities": True,
-                                          "measure.around_deltas": [0.02, 0.1]})
+    base = with_(
+        demo_config("smoke"),
+        **{
+            "data.n_train": 300,
+            "train.steps": 250,
+            "measure.around_instabilities": True,
+            "measure.around_deltas": [0.02, 0.1],
+        },
+    )
     return with_(base, **over)
 
 
 def test_every_detector_gets_its_windows_and_rows_stay_in_order(tmp_path):
-    run = ls.train(_small(**{"measure.around_before": 2, "measure.around_after": 3}), tmp_path / "r",
-                   progress=False)
+    run = ls.train(
+        _small(**{"measure.around_before": 2, "measure.around_after": 3}), tmp_path / "r", progress=False
+    )
     for delta in (0.02, 0.1):
         n, _ = _windows_measured(run, delta)
         measured = {r["step"] for r in run.measurements if r.get("eigenvalues")}
@@ -113,8 +127,11 @@ def test_killed_inside_an_instability_resumes_to_the_same_rows(tmp_path, backgro
     inside = find_instabilities(reference, 0.02)[1]
     (tmp_path / "cfg.yaml").write_text(json.dumps(cfg))
     for n, stop in enumerate((inside.start - 1, inside.start + 2)):  # two kills, then the rest
-        child = subprocess.run([sys.executable, "-c", _CHILD, str(tmp_path / "cfg.yaml"),
-                                str(tmp_path / "killed"), str(stop)], env=os.environ.copy(), check=False)
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, str(tmp_path / "cfg.yaml"), str(tmp_path / "killed"), str(stop)],
+            env=os.environ.copy(),
+            check=False,
+        )
         assert child.returncode == 3, f"kill {n} at step {stop} missed the run"
     resumed = ls.train(cfg, tmp_path / "killed", progress=False)
     assert resumed.state == "completed"
@@ -138,14 +155,19 @@ def test_online_detector_equals_the_offline_rule_and_survives_a_restart():
         if done is not None:
             online.append(done)
     assert online == [e for e in offline if e.end is not None] and len(online) >= 3
-    assert [(e.start, e.end) for e in find_instabilities(ls.analysis.Trace.from_arrays(loss), 0.1)] == \
-        [(e.start, e.end) for e in offline]
+    assert [(e.start, e.end) for e in find_instabilities(ls.analysis.Trace.from_arrays(loss), 0.1)] == [
+        (e.start, e.end) for e in offline
+    ]
 
 
 def test_around_needs_full_batch_and_positive_deltas():
     with pytest.raises(ls.ConfigError, match="around_instabilities needs full-batch training"):
-        parse_config(with_(base_config("smoke"), **{"optimizer.name": "sgd", "train.batch_size": 50,
-                                                       "measure.around_instabilities": True}))
+        parse_config(
+            with_(
+                base_config("smoke"),
+                **{"optimizer.name": "sgd", "train.batch_size": 50, "measure.around_instabilities": True},
+            )
+        )
     with pytest.raises(ls.ConfigError, match="around_deltas must be positive, got -0.1"):
         parse_config(with_(base_config("smoke"), **{"measure.around_deltas": [0.02, -0.1]}))
     with pytest.raises(ls.ConfigError, match="around_before"):
@@ -154,17 +176,29 @@ def test_around_needs_full_batch_and_positive_deltas():
         InstabilityDetector("x")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("over", [
-    {"loss": "mse", "optimizer": {"name": "adam", "lr": 0.01}},  # P⁻¹H: Adam's P in each snapshot
-    {"data": {"name": "src", "n_train": 400, "n_test": 200, "dim": 20, "n_classes": 5}, "loss": "ce",
-     "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "gelu"},
-     "optimizer": {"name": "momentum", "lr": 0.5, "momentum": 0.9}},
-], ids=["adam_mse", "momentum_ce_src"])
+@pytest.mark.parametrize(
+    "over",
+    [
+        {"loss": "mse", "optimizer": {"name": "adam", "lr": 0.01}},  # P⁻¹H: Adam's P in each snapshot
+        {
+            "data": {"name": "src", "n_train": 400, "n_test": 200, "dim": 20, "n_classes": 5},
+            "loss": "ce",
+            "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "gelu"},
+            "optimizer": {"name": "momentum", "lr": 0.5, "momentum": 0.9},
+        },
+    ],
+    ids=["adam_mse", "momentum_ce_src"],
+)
 def test_windows_off_the_home_ground(tmp_path, over):
     """Full-batch Adam (preconditioned) and heavy-ball momentum with CE on another data set."""
-    cfg = {"seed": 3, "data": {"name": "mnist1d", "n_train": 400, "n_test": 200}, "train": {"steps": 400},
-           "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
-           "measure": {"every": 25, "k": 2, "around_instabilities": True}, **over}
+    cfg = {
+        "seed": 3,
+        "data": {"name": "mnist1d", "n_train": 400, "n_test": 200},
+        "train": {"steps": 400},
+        "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
+        "measure": {"every": 25, "k": 2, "around_instabilities": True},
+        **over,
+    }
     run = ls.train(cfg, tmp_path / "r", progress=False)
     n, missing = _windows_measured(run, DEFAULT_DELTA)
     assert run.state == "completed" and n >= 3 and missing == []

@@ -79,13 +79,25 @@ def _trainer(background: bool, optimizer: OptimizerSpec, store=None) -> Trainer:
     ds = load_mnist1d(n_train=600, n_test=200)
     torch.manual_seed(0)
     model = mlp(40, 10, width=24, depth=2, activation="tanh")
-    return Trainer(model, get_loss("ce"), ds.train, test_data=ds.test, optimizer=optimizer, steps=120,
-                   batch_size=50, seed=0, store=store,
-                   measure=MeasureConfig(every=20, k=2, hessian_samples=128, background=background))
+    return Trainer(
+        model,
+        get_loss("ce"),
+        ds.train,
+        test_data=ds.test,
+        optimizer=optimizer,
+        steps=120,
+        batch_size=50,
+        seed=0,
+        store=store,
+        measure=MeasureConfig(every=20, k=2, hessian_samples=128, background=background),
+    )
 
 
-@pytest.mark.parametrize("optimizer", [OptimizerSpec(name="sgd", lr=0.2, momentum=0.9),
-                                       OptimizerSpec(name="adam", lr=0.01)], ids=["momentum", "adam"])
+@pytest.mark.parametrize(
+    "optimizer",
+    [OptimizerSpec(name="sgd", lr=0.2, momentum=0.9), OptimizerSpec(name="adam", lr=0.01)],
+    ids=["momentum", "adam"],
+)
 def test_background_rows_equal_foreground_rows(optimizer, one_thread):
     fg = _trainer(False, optimizer).fit()
     seen: list[int] = []
@@ -104,11 +116,15 @@ def test_background_rows_equal_foreground_rows(optimizer, one_thread):
 
 
 def _config(background: bool) -> dict:
-    return {"seed": 1, "data": {"name": "mnist1d", "n_train": 600, "n_test": 200},
-            "model": {"name": "mlp", "width": 24, "depth": 2, "activation": "tanh"},
-            "loss": "ce", "optimizer": {"name": "sgd", "lr": 0.1},
-            "train": {"steps": 150, "batch_size": 50},
-            "measure": {"every": 10, "k": 2, "hessian_samples": 128, "background": background}}
+    return {
+        "seed": 1,
+        "data": {"name": "mnist1d", "n_train": 600, "n_test": 200},
+        "model": {"name": "mlp", "width": 24, "depth": 2, "activation": "tanh"},
+        "loss": "ce",
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"steps": 150, "batch_size": 50},
+        "measure": {"every": 10, "k": 2, "hessian_samples": 128, "background": background},
+    }
 
 
 _CHILD = textwrap.dedent("""
@@ -140,7 +156,7 @@ def test_background_run_killed_in_flight_resumes_to_the_same_file(tmp_path, one_
     assert resumed.state == "completed"
     final = (out / "metrics.jsonl").read_text()
     assert final == (tmp_path / "fg" / "metrics.jsonl").read_text()
-    assert final.startswith(written[:written.rfind("\n") + 1])
+    assert final.startswith(written[: written.rfind("\n") + 1])
     for step in reference.eigen_steps:
         assert np.array_equal(resumed.eigen(step).vectors, reference.eigen(step).vectors)
 
@@ -154,8 +170,9 @@ def test_background_monitor_records_equal_foreground_ones(one_thread):
         model = mlp(40, 10, width=24, depth=2, activation="relu")
         opt = torch.optim.SGD(model.parameters(), lr=0.3)
         g = torch.Generator().manual_seed(0)
-        with ls.SharpnessMonitor(model, get_loss("ce"), (X[:64], y[:64]), every=10, k=2,
-                                 background=background) as mon:
+        with ls.SharpnessMonitor(
+            model, get_loss("ce"), (X[:64], y[:64]), every=10, k=2, background=background
+        ) as mon:
             for _ in range(60):
                 idx = torch.randint(0, len(X), (32,), generator=g)
                 opt.zero_grad()

@@ -30,6 +30,7 @@ def dense11():
 
 # -- k ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["lanczos", "power", "dense"])
 def test_k_exceeds_dim(dense11, method):
     with raises(match=r"k=12 exceeds .*11"):
@@ -54,6 +55,7 @@ def test_power_iteration_k(dense11):
 
 # -- which / method / tol / v0 / max_basis -------------------------------------------------------
 
+
 @pytest.mark.parametrize("which", ["la", "BE", "largest", None])
 def test_bad_which(dense11, which):
     with raises(match=repr(which)):
@@ -66,8 +68,9 @@ def test_bad_method(dense11, method):
         ls.eigenpairs(dense11, k=2, method=method)
 
 
-@pytest.mark.parametrize("tol,shown", [(0, "0"), (-1e-6, "-1e-06"), (math.nan, "nan"),
-                                       (math.inf, "inf"), ("1e-6", "'1e-6'")])
+@pytest.mark.parametrize(
+    "tol,shown", [(0, "0"), (-1e-6, "-1e-06"), (math.nan, "nan"), (math.inf, "inf"), ("1e-6", "'1e-6'")]
+)
 def test_bad_tol(dense11, tol, shown):
     with raises(match=f"tol.*{shown}"):
         ls.eigenpairs(dense11, k=2, tol=tol)
@@ -103,6 +106,7 @@ def test_not_an_operator():
 
 
 # -- matvec / matmat ------------------------------------------------------------------------------
+
 
 def test_matvec_wrong_length(op):
     with raises(match=r"length 57, got shape \(56,\)"):
@@ -156,6 +160,7 @@ def test_adam_preconditioner_without_adam_state(mlp_case, op):
 
 # -- data ---------------------------------------------------------------------------------------
 
+
 def test_empty_data(mlp_case, ce):
     X, y = mlp_case.X, mlp_case.y
     with raises(ls.DataError, match="0 samples"):
@@ -176,7 +181,7 @@ def test_length_mismatch(mlp_case, ce):
 
 def test_generator_is_not_re_iterable(mlp_case, ce):
     X, y = mlp_case.X, mlp_case.y
-    gen = ((X[i:i + 5], y[i:i + 5]) for i in range(0, 20, 5))
+    gen = ((X[i : i + 5], y[i : i + 5]) for i in range(0, 20, 5))
     with raises(ls.DataError, match="generator"):
         ls.HessianOperator(mlp_case.model, ce, gen)
     with raises(ls.DataError, match="list_iterator"):
@@ -194,7 +199,7 @@ class _ShufflingBatches:
         self.passes += 1
         perm = torch.randperm(len(self.X), generator=g)
         for s in range(0, len(perm), self.batch_size):
-            idx = perm[s:s + self.batch_size]
+            idx = perm[s : s + self.batch_size]
             yield self.X[idx], self.y[idx]
 
 
@@ -202,8 +207,9 @@ def test_shuffling_reiterable(mlp_case, ce):
     X, y = mlp_case.X, mlp_case.y
     with raises(ls.DataError, match=r"batch \d+ differs between two passes"):
         ls.HessianOperator(mlp_case.model, ce, _ShufflingBatches(X, y))
-    loader = DataLoader(TensorDataset(X, y), batch_size=5, shuffle=True,
-                        generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(X, y), batch_size=5, shuffle=True, generator=torch.Generator().manual_seed(0)
+    )
     with raises(ls.DataError, match=r"batch \d+ differs between two passes"):
         ls.HessianOperator(mlp_case.model, ce, loader)
 
@@ -250,9 +256,11 @@ def test_bad_chunk_size(mlp_case, ce, chunk_size):
 
 # -- loss ---------------------------------------------------------------------------------------
 
+
 def test_non_scalar_loss(mlp_case):
     def loss(out, y):
         return F.cross_entropy(out, y, reduction="none")
+
     with raises(match=r"scalar.*\(20,\)"):
         ls.HessianOperator(mlp_case.model, loss, (mlp_case.X, mlp_case.y))
 
@@ -260,8 +268,10 @@ def test_non_scalar_loss(mlp_case):
 @pytest.mark.parametrize("kind", ["HessianOperator", "GGNOperator"])
 def test_sum_reduced_loss_gives_the_curvature_of_the_mean(mlp_case, kind):
     """``reduction="sum"`` is recognised and divided by each chunk's size (documented)."""
+
     def loss(out, y):
         return F.cross_entropy(out, y, reduction="sum")
+
     cls = getattr(ls, kind)
     c = mlp_case
     summed = cls(c.model, loss, (c.X, c.y), chunk_size=7)
@@ -274,6 +284,7 @@ def test_sum_reduced_loss_gives_the_curvature_of_the_mean(mlp_case, kind):
 def test_loss_neither_mean_nor_sum(mlp_case):
     def loss(out, y):
         return F.cross_entropy(out, y, reduction="sum") ** 2
+
     with raises(match=r"4\.000.*reduction='mean'"):
         ls.HessianOperator(mlp_case.model, loss, (mlp_case.X, mlp_case.y))
 
@@ -284,6 +295,7 @@ def test_loss_not_callable(mlp_case):
 
 
 # -- operator options ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["evall", "Train", "test", None])
 def test_model_mode_typo(mlp_case, ce, mode):

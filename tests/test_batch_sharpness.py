@@ -12,14 +12,16 @@ import landscope as ls
 def test_linear_regression_closed_form():
     """½ mean (xᵀw + b − y)²: H_B = Z_Bᵀ Z_B / b, g_B = Z_Bᵀ (Z_B θ − y_B) / b, Z = [X, 1]."""
     g = torch.Generator().manual_seed(0)
-    X = torch.randn(96, 4, generator=g, dtype=torch.float64) * torch.tensor([2.0, 1.0, 0.5, 0.1],
-                                                                          dtype=torch.float64)
+    X = torch.randn(96, 4, generator=g, dtype=torch.float64) * torch.tensor(
+        [2.0, 1.0, 0.5, 0.1], dtype=torch.float64
+    )
     y = torch.randn(96, 1, generator=g, dtype=torch.float64)
     model = nn.Linear(4, 1).double()
 
     def loss(out, target):
         return 0.5 * ((out - target) ** 2).mean()
-    batches = [(X[i:i + 32], y[i:i + 32]) for i in range(0, 96, 32)]
+
+    batches = [(X[i : i + 32], y[i : i + 32]) for i in range(0, 96, 32)]
     theta = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()])
     expected = []
     for Xb, yb in batches:
@@ -31,7 +33,7 @@ def test_linear_regression_closed_form():
     assert res.per_batch == pytest.approx(expected, rel=1e-12)
     assert res.value == pytest.approx(sum(expected) / 3, rel=1e-12)
     std = torch.tensor(expected, dtype=torch.float64).std().item()
-    assert res.stderr == pytest.approx(std / 3 ** 0.5, rel=1e-9)
+    assert res.stderr == pytest.approx(std / 3**0.5, rel=1e-9)
     assert res.n_matvecs == 3
 
 
@@ -52,10 +54,11 @@ def test_against_dense_hessian_of_an_mlp_with_batchnorm():
         parts, i = {}, 0
         for n, s in zip(names, shapes, strict=True):
             k = int(torch.tensor(s).prod())
-            parts[n] = flat[i:i + k].reshape(s)
+            parts[n] = flat[i : i + k].reshape(s)
             i += k
         buffers = {n: b.clone() for n, b in model.named_buffers()}
         return ce(torch.func.functional_call(model, {**parts, **buffers}, (Xb,)), yb)
+
     model.train()
     expected = []
     for Xb, yb in batches:

@@ -36,10 +36,10 @@ from landscope.errors import DataError, InputError
 
 TOL = 1e-10  # max |op − reference| / max |reference|
 DT = torch.float64
-N = 12        # samples of most cases
-C = 3         # classes
-V = 5         # vocabulary of the token models
-S = 6         # sequence length
+N = 12  # samples of most cases
+C = 3  # classes
+V = 5  # vocabulary of the token models
+S = 6  # sequence length
 
 
 def _gen(seed: int) -> torch.Generator:
@@ -63,6 +63,7 @@ def _mixed_flags(model: nn.Module) -> nn.Module:
 
 
 # -- models --------------------------------------------------------------------------------------
+
 
 def _mlp(n_in: int = 5, n_out: int = C, seed: int = 0) -> nn.Sequential:
     torch.manual_seed(seed)
@@ -135,9 +136,9 @@ class TokenModel(nn.Module):
         self.double()
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        h = self.emb(ids).transpose(1, 2)                      # (B, 4, S)
-        h = torch.tanh(self.mix(F.pad(h, (1, 0))))             # causal: pad on the left
-        return self.head(h.transpose(1, 2))                    # (B, S, V)
+        h = self.emb(ids).transpose(1, 2)  # (B, 4, S)
+        h = torch.tanh(self.mix(F.pad(h, (1, 0))))  # causal: pad on the left
+        return self.head(h.transpose(1, 2))  # (B, S, V)
 
 
 class ConvPool(nn.Module):
@@ -145,9 +146,15 @@ class ConvPool(nn.Module):
         super().__init__()
         torch.manual_seed(6)
         self.net = nn.Sequential(
-            nn.Conv2d(1, 2, 3, padding=1), nn.Tanh(), nn.MaxPool2d(2),
-            nn.Conv2d(2, 2, 3, padding=1), nn.Tanh(), nn.AvgPool2d(2),
-            nn.Flatten(), nn.Linear(2 * 2 * 2, C)).double()
+            nn.Conv2d(1, 2, 3, padding=1),
+            nn.Tanh(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2, 2, 3, padding=1),
+            nn.Tanh(),
+            nn.AvgPool2d(2),
+            nn.Flatten(),
+            nn.Linear(2 * 2 * 2, C),
+        ).double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -166,11 +173,11 @@ class TinyUNet(nn.Module):
         self.double()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = torch.tanh(self.enc(x))                                   # (B, 2, 8, 8)
-        d = torch.tanh(self.down(skip))                                  # (B, 3, 4, 4)
-        u = torch.tanh(self.up(d))                                       # (B, 2, 8, 8)
+        skip = torch.tanh(self.enc(x))  # (B, 2, 8, 8)
+        d = torch.tanh(self.down(skip))  # (B, 3, 4, 4)
+        u = torch.tanh(self.up(d))  # (B, 2, 8, 8)
         i = F.interpolate(d, scale_factor=2, mode="bilinear", align_corners=False)  # (B, 3, 8, 8)
-        return self.head(torch.cat([u, i, skip], dim=1))                 # (B, C, 8, 8)
+        return self.head(torch.cat([u, i, skip], dim=1))  # (B, C, 8, 8)
 
 
 class Tied(nn.Module):
@@ -203,8 +210,9 @@ class CausalEncoder(nn.Module):
         super().__init__()
         torch.manual_seed(9)
         self.emb = nn.Embedding(V, 8)
-        self.layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.1,
-                                                batch_first=True)
+        self.layer = nn.TransformerEncoderLayer(
+            d_model=8, nhead=2, dim_feedforward=12, dropout=0.1, batch_first=True
+        )
         self.head = nn.Linear(8, V)
         self.double()
 
@@ -231,8 +239,12 @@ class TinyGPT(nn.Module):
         self.head = nn.Linear(4, V)
         self.double()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                labels: torch.Tensor | None = None) -> Output:
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+    ) -> Output:
         B, L = input_ids.shape
         h = self.emb(input_ids) + self.pos[:L]
         q, k, v = self.qkv(h).reshape(B, L, 3, 2, 2).permute(2, 0, 3, 1, 4)  # (B, heads, L, 2) each
@@ -246,8 +258,9 @@ class TinyGPT(nn.Module):
         logits = self.head(torch.tanh(h))
         loss = None
         if labels is not None:
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1),
-                                   ignore_index=-100)
+            loss = F.cross_entropy(
+                logits[:, :-1].reshape(-1, V), labels[:, 1:].reshape(-1), ignore_index=-100
+            )
         return Output(logits=logits, loss=loss)
 
 
@@ -291,8 +304,8 @@ class Case:
     ref_loss: RefLoss
     kwargs: dict = field(default_factory=dict)  # loss_fn / batch_loss / batch_weight / chunk_size / …
     params: list[str] | None = None
-    mode: str = "eval"                          # of the reference copy
-    reduction: str = "mean"                     # op.loss_reduction
+    mode: str = "eval"  # of the reference copy
+    reduction: str = "mean"  # op.loss_reduction
     tol: float = TOL
 
 
@@ -306,38 +319,55 @@ def _multilabel(n: int, seed: int) -> torch.Tensor:
 
 # 1. losses ----------------------------------------------------------------------------------------
 
+
 def case_ce_mean() -> Case:
     X, y = _xy()
-    return Case(_mlp(), (X, y), lambda f, p: F.cross_entropy(f(X), y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(_mlp(), (X, y), lambda f, p: F.cross_entropy(f(X), y), kwargs={"loss_fn": F.cross_entropy})
 
 
 def case_ce_sum() -> Case:
     """A sum is recognised and divided by the samples: the Hessian of the mean cross-entropy."""
     X, y = _xy()
-    return Case(_mlp(), (X, y), lambda f, p: F.cross_entropy(f(X), y),
-                kwargs={"loss_fn": nn.CrossEntropyLoss(reduction="sum")}, reduction="sum")
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X), y),
+        kwargs={"loss_fn": nn.CrossEntropyLoss(reduction="sum")},
+        reduction="sum",
+    )
 
 
 def case_ce_sum_chunked() -> Case:
     """Sum-reduced chunks of 5, 5 and 2 samples: each divided by its own count, weighted by it."""
     X, y = _xy()
-    return Case(_mlp(), (X, y), lambda f, p: F.cross_entropy(f(X), y),
-                kwargs={"loss_fn": lambda o, t: F.cross_entropy(o, t, reduction="sum"),
-                        "chunk_size": 5}, reduction="sum")
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X), y),
+        kwargs={"loss_fn": lambda o, t: F.cross_entropy(o, t, reduction="sum"), "chunk_size": 5},
+        reduction="sum",
+    )
 
 
 def case_ce_label_smoothing() -> Case:
     X, y = _xy()
-    return Case(_mlp(), (X, y), lambda f, p: F.cross_entropy(f(X), y, label_smoothing=0.1),
-                kwargs={"loss_fn": nn.CrossEntropyLoss(label_smoothing=0.1)})
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X), y, label_smoothing=0.1),
+        kwargs={"loss_fn": nn.CrossEntropyLoss(label_smoothing=0.1)},
+    )
 
 
 def case_ce_soft_targets() -> Case:
     X = _randn(N, 5, seed=1)
     y = torch.softmax(_randn(N, C, seed=2), dim=1)
-    return Case(_mlp(), (X, y), lambda f, p: -(y * torch.log_softmax(f(X), 1)).sum(1).mean(),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: -(y * torch.log_softmax(f(X), 1)).sum(1).mean(),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_bce_mean() -> Case:
@@ -346,6 +376,7 @@ def case_bce_mean() -> Case:
     def ref(f, p):
         z = f(X)
         return (-(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z))).mean()
+
     return Case(_mlp(), (X, y), ref, kwargs={"loss_fn": F.binary_cross_entropy_with_logits})
 
 
@@ -356,8 +387,10 @@ def case_bce_sum() -> Case:
     def ref(f, p):
         z = f(X)
         return (-(y * F.logsigmoid(z) + (1 - y) * F.logsigmoid(-z))).sum() / N
-    return Case(_mlp(), (X, y), ref, kwargs={"loss_fn": nn.BCEWithLogitsLoss(reduction="sum")},
-                reduction="sum")
+
+    return Case(
+        _mlp(), (X, y), ref, kwargs={"loss_fn": nn.BCEWithLogitsLoss(reduction="sum")}, reduction="sum"
+    )
 
 
 def case_mse_mean() -> Case:
@@ -367,36 +400,59 @@ def case_mse_mean() -> Case:
 
 def case_mse_sum() -> Case:
     X, y = _randn(N, 5, seed=1), _randn(N, C, seed=2)
-    return Case(_mlp(), (X, y), lambda f, p: ((f(X) - y) ** 2).sum() / N,
-                kwargs={"loss_fn": nn.MSELoss(reduction="sum")}, reduction="sum")
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: ((f(X) - y) ** 2).sum() / N,
+        kwargs={"loss_fn": nn.MSELoss(reduction="sum")},
+        reduction="sum",
+    )
 
 
 def case_mse_regression_sum() -> Case:
     """One output: the sum divided by the samples is exactly ``reduction='mean'``."""
     X, y = _randn(N, 5, seed=1), _randn(N, 1, seed=2)
-    return Case(_mlp(n_out=1), (X, y), lambda f, p: F.mse_loss(f(X), y),
-                kwargs={"loss_fn": lambda o, t: F.mse_loss(o, t, reduction="sum")}, reduction="sum")
+    return Case(
+        _mlp(n_out=1),
+        (X, y),
+        lambda f, p: F.mse_loss(f(X), y),
+        kwargs={"loss_fn": lambda o, t: F.mse_loss(o, t, reduction="sum")},
+        reduction="sum",
+    )
 
 
 # 2. structures ------------------------------------------------------------------------------------
 
+
 def case_dict_inputs() -> Case:
     Xa, Xb, y = _randn(N, 4, seed=1), _randn(N, 3, seed=2), _labels(N, 3)
-    return Case(TwoInputs().double(), ({"a": Xa, "b": Xb}, y),
-                lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y), kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        TwoInputs().double(),
+        ({"a": Xa, "b": Xb}, y),
+        lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_dict_inputs_reversed_keys() -> Case:
     """Keyword order differs from the signature's: the dict is passed as keywords, not positions."""
     Xa, Xb, y = _randn(N, 4, seed=1), _randn(N, 3, seed=2), _labels(N, 3)
-    return Case(TwoInputs().double(), ({"b": Xb, "a": Xa}, y),
-                lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y), kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        TwoInputs().double(),
+        ({"b": Xb, "a": Xa}, y),
+        lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_tuple_inputs() -> Case:
     Xa, Xb, y = _randn(N, 4, seed=1), _randn(N, 3, seed=2), _labels(N, 3)
-    return Case(TwoInputs().double(), ((Xa, Xb), y),
-                lambda f, p: F.cross_entropy(f(Xa, Xb), y), kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        TwoInputs().double(),
+        ((Xa, Xb), y),
+        lambda f, p: F.cross_entropy(f(Xa, Xb), y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def _two_heads(out: torch.Tensor, cls: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
@@ -409,53 +465,86 @@ def case_tuple_targets_batch_loss() -> Case:
     def batch_loss(model, batch):
         x, (c, r) = batch
         return _two_heads(model(x), c, r)
-    return Case(_mlp(n_out=C + 1), (X, (cls, reg)), lambda f, p: _two_heads(f(X), cls, reg),
-                kwargs={"batch_loss": batch_loss})
+
+    return Case(
+        _mlp(n_out=C + 1),
+        (X, (cls, reg)),
+        lambda f, p: _two_heads(f(X), cls, reg),
+        kwargs={"batch_loss": batch_loss},
+    )
 
 
 def case_tuple_targets_loss_fn() -> Case:
     X, cls, reg = _randn(N, 5, seed=1), _labels(N, 2), _randn(N, seed=3)
-    return Case(_mlp(n_out=C + 1), (X, (cls, reg)), lambda f, p: _two_heads(f(X), cls, reg),
-                kwargs={"loss_fn": lambda o, t: _two_heads(o, *t)})
+    return Case(
+        _mlp(n_out=C + 1),
+        (X, (cls, reg)),
+        lambda f, p: _two_heads(f(X), cls, reg),
+        kwargs={"loss_fn": lambda o, t: _two_heads(o, *t)},
+    )
 
 
 def case_dict_targets_loss_fn() -> Case:
     X, cls, reg = _randn(N, 5, seed=1), _labels(N, 2), _randn(N, seed=3)
-    return Case(_mlp(n_out=C + 1), (X, {"cls": cls, "reg": reg}), lambda f, p: _two_heads(f(X), cls, reg),
-                kwargs={"loss_fn": lambda o, t: _two_heads(o, t["cls"], t["reg"])})
+    return Case(
+        _mlp(n_out=C + 1),
+        (X, {"cls": cls, "reg": reg}),
+        lambda f, p: _two_heads(f(X), cls, reg),
+        kwargs={"loss_fn": lambda o, t: _two_heads(o, t["cls"], t["reg"])},
+    )
 
 
 def case_dict_batch_batch_loss() -> Case:
     """A plain dict batch, a model returning ``{"logits": …}``, the loss from ``batch_loss``."""
     X, y = _xy()
-    return Case(Wrapped("dict"), {"x": X, "labels": y},
-                lambda f, p: F.cross_entropy(f(X)["logits"], y),
-                kwargs={"batch_loss": lambda m, b: F.cross_entropy(m(b["x"])["logits"], b["labels"])})
+    return Case(
+        Wrapped("dict"),
+        {"x": X, "labels": y},
+        lambda f, p: F.cross_entropy(f(X)["logits"], y),
+        kwargs={"batch_loss": lambda m, b: F.cross_entropy(m(b["x"])["logits"], b["labels"])},
+    )
 
 
 def case_dict_output_loss_fn() -> Case:
     X, y = _xy()
-    return Case(Wrapped("dict"), (X, y), lambda f, p: F.cross_entropy(f(X)["logits"], y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        Wrapped("dict"),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X)["logits"], y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_model_output_loss_fn() -> Case:
     X, y = _xy()
-    return Case(Wrapped("output"), (X, y), lambda f, p: F.cross_entropy(f(X).logits, y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        Wrapped("output"),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X).logits, y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_model_output_sum() -> Case:
     """The sum check and the per-sample division read the logits of a ``ModelOutput``."""
     X, y = _xy()
-    return Case(Wrapped("output"), (X, y), lambda f, p: F.cross_entropy(f(X).logits, y),
-                kwargs={"loss_fn": nn.CrossEntropyLoss(reduction="sum")}, reduction="sum")
+    return Case(
+        Wrapped("output"),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X).logits, y),
+        kwargs={"loss_fn": nn.CrossEntropyLoss(reduction="sum")},
+        reduction="sum",
+    )
 
 
 def case_tuple_output_loss_fn() -> Case:
     X, y = _xy()
-    return Case(Wrapped("tuple"), (X, y), lambda f, p: F.cross_entropy(f(X)[0], y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        Wrapped("tuple"),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X)[0], y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 def case_own_loss_dict_batch() -> Case:
@@ -467,8 +556,9 @@ def case_own_loss_dict_batch() -> Case:
 def case_own_loss_dict_output() -> Case:
     """The model returns a dict with ``"loss"``."""
     X, y = _xy()
-    return Case(OwnLoss(as_dict=True), {"x": X, "labels": y},
-                lambda f, p: F.cross_entropy(f(x=X)["logits"], y))
+    return Case(
+        OwnLoss(as_dict=True), {"x": X, "labels": y}, lambda f, p: F.cross_entropy(f(x=X)["logits"], y)
+    )
 
 
 def case_own_loss_list_of_dict_batches() -> Case:
@@ -480,26 +570,38 @@ def case_own_loss_list_of_dict_batches() -> Case:
 
 def case_own_loss_dict_batch_chunked() -> Case:
     X, y = _xy()
-    return Case(OwnLoss(), {"x": X, "labels": y}, lambda f, p: F.cross_entropy(f(x=X).logits, y),
-                kwargs={"chunk_size": 5})
+    return Case(
+        OwnLoss(),
+        {"x": X, "labels": y},
+        lambda f, p: F.cross_entropy(f(x=X).logits, y),
+        kwargs={"chunk_size": 5},
+    )
 
 
 def case_own_loss_dataloader() -> Case:
     """A DataLoader(shuffle=False) over dict samples: default collation makes dict batches of 5, 5, 2."""
     X, y = _xy()
     samples = [{"x": X[i], "labels": y[i]} for i in range(N)]
-    return Case(OwnLoss(), DataLoader(samples, batch_size=5, shuffle=False),
-                lambda f, p: F.cross_entropy(f(x=X).logits, y))
+    return Case(
+        OwnLoss(),
+        DataLoader(samples, batch_size=5, shuffle=False),
+        lambda f, p: F.cross_entropy(f(x=X).logits, y),
+    )
 
 
 def case_list_of_dict_input_pairs() -> Case:
     Xa, Xb, y = _randn(N, 4, seed=1), _randn(N, 3, seed=2), _labels(N, 3)
     data = [({"a": Xa[a:b], "b": Xb[a:b]}, y[a:b]) for a, b in ((0, 5), (5, 12))]
-    return Case(TwoInputs().double(), data, lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        TwoInputs().double(),
+        data,
+        lambda f, p: F.cross_entropy(f(a=Xa, b=Xb), y),
+        kwargs={"loss_fn": F.cross_entropy},
+    )
 
 
 # 3. sequence outputs ------------------------------------------------------------------------------
+
 
 def _tokens(n: int, seed: int) -> torch.Tensor:
     return torch.randint(0, V, (n, S), generator=_gen(seed))
@@ -523,47 +625,62 @@ def _by_hand_token_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def case_sequence_token_ce() -> Case:
     ids, y = _tokens(4, 1), _tokens(4, 2)
-    return Case(TokenModel(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": _token_ce})
+    return Case(
+        TokenModel(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids), y), kwargs={"loss_fn": _token_ce}
+    )
 
 
 def case_sequence_token_ce_class_dim() -> Case:
     """``F.cross_entropy`` on (B, V, S) logits and (B, S) targets."""
     ids, y = _tokens(4, 1), _tokens(4, 2)
-    return Case(TokenModel(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": lambda o, t: F.cross_entropy(o.transpose(1, 2), t)})
+    return Case(
+        TokenModel(),
+        (ids, y),
+        lambda f, p: _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": lambda o, t: F.cross_entropy(o.transpose(1, 2), t)},
+    )
 
 
 def case_sequence_token_ce_sum() -> Case:
     """Summed over the tokens, divided by the sequences: S × the token mean."""
     ids, y = _tokens(4, 1), _tokens(4, 2)
-    return Case(TokenModel(), (ids, y), lambda f, p: S * _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": lambda o, t: F.cross_entropy(o.reshape(-1, V), t.reshape(-1),
-                                                                reduction="sum")},
-                reduction="sum")
+    return Case(
+        TokenModel(),
+        (ids, y),
+        lambda f, p: S * _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": lambda o, t: F.cross_entropy(o.reshape(-1, V), t.reshape(-1), reduction="sum")},
+        reduction="sum",
+    )
 
 
 # 4. architectures ---------------------------------------------------------------------------------
 
+
 def case_conv_pool() -> Case:
     X, y = _randn(6, 1, 8, 8, seed=1), _labels(6, 2)
-    return Case(ConvPool(), (X, y), lambda f, p: F.cross_entropy(f(X), y),
-                kwargs={"loss_fn": F.cross_entropy})
+    return Case(
+        ConvPool(), (X, y), lambda f, p: F.cross_entropy(f(X), y), kwargs={"loss_fn": F.cross_entropy}
+    )
 
 
 def case_unet_segmentation() -> Case:
     X, y = _randn(3, 1, 8, 8, seed=1), torch.randint(0, C, (3, 8, 8), generator=_gen(2))
 
     def ref(f, p):
-        logp = torch.log_softmax(f(X), dim=1)                          # (B, C, 8, 8)
+        logp = torch.log_softmax(f(X), dim=1)  # (B, C, 8, 8)
         return -logp.gather(1, y[:, None]).mean()
+
     return Case(TinyUNet(), (X, y), ref, kwargs={"loss_fn": F.cross_entropy})
 
 
 def case_weight_tying() -> Case:
     ids, y = _tokens(4, 1), _tokens(4, 2)
-    return Case(Tied(), (ids, y), lambda f, p: _by_hand_token_ce(_tied_logits(p, ids), y),
-                kwargs={"loss_fn": _token_ce})
+    return Case(
+        Tied(),
+        (ids, y),
+        lambda f, p: _by_hand_token_ce(_tied_logits(p, ids), y),
+        kwargs={"loss_fn": _token_ce},
+    )
 
 
 def case_layernorm() -> Case:
@@ -579,6 +696,7 @@ def case_layernorm() -> Case:
         h = (h - h.mean(1, keepdim=True)) / torch.sqrt(h.var(1, unbiased=False, keepdim=True) + 1e-5)
         h = torch.tanh(h * p["1.weight"] + p["1.bias"])
         return F.cross_entropy(h @ p["3.weight"].T + p["3.bias"], y)
+
     return Case(model, (X, y), ref, kwargs={"loss_fn": F.cross_entropy})
 
 
@@ -587,14 +705,20 @@ ENCODER_PARAMS = ["layer.self_attn.in_proj_weight", "layer.self_attn.out_proj.bi
 
 def case_causal_encoder_layer() -> Case:
     ids, y = _tokens(3, 1), _tokens(3, 2)
-    return Case(CausalEncoder(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": _token_ce}, params=ENCODER_PARAMS)
+    return Case(
+        CausalEncoder(),
+        (ids, y),
+        lambda f, p: _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": _token_ce},
+        params=ENCODER_PARAMS,
+    )
 
 
 def case_causal_sdpa_is_causal() -> Case:
     ids, y = _tokens(4, 1), _tokens(4, 2)
-    return Case(TinyGPT(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids).logits, y),
-                kwargs={"loss_fn": _token_ce})
+    return Case(
+        TinyGPT(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids).logits, y), kwargs={"loss_fn": _token_ce}
+    )
 
 
 GPT_PARAMS = ["qkv.weight", "proj.bias", "head.weight"]  # 72 of 154: keeps the uncached list case fast
@@ -605,8 +729,11 @@ def _padded_lm_batch(n: int, lengths: list[int], seed: int) -> dict[str, torch.T
     ids = _tokens(n, seed)
     pos = torch.arange(S)[None]
     keep = pos < torch.tensor(lengths)[:, None]
-    return {"input_ids": torch.where(keep, ids, 0), "attention_mask": keep.long(),
-            "labels": torch.where(keep, ids, -100)}
+    return {
+        "input_ids": torch.where(keep, ids, 0),
+        "attention_mask": keep.long(),
+        "labels": torch.where(keep, ids, -100),
+    }
 
 
 def _shifted_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -616,8 +743,9 @@ def _shifted_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def case_causal_sdpa_padding_mask() -> Case:
     """A Hugging Face-style causal LM: dict batch, attention mask, shifted labels, its own ``.loss``."""
     b = _padded_lm_batch(4, [6, 4, 3, 5], seed=3)
-    return Case(TinyGPT(), b, lambda f, p: _shifted_ce(f(b["input_ids"], b["attention_mask"]).logits,
-                                                       b["labels"]))
+    return Case(
+        TinyGPT(), b, lambda f, p: _shifted_ce(f(b["input_ids"], b["attention_mask"]).logits, b["labels"])
+    )
 
 
 # 5. padding: valid tokens over chunks -------------------------------------------------------------
@@ -641,8 +769,13 @@ def _cat_pairs(pairs):
 def case_padding_list_valid_tokens() -> Case:
     pairs = _padded_pairs()
     ids, y = _cat_pairs(pairs)
-    return Case(TokenModel(), pairs, lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens()}, tol=1e-9)
+    return Case(
+        TokenModel(),
+        pairs,
+        lambda f, p: _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens()},
+        tol=1e-9,
+    )
 
 
 def case_padding_list_with_empty_batch() -> Case:
@@ -650,39 +783,57 @@ def case_padding_list_with_empty_batch() -> Case:
     pairs = _padded_pairs()
     ids, y = _cat_pairs(pairs)
     empty = (_tokens(4, 40), torch.full((4, S), -100))
-    return Case(TokenModel(), [pairs[0], empty, *pairs[1:]], lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens(), "cache": True},
-                tol=1e-9)
+    return Case(
+        TokenModel(),
+        [pairs[0], empty, *pairs[1:]],
+        lambda f, p: _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens(), "cache": True},
+        tol=1e-9,
+    )
 
 
 def case_padding_chunk_size_valid_tokens() -> Case:
     ids, y = _cat_pairs(_padded_pairs())
-    return Case(TokenModel(), (ids, y), lambda f, p: _by_hand_token_ce(f(ids), y),
-                kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens(), "chunk_size": 4,
-                        "cache": True}, tol=1e-9)
+    return Case(
+        TokenModel(),
+        (ids, y),
+        lambda f, p: _by_hand_token_ce(f(ids), y),
+        kwargs={"loss_fn": _token_ce_ignore, "batch_weight": valid_tokens(), "chunk_size": 4, "cache": True},
+        tol=1e-9,
+    )
 
 
 def case_padding_hf_lm_shifted() -> Case:
     """Dict batches of a causal LM, ``valid_tokens(shift=True)``: the mean over all shifted labels."""
     batches = [_padded_lm_batch(4, lengths, seed=50 + i) for i, lengths in enumerate(LENGTHS)]
     every = {k: torch.cat([b[k] for b in batches]) for k in batches[0]}
-    return Case(TinyGPT(), batches,
-                lambda f, p: _shifted_ce(f(every["input_ids"], every["attention_mask"]).logits,
-                                         every["labels"]),
-                kwargs={"batch_weight": valid_tokens(shift=True)}, params=GPT_PARAMS, tol=1e-9)
+    return Case(
+        TinyGPT(),
+        batches,
+        lambda f, p: _shifted_ce(f(every["input_ids"], every["attention_mask"]).logits, every["labels"]),
+        kwargs={"batch_weight": valid_tokens(shift=True)},
+        params=GPT_PARAMS,
+        tol=1e-9,
+    )
 
 
 # 6. a regulariser in the loss closure -------------------------------------------------------------
+
 
 def _regularised(select: list[str] | None) -> Case:
     model = _mlp()
     X, y = _xy()
 
     def loss_fn(out, t):
-        return F.cross_entropy(out, t) + 0.3 * sum((q ** 2).sum() for q in model.parameters())
-    return Case(model, (X, y),
-                lambda f, p: F.cross_entropy(f(X), y) + 0.3 * sum((q ** 2).sum() for q in p.values()),
-                kwargs={"loss_fn": loss_fn}, params=select)
+        return F.cross_entropy(out, t) + 0.3 * sum((q**2).sum() for q in model.parameters())
+
+    return Case(
+        model,
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X), y) + 0.3 * sum((q**2).sum() for q in p.values()),
+        kwargs={"loss_fn": loss_fn},
+        params=select,
+    )
 
 
 def case_regulariser_in_closure() -> Case:
@@ -698,18 +849,29 @@ def case_regulariser_in_batch_loss() -> Case:
 
     def batch_loss(model, batch):
         return F.cross_entropy(model(batch[0]), batch[1]) + 0.3 * sum(
-            (q ** 2).sum() for q in model.parameters())
-    return Case(_mlp(), (X, y),
-                lambda f, p: F.cross_entropy(f(X), y) + 0.3 * sum((q ** 2).sum() for q in p.values()),
-                kwargs={"batch_loss": batch_loss})
+            (q**2).sum() for q in model.parameters()
+        )
+
+    return Case(
+        _mlp(),
+        (X, y),
+        lambda f, p: F.cross_entropy(f(X), y) + 0.3 * sum((q**2).sum() for q in p.values()),
+        kwargs={"batch_loss": batch_loss},
+    )
 
 
 # 7. train-mode BatchNorm with dict batches ---------------------------------------------------------
 
+
 def case_batchnorm_train_dict() -> Case:
     X, y = _xy()
-    return Case(BNModel(), {"x": X, "labels": y}, lambda f, p: F.cross_entropy(f(X).logits, y),
-                kwargs={"model_mode": "train"}, mode="train")
+    return Case(
+        BNModel(),
+        {"x": X, "labels": y},
+        lambda f, p: F.cross_entropy(f(X).logits, y),
+        kwargs={"model_mode": "train"},
+        mode="train",
+    )
 
 
 def case_batchnorm_train_dict_chunked() -> Case:
@@ -717,10 +879,13 @@ def case_batchnorm_train_dict_chunked() -> Case:
     X, y = _xy()
 
     def ref(f, p):
-        return sum((b - a) / N * F.cross_entropy(f(X[a:b]).logits, y[a:b])
-                   for a, b in ((0, 5), (5, 10), (10, 12)))
-    return Case(BNModel(), {"x": X, "labels": y}, ref,
-                kwargs={"model_mode": "train", "chunk_size": 5}, mode="train")
+        return sum(
+            (b - a) / N * F.cross_entropy(f(X[a:b]).logits, y[a:b]) for a, b in ((0, 5), (5, 10), (10, 12))
+        )
+
+    return Case(
+        BNModel(), {"x": X, "labels": y}, ref, kwargs={"model_mode": "train", "chunk_size": 5}, mode="train"
+    )
 
 
 def case_batchnorm_eval_dict() -> Case:
@@ -730,11 +895,13 @@ def case_batchnorm_eval_dict() -> Case:
 
 CASES: dict[str, Callable[[], Case]] = {
     name.removeprefix("case_").replace("_", "-"): fn
-    for name, fn in dict(globals()).items() if name.startswith("case_")
+    for name, fn in dict(globals()).items()
+    if name.startswith("case_")
 }
 
 
 # -- the reference -------------------------------------------------------------------------------
+
 
 def reference(case: Case) -> tuple[torch.Tensor, torch.Tensor, float]:
     """Hessian, gradient and value of ``case.ref_loss`` w.r.t. the flat selected parameters.
@@ -753,11 +920,11 @@ def reference(case: Case) -> tuple[torch.Tensor, torch.Tensor, float]:
 
     def f(theta: torch.Tensor) -> torch.Tensor:
         p = dict(named)
-        p.update({n: t.reshape(s) for n, t, s in zip(names, torch.split(theta, numels), shapes,
-                                                      strict=True)})
+        p.update({n: t.reshape(s) for n, t, s in zip(names, torch.split(theta, numels), shapes, strict=True)})
 
         def fwd(*args, **kwargs):
             return functional_call(m, {**p, **buffers}, args, kwargs)
+
         return case.ref_loss(fwd, p)
 
     with sdpa_kernel([SDPBackend.MATH]):
@@ -768,6 +935,7 @@ def reference(case: Case) -> tuple[torch.Tensor, torch.Tensor, float]:
 
 
 # -- the tests -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("name", list(CASES))
 def test_hessian_matches_the_reference(name):
@@ -818,8 +986,10 @@ def test_regulariser_adds_its_hessian():
 
 # 5. the default weight (samples) is not the mean over valid tokens ------------------------------
 
-@pytest.mark.parametrize("name", ["padding-list-valid-tokens", "padding-chunk-size-valid-tokens",
-                                  "padding-hf-lm-shifted"])
+
+@pytest.mark.parametrize(
+    "name", ["padding-list-valid-tokens", "padding-chunk-size-valid-tokens", "padding-hf-lm-shifted"]
+)
 def test_padding_needs_valid_token_weights(name):
     """Weighted by samples, chunks with fewer valid tokens count too much: not the mean over tokens."""
     case = CASES[name]()
@@ -839,6 +1009,7 @@ def test_padding_chunks_differ_in_valid_tokens():
 
 # -- GGN with structured batches -----------------------------------------------------------------
 
+
 @dataclass
 class GGNCase:
     model: nn.Module
@@ -851,31 +1022,49 @@ class GGNCase:
 
 def ggn_dict_inputs() -> GGNCase:
     Xa, Xb, y = _randn(N, 4, seed=1), _randn(N, 3, seed=2), _labels(N, 3)
-    return GGNCase(TwoInputs().double(), ({"a": Xa, "b": Xb}, y), F.cross_entropy,
-                   lambda f: f(a=Xa, b=Xb), lambda o: F.cross_entropy(o, y))
+    return GGNCase(
+        TwoInputs().double(),
+        ({"a": Xa, "b": Xb}, y),
+        F.cross_entropy,
+        lambda f: f(a=Xa, b=Xb),
+        lambda o: F.cross_entropy(o, y),
+    )
 
 
 def ggn_model_output_sum() -> GGNCase:
     X, y = _xy()
-    return GGNCase(Wrapped("output"), (X, y), nn.CrossEntropyLoss(reduction="sum"),
-                   lambda f: f(X).logits, lambda o: F.cross_entropy(o, y), reduction="sum")
+    return GGNCase(
+        Wrapped("output"),
+        (X, y),
+        nn.CrossEntropyLoss(reduction="sum"),
+        lambda f: f(X).logits,
+        lambda o: F.cross_entropy(o, y),
+        reduction="sum",
+    )
 
 
 def ggn_tuple_targets() -> GGNCase:
     X, cls, reg = _randn(N, 5, seed=1), _labels(N, 2), _randn(N, seed=3)
-    return GGNCase(_mlp(n_out=C + 1), (X, (cls, reg)), lambda o, t: _two_heads(o, *t),
-                   lambda f: f(X), lambda o: _two_heads(o, cls, reg))
+    return GGNCase(
+        _mlp(n_out=C + 1),
+        (X, (cls, reg)),
+        lambda o, t: _two_heads(o, *t),
+        lambda f: f(X),
+        lambda o: _two_heads(o, cls, reg),
+    )
 
 
 def ggn_sequence_padding_list() -> GGNCase:
     pairs = _padded_pairs()
     ids, y = _cat_pairs(pairs)
-    return GGNCase(TokenModel(), pairs, _token_ce_ignore, lambda f: f(ids),
-                   lambda o: _by_hand_token_ce(o, y))
+    return GGNCase(TokenModel(), pairs, _token_ce_ignore, lambda f: f(ids), lambda o: _by_hand_token_ce(o, y))
 
 
-GGN_CASES = {name.removeprefix("ggn_").replace("_", "-"): fn
-             for name, fn in dict(globals()).items() if name.startswith("ggn_")}
+GGN_CASES = {
+    name.removeprefix("ggn_").replace("_", "-"): fn
+    for name, fn in dict(globals()).items()
+    if name.startswith("ggn_")
+}
 
 
 def reference_ggn(case: GGNCase) -> torch.Tensor:
@@ -890,6 +1079,7 @@ def reference_ggn(case: GGNCase) -> torch.Tensor:
     def outputs(theta):
         p = {n: t.reshape(s) for n, t, s in zip(names, torch.split(theta, numels), shapes, strict=True)}
         return case.outputs(lambda *a, **k: functional_call(m, p, a, k))
+
     out = outputs(theta0).detach()
     J = jacobian(outputs, theta0).reshape(out.numel(), -1)
     HL = hessian(lambda o: case.loss_of(o.reshape(out.shape)), out.reshape(-1))
@@ -910,6 +1100,7 @@ def test_ggn_matches_the_reference(name):
 
 
 # 8. low precision and the mean-reduction check ----------------------------------------------------
+
 
 def test_bf16_mean_loss_passes_the_reduction_check():
     """bf16 rounds the doubled-batch ratio to ~1e-2: a mean CE must not be taken for anything else."""
@@ -941,6 +1132,7 @@ def test_float32_loss_neither_mean_nor_sum_is_refused():
 
 # 9. bad input: one clear error, naming the value --------------------------------------------------
 
+
 def _mlp_xy():
     X, y = _xy()
     return _mlp(), X, y
@@ -970,8 +1162,9 @@ def test_dict_batch_without_labels_and_an_output_without_loss():
 def test_batch_loss_returning_per_sample_losses():
     model, X, y = _mlp_xy()
     with pytest.raises(InputError, match=rf"batch_loss must return a scalar.*got \({N},\)"):
-        ls.HessianOperator(model, data=(X, y),
-                           batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none"))
+        ls.HessianOperator(
+            model, data=(X, y), batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1], reduction="none")
+        )
 
 
 def test_batch_loss_not_callable():
@@ -1009,15 +1202,19 @@ def test_batch_weight_returning_a_non_number():
 def test_all_weights_zero():
     ids = _tokens(4, 1)
     with pytest.raises(DataError, match="weights sum to 0"):
-        ls.HessianOperator(TokenModel(), _token_ce_ignore, [(ids, torch.full((4, S), -100))] * 2,
-                           batch_weight=valid_tokens())
+        ls.HessianOperator(
+            TokenModel(), _token_ce_ignore, [(ids, torch.full((4, S), -100))] * 2, batch_weight=valid_tokens()
+        )
 
 
 def _valid_tokens_without_the_key():
     X, y = _xy()
-    ls.HessianOperator(OwnLoss(), data={"x": X, "y": y},
-                       batch_loss=lambda m, b: F.cross_entropy(m(b["x"]).logits, b["y"]),
-                       batch_weight=valid_tokens())
+    ls.HessianOperator(
+        OwnLoss(),
+        data={"x": X, "y": y},
+        batch_loss=lambda m, b: F.cross_entropy(m(b["x"]).logits, b["y"]),
+        batch_weight=valid_tokens(),
+    )
 
 
 def test_valid_tokens_without_the_key():
@@ -1034,8 +1231,9 @@ def test_valid_tokens_error_reaches_the_user_unchanged():
 def test_loss_fn_and_batch_loss_together():
     model, X, y = _mlp_xy()
     with pytest.raises(InputError, match="not both"):
-        ls.HessianOperator(model, F.cross_entropy, (X, y),
-                           batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1]))
+        ls.HessianOperator(
+            model, F.cross_entropy, (X, y), batch_loss=lambda m, b: F.cross_entropy(m(b[0]), b[1])
+        )
 
 
 def test_ggn_with_batch_loss():
@@ -1050,8 +1248,9 @@ def test_ggn_without_any_loss():
         ls.GGNOperator(OwnLoss(), data={"x": X, "labels": y})
 
 
-@pytest.mark.parametrize("data", [{"x": [1.0, 2.0], "labels": "cat"}, {}],
-                         ids=["dict-of-lists", "empty-dict"])
+@pytest.mark.parametrize(
+    "data", [{"x": [1.0, 2.0], "labels": "cat"}, {}], ids=["dict-of-lists", "empty-dict"]
+)
 def test_batch_without_tensors(data):
     with pytest.raises(DataError, match="data has no tensors.*got dict"):
         ls.HessianOperator(OwnLoss(), data=data)

@@ -75,6 +75,7 @@ def assert_matches_dense(A: torch.Tensor, res, k: int, which: str, method: str =
 
 # -- 1. dense matrices against eigh -------------------------------------------------------------
 
+
 def _random_symmetric(n: int = 60) -> torch.Tensor:
     M = torch.randn(n, n, generator=_gen(11), dtype=torch.float64)
     return _sym(M) / math.sqrt(n)
@@ -101,9 +102,13 @@ def _indefinite() -> torch.Tensor:
     return with_spectrum(torch.cat([ends, torch.linspace(-5.0, 5.0, 55).double()]), seed=4)[0]
 
 
-MATRICES = {"random-symmetric": _random_symmetric, "psd-gap": _psd_gap,
-            "clustered-top": _clustered_top, "repeated-top-x3": _repeated_top,
-            "indefinite": _indefinite}
+MATRICES = {
+    "random-symmetric": _random_symmetric,
+    "psd-gap": _psd_gap,
+    "clustered-top": _clustered_top,
+    "repeated-top-x3": _repeated_top,
+    "indefinite": _indefinite,
+}
 
 
 @pytest.mark.parametrize("basis", [None, 16], ids=["default-basis", "basis-16-restarts"])
@@ -174,8 +179,7 @@ def test_float32_model_residuals_do_not_understate(mlp_case, loss):
     V, theta = res.vectors, res.values
     slack = float(torch.finfo(torch.float32).eps) * res.scale
     for truth_op in (op64, op32):
-        truth = torch.stack([(truth_op.matvec(V[:, i]) - theta[i] * V[:, i]).norm()
-                             for i in range(3)])
+        truth = torch.stack([(truth_op.matvec(V[:, i]) - theta[i] * V[:, i]).norm() for i in range(3)])
         assert truth.dtype == torch.float64
         assert torch.all(res.residuals >= truth - slack), (res.residuals, truth)
     H = dense_hessian(copy.deepcopy(model32).double(), loss_fn, c.X, c.y)
@@ -185,17 +189,20 @@ def test_float32_model_residuals_do_not_understate(mlp_case, loss):
 
 # -- 3. warm starts ------------------------------------------------------------------------------
 
+
 def _warm_matrix() -> tuple[torch.Tensor, torch.Tensor]:
     """``(A, U)``: a 60 × 60 matrix with a clustered top and its eigenvectors, descending."""
-    lam = torch.cat([torch.tensor([9.0, 8.9, 8.8, 8.7, 8.6, 8.5]).double(),
-                     torch.linspace(0.0, 8.0, 54).double()])
+    lam = torch.cat(
+        [torch.tensor([9.0, 8.9, 8.8, 8.7, 8.6, 8.5]).double(), torch.linspace(0.0, 8.0, 54).double()]
+    )
     A, _ = with_spectrum(lam, seed=21)
     evals, evecs = torch.linalg.eigh(A)
     return A, evecs.flip(1)
 
 
-@pytest.mark.parametrize("k,guards", [(1, 0), (3, 0), (3, 2), (3, 3), (4, DEFAULT_GUARDS)],
-                         ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    "k,guards", [(1, 0), (3, 0), (3, 2), (3, 3), (4, DEFAULT_GUARDS)], ids=lambda v: str(v)
+)
 def test_exact_start_costs_exactly_the_initial_block(k, guards):
     A, U = _warm_matrix()
     b = k + guards
@@ -230,8 +237,12 @@ def _more_columns(U: torch.Tensor) -> torch.Tensor:
     return U[:, :9]  # the block is k + guards = 5: only the first five are used
 
 
-START_CASES = {"duplicates": _dup_start, "zero-columns": _zero_and_dup_start,
-               "one-direction-x5": _rank_one_start, "more-columns-than-block": _more_columns}
+START_CASES = {
+    "duplicates": _dup_start,
+    "zero-columns": _zero_and_dup_start,
+    "one-direction-x5": _rank_one_start,
+    "more-columns-than-block": _more_columns,
+}
 
 
 @pytest.mark.parametrize("start", list(START_CASES))
@@ -273,6 +284,7 @@ def test_eigenpairs_v0_is_the_first_block_column():
 
 
 # -- 4. the block tracker ------------------------------------------------------------------------
+
 
 def rotating(n_steps: int, dt: float, n: int = 80, seed: int = 4) -> list[torch.Tensor]:
     """``A_t = R_t D R_tᵀ`` with ``R_t = exp(t·dt·S) R₀`` (``S`` skew, ‖S‖₂ = 1): a slow rotation."""
@@ -371,8 +383,9 @@ def test_block_tracker_reset_makes_the_next_update_cold():
 
 def _crossing(lam4: float, t: int, dt: float, n: int = 60) -> torch.Tensor:
     """10, 9, 8 fixed, the fourth eigenvalue ``lam4``, 6.5, a bulk in [0, 5]; rotating by ``dt``."""
-    lam = torch.cat([torch.tensor([10.0, 9.0, 8.0, lam4, 6.5]).double(),
-                     torch.linspace(0.0, 5.0, n - 5).double()])
+    lam = torch.cat(
+        [torch.tensor([10.0, 9.0, 8.0, lam4, 6.5]).double(), torch.linspace(0.0, 5.0, n - 5).double()]
+    )
     S = torch.randn(n, n, generator=_gen(31), dtype=torch.float64)
     S = (S - S.T) / torch.linalg.matrix_norm(S - S.T, ord=2)
     R = torch.linalg.matrix_exp((dt * t) * S) @ random_orthogonal(n, 32)
@@ -397,8 +410,11 @@ def test_block_tracker_sees_an_eigenvalue_rise_into_the_top_k(dt):
         res = trk.update(DenseOperator(A))
         assert_matches_dense(A, res, 3, "LA", method="lanczos" if t == 0 else "block")
         expected = sorted([10.0, 9.0, 8.0, lam4], reverse=True)[:3]
-        assert torch.allclose(res.values, torch.tensor(expected).double(), rtol=0, atol=1e-5), \
-            (t, res.values, expected)
+        assert torch.allclose(res.values, torch.tensor(expected).double(), rtol=0, atol=1e-5), (
+            t,
+            res.values,
+            expected,
+        )
 
 
 def test_guards_are_what_catch_a_crossing_from_an_invariant_start():
@@ -410,8 +426,9 @@ def test_guards_are_what_catch_a_crossing_from_an_invariant_start():
     """
     n = 60
     Q = random_orthogonal(n, 41)
-    lam = torch.cat([torch.tensor([10.0, 9.0, 8.0, 8.5, 6.5]).double(),
-                     torch.linspace(0.0, 5.0, n - 5).double()])
+    lam = torch.cat(
+        [torch.tensor([10.0, 9.0, 8.0, 8.5, 6.5]).double(), torch.linspace(0.0, 5.0, n - 5).double()]
+    )
     A = _sym((Q * lam) @ Q.T)
     stale = block_solve(DenseOperator(A), 3, "LA", 1e-8, start=Q[:, :3], guards=0).result
     assert stale.converged and torch.allclose(stale.values, torch.tensor([10.0, 9.0, 8.0]).double())
@@ -423,20 +440,32 @@ def test_guards_are_what_catch_a_crossing_from_an_invariant_start():
 
 # -- 5. bad input --------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("kw,bad", [(dict(method="bogus"), "bogus"), (dict(guards=-1), "-1"),
-                                    (dict(guards=1.5), "1.5"), (dict(guards=True), "True")],
-                         ids=["method-bogus", "guards-negative", "guards-float", "guards-bool"])
+
+@pytest.mark.parametrize(
+    "kw,bad",
+    [
+        (dict(method="bogus"), "bogus"),
+        (dict(guards=-1), "-1"),
+        (dict(guards=1.5), "1.5"),
+        (dict(guards=True), "True"),
+    ],
+    ids=["method-bogus", "guards-negative", "guards-float", "guards-bool"],
+)
 def test_tracker_rejects_bad_method_and_guards(kw, bad):
     with pytest.raises(InputError, match=bad):
         EigenTracker(k=3, **kw)
 
 
-@pytest.mark.parametrize("kw,match", [(dict(check_multiplicity=True), "check_multiplicity"),
-                                      (dict(max_basis=3), "max_basis.*got 3"),
-                                      (dict(max_basis=1), "max_basis.*got 1"),
-                                      (dict(max_basis=4.5), "max_basis.*got 4.5")],
-                         ids=["check-multiplicity", "max-basis-eq-k", "max-basis-lt-k",
-                              "max-basis-float"])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(check_multiplicity=True), "check_multiplicity"),
+        (dict(max_basis=3), "max_basis.*got 3"),
+        (dict(max_basis=1), "max_basis.*got 1"),
+        (dict(max_basis=4.5), "max_basis.*got 4.5"),
+    ],
+    ids=["check-multiplicity", "max-basis-eq-k", "max-basis-lt-k", "max-basis-float"],
+)
 def test_eigenpairs_block_rejects_bad_options(kw, match):
     A = _psd_gap()
     with pytest.raises(InputError, match=match):
@@ -444,6 +473,7 @@ def test_eigenpairs_block_rejects_bad_options(kw, match):
 
 
 # -- 6. max_matvecs ------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("max_matvecs", [2, 6, 12])
 def test_max_matvecs_warns_and_reports_unconverged(max_matvecs):
@@ -468,9 +498,18 @@ def test_max_matvecs_is_not_exceeded(max_matvecs, expected):
 
 # -- 7. edges ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("spectrum,k", [([2.5], 1), ([3.0, -1.0, 2.0], 1), ([3.0, -1.0, 2.0], 2),
-                                        ([3.0, -1.0, 2.0], 3), ([1.0, 1.0, -4.0, 0.5], 3)],
-                         ids=["dim1-k1", "dim3-k1", "dim3-k2", "dim3-k3", "dim4-k3"])
+
+@pytest.mark.parametrize(
+    "spectrum,k",
+    [
+        ([2.5], 1),
+        ([3.0, -1.0, 2.0], 1),
+        ([3.0, -1.0, 2.0], 2),
+        ([3.0, -1.0, 2.0], 3),
+        ([1.0, 1.0, -4.0, 0.5], 3),
+    ],
+    ids=["dim1-k1", "dim3-k1", "dim3-k2", "dim3-k3", "dim4-k3"],
+)
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
 def test_dim_not_larger_than_the_block_is_exact(spectrum, k, which):
     """``dim ≤ k + guards``: the first block is the whole space, the answer exact."""
@@ -494,8 +533,9 @@ def test_tracker_on_an_operator_smaller_than_its_block():
 
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
 def test_zero_operator(which):
-    res = eigenpairs(DenseOperator(torch.zeros(20, 20, dtype=torch.float64)), k=3, which=which,
-                     method="block")
+    res = eigenpairs(
+        DenseOperator(torch.zeros(20, 20, dtype=torch.float64)), k=3, which=which, method="block"
+    )
     assert torch.equal(res.values, torch.zeros(3, dtype=torch.float64))
     assert res.converged and res.method == "block"
     assert torch.all(res.residuals == 0)

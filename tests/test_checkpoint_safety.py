@@ -28,10 +28,15 @@ from landscope.cli import app
 from landscope.curvature import EigenResult
 from landscope.training import RunStore
 
-CONFIG = {"seed": 0, "data": {"name": "src", "n_train": 200, "n_test": 100, "dim": 8, "n_classes": 4},
-          "model": {"name": "mlp", "width": 8, "depth": 1}, "loss": "ce",
-          "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"steps": 30, "batch_size": 50},
-          "measure": {"every": 10, "k": 2}}
+CONFIG = {
+    "seed": 0,
+    "data": {"name": "src", "n_train": 200, "n_test": 100, "dim": 8, "n_classes": 4},
+    "model": {"name": "mlp", "width": 8, "depth": 1},
+    "loss": "ce",
+    "optimizer": {"name": "sgd", "lr": 0.1},
+    "train": {"steps": 30, "batch_size": 50},
+    "measure": {"every": 10, "k": 2},
+}
 STOP_AT = 25  # checkpoints at steps 10 (previous.pt) and 20 (latest.pt)
 
 
@@ -43,6 +48,7 @@ def _stop_at(step: int):
     def progress(row: dict) -> None:
         if row["step"] == step:
             raise _StopError
+
     return progress
 
 
@@ -154,8 +160,16 @@ def test_checkpoints_hold_plain_values_and_the_one_before_is_kept(made, tmp_path
 
     store = RunStore(tmp_path / "r")
     store.acquire()
-    base = {"step": 1, "model": {}, "optimizer": {}, "measurer": None, "theta0": torch.zeros(2),
-            "initial_loss": np.float64(2.5), "clip_count": np.int64(0), "metrics_offset": 0}
+    base = {
+        "step": 1,
+        "model": {},
+        "optimizer": {},
+        "measurer": None,
+        "theta0": torch.zeros(2),
+        "initial_loss": np.float64(2.5),
+        "clip_count": np.int64(0),
+        "metrics_offset": 0,
+    }
     extra = {"a": np.arange(3), "v": torch.__version__, "f": np.float32(1.5)}
     store.save_checkpoint({**base, "extra": extra})
     back = store.load_checkpoint()
@@ -231,6 +245,7 @@ def test_every_checkpoint_load_is_weights_only(made, run, monkeypatch):
     def spy(*args, **kwargs):
         calls.append(kwargs.get("weights_only"))
         return real(*args, **kwargs)
+
     monkeypatch.setattr(torch, "load", spy)
     _half(run / "checkpoints" / "latest.pt")  # both files are read
     assert RunStore(run).load_checkpoint()["step"] == 10

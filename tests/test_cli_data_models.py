@@ -17,20 +17,22 @@ def _data_dir(tmp_path_factory, monkeypatch):
 
 
 def test_eigs_prints_top_eigenvalues():
-    result = runner.invoke(app, ["eigs", "--k", "3", "--n-train", "300", "--steps", "5",
-                                 "--width", "8"])
+    result = runner.invoke(app, ["eigs", "--k", "3", "--n-train", "300", "--steps", "5", "--width", "8"])
     assert result.exit_code == 0, result.output
     assert "Top-3 Hessian eigenvalues" in result.output
     assert "converged: True" in result.output
     assert "2/η = 20" in result.output
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["--k", "0"], "k must be a positive integer, got 0"),
-    (["--k", "100000"], "k=100000 exceeds the operator's dimension"),
-    (["--loss", "hinge"], "'hinge'"),
-    (["--lr", "-1"], "lr=-1"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["--k", "0"], "k must be a positive integer, got 0"),
+        (["--k", "100000"], "k=100000 exceeds the operator's dimension"),
+        (["--loss", "hinge"], "'hinge'"),
+        (["--lr", "-1"], "lr=-1"),
+    ],
+)
 def test_eigs_bad_input_exits_2_with_the_value(args, needle):
     result = runner.invoke(app, ["eigs", "--n-train", "100", "--steps", "0", "--width", "4", *args])
     assert result.exit_code == 2

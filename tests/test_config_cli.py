@@ -30,22 +30,28 @@ def test_defaults_fill_the_pinned_keys():
     assert d["train"]["batch_size"] is None and d["measure"]["every"] == 50
 
 
-@pytest.mark.parametrize(("doc", "match"), [
-    ({"optimiser": {"name": "gd"}}, r"optimiser: unknown key"),
-    ({"optimizer": {"lr": -0.1}}, r"optimizer.lr = -0.1: Input should be greater than 0"),
-    ({"optimizer": {"lr": "fast"}}, r"optimizer.lr = 'fast'"),
-    ({"optimizer": {"name": "lion"}}, r"optimizer.name = 'lion'"),
-    ({"train": {"steps": 0}}, r"train.steps = 0"),
-    ({"train": {"steps": 10, "bacth_size": 4}}, r"train.bacth_size: unknown key"),
-    ({"measure": {"k": -1}}, r"measure.k = -1"),
-    ({"model": {"norm": "group"}}, r"model.norm = 'group'"),
-    ({"data": {"name": "imagenet"}}, r"data.name = 'imagenet'"),
-    ({"data": {"name": "src", "separation": 2.0, "colour": 1}}, r"unknown key 'colour' for data set 'src'"),
-    ({"optimizer": {"name": "gd"}, "train": {"batch_size": 32}}, r"full-batch.*got 32"),
-    ({"loss": "ce", "data": {"name": "wreg"}}, r"regression"),
-    ({"optimizer": {"betas": [0.9, 1.5]}}, r"betas\[1\] must be in \[0, 1\), got 1.5"),
-    ({"measure": {"last_layers": 1, "first_layers": 1}}, r"choose one of"),
-])
+@pytest.mark.parametrize(
+    ("doc", "match"),
+    [
+        ({"optimiser": {"name": "gd"}}, r"optimiser: unknown key"),
+        ({"optimizer": {"lr": -0.1}}, r"optimizer.lr = -0.1: Input should be greater than 0"),
+        ({"optimizer": {"lr": "fast"}}, r"optimizer.lr = 'fast'"),
+        ({"optimizer": {"name": "lion"}}, r"optimizer.name = 'lion'"),
+        ({"train": {"steps": 0}}, r"train.steps = 0"),
+        ({"train": {"steps": 10, "bacth_size": 4}}, r"train.bacth_size: unknown key"),
+        ({"measure": {"k": -1}}, r"measure.k = -1"),
+        ({"model": {"norm": "group"}}, r"model.norm = 'group'"),
+        ({"data": {"name": "imagenet"}}, r"data.name = 'imagenet'"),
+        (
+            {"data": {"name": "src", "separation": 2.0, "colour": 1}},
+            r"unknown key 'colour' for data set 'src'",
+        ),
+        ({"optimizer": {"name": "gd"}, "train": {"batch_size": 32}}, r"full-batch.*got 32"),
+        ({"loss": "ce", "data": {"name": "wreg"}}, r"regression"),
+        ({"optimizer": {"betas": [0.9, 1.5]}}, r"betas\[1\] must be in \[0, 1\), got 1.5"),
+        ({"measure": {"last_layers": 1, "first_layers": 1}}, r"choose one of"),
+    ],
+)
 def test_bad_configs_name_key_and_value(doc, match):
     with pytest.raises(ls.ConfigError, match=match):
         load_config(doc)
@@ -69,10 +75,16 @@ def test_yaml_errors(tmp_path):
 
 
 def _tiny(tmp_path: Path, **over) -> Path:
-    cfg = {"seed": 0, "data": {"name": "src", "n_train": 200, "n_test": 100, "dim": 8, "n_classes": 4},
-           "model": {"name": "mlp", "width": 8, "depth": 1}, "loss": "ce",
-           "optimizer": {"name": "sgd", "lr": 0.1}, "train": {"steps": 30, "batch_size": 50},
-           "measure": {"every": 10, "k": 2}, **over}
+    cfg = {
+        "seed": 0,
+        "data": {"name": "src", "n_train": 200, "n_test": 100, "dim": 8, "n_classes": 4},
+        "model": {"name": "mlp", "width": 8, "depth": 1},
+        "loss": "ce",
+        "optimizer": {"name": "sgd", "lr": 0.1},
+        "train": {"steps": 30, "batch_size": 50},
+        "measure": {"every": 10, "k": 2},
+        **over,
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path

@@ -35,8 +35,12 @@ from landscope.data import download as dl
 from landscope.data.synthetic import _random_teacher
 from landscope.errors import DataError
 
-FMNIST_NAMES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+FMNIST_NAMES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -50,6 +54,7 @@ def _no_network(monkeypatch, tmp_path):
 
 
 # --- tiny files in the real formats -------------------------------------------------------------
+
 
 def _idx_bytes(arr: np.ndarray, magic: int) -> bytes:
     header = magic.to_bytes(4, "big") + np.asarray(arr.shape, dtype=">u4").tobytes()
@@ -89,8 +94,11 @@ def _cifar_batches(per_batch: int = 4, n_test: int = 5, seed: int = 0) -> dict[s
         n = n_test if name == "test_batch" else per_batch
         data = rng.integers(0, 256, (n, 3072), dtype=np.uint8)
         data[:, 1024:2048] //= 2 + i  # channels with different statistics
-        batches[name] = {b"batch_label": name.encode(), b"data": data,
-                         b"labels": [int(v) for v in rng.integers(0, 10, n)]}
+        batches[name] = {
+            b"batch_label": name.encode(),
+            b"data": data,
+            b"labels": [int(v) for v in rng.integers(0, 10, n)],
+        }
     return batches
 
 
@@ -118,6 +126,7 @@ def _unstandardise(X: torch.Tensor, raw_train: np.ndarray) -> np.ndarray:
 
 # --- Fashion-MNIST ------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("gz", [True, False])
 def test_fashion_mnist_shapes_labels_and_standardisation(tmp_path, gz):
     arrays = _write_fmnist(tmp_path, gz=gz)
@@ -130,8 +139,9 @@ def test_fashion_mnist_shapes_labels_and_standardisation(tmp_path, gz):
     _assert_standardised(ds.X_train)
     raw_train = arrays["train-images-idx3-ubyte"][:, None]
     np.testing.assert_allclose(_unstandardise(ds.X_train, raw_train), raw_train, atol=1e-3)
-    np.testing.assert_allclose(_unstandardise(ds.X_test, raw_train),
-                               arrays["t10k-images-idx3-ubyte"][:, None], atol=1e-3)
+    np.testing.assert_allclose(
+        _unstandardise(ds.X_test, raw_train), arrays["t10k-images-idx3-ubyte"][:, None], atol=1e-3
+    )
 
 
 def test_fashion_mnist_slices_first_n_and_default_root(tmp_path):
@@ -159,11 +169,14 @@ def test_fashion_mnist_missing_files_say_where_and_how(tmp_path):
     assert "train-images" not in str(err.value)
 
 
-@pytest.mark.parametrize("corrupt, needle", [
-    (lambda raw: (2049).to_bytes(4, "big") + raw[4:], "magic number 2049, expected 2051"),
-    (lambda raw: raw[:-100], "truncated"),
-    (lambda raw: raw[:10], "truncated"),
-])
+@pytest.mark.parametrize(
+    "corrupt, needle",
+    [
+        (lambda raw: (2049).to_bytes(4, "big") + raw[4:], "magic number 2049, expected 2051"),
+        (lambda raw: raw[:-100], "truncated"),
+        (lambda raw: raw[:10], "truncated"),
+    ],
+)
 def test_fashion_mnist_bad_idx_names_the_file(tmp_path, corrupt, needle):
     _write_fmnist(tmp_path, gz=False)
     path = tmp_path / "train-images-idx3-ubyte"
@@ -189,6 +202,7 @@ def test_fashion_mnist_cut_gzip_and_label_mismatch(tmp_path):
 
 # --- CIFAR-10 -----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("layout", ["parent", "folder"])
 def test_cifar10_both_layouts_shapes_labels_and_standardisation(tmp_path, layout):
     batches = _write_cifar(tmp_path / "cifar-10-batches-py")
@@ -212,8 +226,9 @@ def test_cifar10_slicing_default_root_and_errors(tmp_path):
     batches = _write_cifar(tmp_path / "data" / "cifar10" / "cifar-10-batches-py")
     ds = load_cifar10(n_train=6, n_test=2)  # crosses from data_batch_1 into data_batch_2
     assert ds.X_train.shape == (6, 3, 32, 32) and ds.X_test.shape == (2, 3, 32, 32)
-    assert ds.y_train.tolist() == (batches["data_batch_1"][b"labels"]
-                                   + batches["data_batch_2"][b"labels"][:2])
+    assert ds.y_train.tolist() == (
+        batches["data_batch_1"][b"labels"] + batches["data_batch_2"][b"labels"][:2]
+    )
     _assert_standardised(ds.X_train)
     with pytest.raises(DataError, match="n_test=6 exceeds the 5 samples"):
         load_cifar10(n_test=6)
@@ -228,13 +243,19 @@ class _Evil:
         return (os.getcwd, ())
 
 
-@pytest.mark.parametrize("payload, needle", [
-    (pickle.dumps({b"data": _Evil(), b"labels": [0]}), "refusing to load posix.getcwd|refusing to load"),
-    (b"not a pickle", "cannot read"),
-    (pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}), r"expected uint8 \(N, 3072\)"),
-    (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}), "label 10 outside"),
-    (pickle.dumps([1, 2]), "not a CIFAR batch"),
-])
+@pytest.mark.parametrize(
+    "payload, needle",
+    [
+        (pickle.dumps({b"data": _Evil(), b"labels": [0]}), "refusing to load posix.getcwd|refusing to load"),
+        (b"not a pickle", "cannot read"),
+        (
+            pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}),
+            r"expected uint8 \(N, 3072\)",
+        ),
+        (pickle.dumps({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 10]}), "label 10 outside"),
+        (pickle.dumps([1, 2]), "not a CIFAR batch"),
+    ],
+)
 def test_cifar10_bad_batch_names_the_file(tmp_path, payload, needle):
     _write_cifar(tmp_path)
     (tmp_path / "data_batch_3").write_bytes(payload)
@@ -245,6 +266,7 @@ def test_cifar10_bad_batch_names_the_file(tmp_path, payload, needle):
 
 # --- W-reg and SRC ------------------------------------------------------------------------------
 
+
 def _rng_states():
     return torch.get_rng_state(), np.random.get_state()[1].copy(), random.getstate()
 
@@ -254,8 +276,11 @@ def test_synthetic_deterministic_per_seed_and_global_rng_untouched(loader):
     torch.manual_seed(123)
     np.random.seed(123)
     before = _rng_states()
-    a, b, c = loader(n_train=40, n_test=20, seed=1), loader(n_train=40, n_test=20, seed=1), \
-        loader(n_train=40, n_test=20, seed=2)
+    a, b, c = (
+        loader(n_train=40, n_test=20, seed=1),
+        loader(n_train=40, n_test=20, seed=1),
+        loader(n_train=40, n_test=20, seed=2),
+    )
     after = _rng_states()
     assert torch.equal(before[0], after[0]) and np.array_equal(before[1], after[1])
     assert before[2] == after[2]
@@ -279,8 +304,10 @@ def test_wreg_targets_are_the_teacher_plus_scaled_noise():
     wrong = _random_teacher(torch.Generator().manual_seed(8), 5, 3, 16, 3)
     assert not torch.allclose(wrong(clean.X_train), clean.y_train, atol=1e-2)
     # noise is drawn after the inputs: same x, targets shifted by noise·ε with one ε
-    half, one = load_wreg(n_train=500, n_test=100, noise=0.5, **kw), load_wreg(n_train=500, n_test=100,
-                                                                              noise=1.0, **kw)
+    half, one = (
+        load_wreg(n_train=500, n_test=100, noise=0.5, **kw),
+        load_wreg(n_train=500, n_test=100, noise=1.0, **kw),
+    )
     assert torch.equal(half.X_train, clean.X_train)
     eps_half, eps_one = (half.y_train - clean.y_train) / 0.5, one.y_train - clean.y_train
     assert torch.allclose(eps_half, eps_one, atol=1e-5)
@@ -304,18 +331,21 @@ def test_src_balanced_shuffled_and_separable():
     assert nearest_mean_accuracy(blurred) < 0.2
 
 
-@pytest.mark.parametrize("loader, kwargs, needle", [
-    (load_wreg, {"n_train": -3}, "wreg: n_train must be a positive integer, got -3"),
-    (load_wreg, {"n_test": 2.0}, "wreg: n_test must be a positive integer, got 2.0"),
-    (load_wreg, {"dim": True}, "wreg: dim must be a positive integer, got True"),
-    (load_wreg, {"teacher_depth": -1}, "wreg: teacher_depth must be an integer >= 0, got -1"),
-    (load_wreg, {"noise": -0.1}, "wreg: noise must be a finite number >= 0, got -0.1"),
-    (load_wreg, {"noise": float("nan")}, "wreg: noise must be a finite number >= 0, got nan"),
-    (load_wreg, {"seed": -1}, "wreg: seed must be an integer >= 0, got -1"),
-    (load_src, {"n_classes": 1}, "src: n_classes must be an integer >= 2, got 1"),
-    (load_src, {"separation": -2}, "src: separation must be a finite number >= 0, got -2"),
-    (load_src, {"dim": 0}, "src: dim must be a positive integer, got 0"),
-])
+@pytest.mark.parametrize(
+    "loader, kwargs, needle",
+    [
+        (load_wreg, {"n_train": -3}, "wreg: n_train must be a positive integer, got -3"),
+        (load_wreg, {"n_test": 2.0}, "wreg: n_test must be a positive integer, got 2.0"),
+        (load_wreg, {"dim": True}, "wreg: dim must be a positive integer, got True"),
+        (load_wreg, {"teacher_depth": -1}, "wreg: teacher_depth must be an integer >= 0, got -1"),
+        (load_wreg, {"noise": -0.1}, "wreg: noise must be a finite number >= 0, got -0.1"),
+        (load_wreg, {"noise": float("nan")}, "wreg: noise must be a finite number >= 0, got nan"),
+        (load_wreg, {"seed": -1}, "wreg: seed must be an integer >= 0, got -1"),
+        (load_src, {"n_classes": 1}, "src: n_classes must be an integer >= 2, got 1"),
+        (load_src, {"separation": -2}, "src: separation must be a finite number >= 0, got -2"),
+        (load_src, {"dim": 0}, "src: dim must be a positive integer, got 0"),
+    ],
+)
 def test_synthetic_bad_arguments_name_the_value(loader, kwargs, needle):
     with pytest.raises(DataError) as err:
         loader(**kwargs)
@@ -330,6 +360,7 @@ def test_wreg_linear_teacher():
 
 # --- registry -----------------------------------------------------------------------------------
 
+
 def test_registry_dispatches_every_name(tmp_path):
     assert DATASETS == ("mnist1d", "wreg", "src", "fashion_mnist", "cifar10")
     _write_fmnist(tmp_path / "f")
@@ -341,8 +372,13 @@ def test_registry_dispatches_every_name(tmp_path):
         "fashion_mnist": dict(root=tmp_path / "f", n_train=4),
         "cifar10": dict(root=tmp_path / "c", n_test=2),
     }
-    direct = {"mnist1d": load_mnist1d, "wreg": load_wreg, "src": load_src,
-              "fashion_mnist": load_fashion_mnist, "cifar10": load_cifar10}
+    direct = {
+        "mnist1d": load_mnist1d,
+        "wreg": load_wreg,
+        "src": load_src,
+        "fashion_mnist": load_fashion_mnist,
+        "cifar10": load_cifar10,
+    }
     for name in DATASETS:
         got, want = load_dataset(name, **kwargs[name]), direct[name](**kwargs[name])
         assert got.name == name
@@ -363,6 +399,7 @@ def test_registry_errors():
 
 
 # --- downloads (urllib mocked; never the network) -----------------------------------------------
+
 
 def _serve(monkeypatch, payloads: dict[str, bytes]) -> list[str]:
     """Replace urlopen with a server of ``payloads`` keyed by URL; returns the URLs requested."""

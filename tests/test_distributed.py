@@ -32,12 +32,19 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
     model, X, y = _problem()
     for split, (lo, mid, hi) in SHARDS.items():
         shard = (X[lo:mid], y[lo:mid]) if rank == 0 else (X[mid:hi], y[mid:hi])
-        op = DistributedHessianOperator(model, torch.nn.functional.cross_entropy,
-                                        shard if len(shard[0]) else None)
+        op = DistributedHessianOperator(
+            model, torch.nn.functional.cross_entropy, shard if len(shard[0]) else None
+        )
         v = torch.arange(op.dim, dtype=torch.float64) / op.dim
         res = ls.eigenpairs(op, k=3, tol=1e-8, seed=0)
-        result = {"hv": op @ v, "values": res.values, "grad": op.gradient(), "loss": op.loss(),
-                  "rank": rank, "main": is_main_process()}
+        result = {
+            "hv": op @ v,
+            "values": res.values,
+            "grad": op.gradient(),
+            "loss": op.loss(),
+            "rank": rank,
+            "main": is_main_process(),
+        }
         torch.save(result, f"{out}.{split}.{rank}.part")
         Path(f"{out}.{split}.{rank}.part").rename(f"{out}.{split}.{rank}")
     torch.distributed.barrier()  # no rank tears gloo down while a peer is still in a collective
@@ -51,8 +58,13 @@ def gloo_results(tmp_path_factory):
         pytest.skip("file:// rendezvous")
     tmp = tmp_path_factory.mktemp("gloo")
     files = {split: [Path(f"{tmp / 'res'}.{split}.{r}") for r in (0, 1)] for split in SHARDS}
-    context = mp.start_processes(_worker, args=(2, f"file://{tmp / 'rendezvous'}", str(tmp / "res")),
-                                 nprocs=2, start_method="spawn", join=False)
+    context = mp.start_processes(
+        _worker,
+        args=(2, f"file://{tmp / 'rendezvous'}", str(tmp / "res")),
+        nprocs=2,
+        start_method="spawn",
+        join=False,
+    )
     try:
         while not context.join(timeout=120):
             pass

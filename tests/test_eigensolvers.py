@@ -28,8 +28,13 @@ def reference_top(H: torch.Tensor, k: int, which: str) -> tuple[torch.Tensor, to
     return evals[idx][order], evecs[:, idx][:, order]
 
 
-def assert_vectors_match(vectors: torch.Tensor, values: torch.Tensor, H: torch.Tensor,
-                         min_overlap: float = OVERLAP, cluster_rtol: float = 1e-4) -> None:
+def assert_vectors_match(
+    vectors: torch.Tensor,
+    values: torch.Tensor,
+    H: torch.Tensor,
+    min_overlap: float = OVERLAP,
+    cluster_rtol: float = 1e-4,
+) -> None:
     """Each returned vector lies in the reference eigenspace of its eigenvalue.
 
     The eigenspace is spanned by the reference eigenvectors whose eigenvalues are within
@@ -62,6 +67,7 @@ def _gap_ok(H: torch.Tensor, k: int, which: str) -> None:
 
 
 # -- against eigh on real Hessians --------------------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
 def test_lanczos_matches_eigh(case, loss_fn, dense_H, which):
@@ -127,6 +133,7 @@ def test_float32_operator_gives_float64_results(mlp_case, ce, mlp_ce_H):
 
 # -- closed forms -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("which", ["LA", "SA", "LM"])
 def test_distinct_known_spectrum(which):
     lam = torch.cat([torch.tensor([9.0, 8.0, 7.0, -8.5, -6.0]), torch.linspace(-3, 3, 55)])
@@ -142,11 +149,13 @@ def test_distinct_known_spectrum(which):
 @pytest.mark.parametrize("k", [1, 4, 6])
 def test_repeated_eigenvalues(k, small_basis):
     """With check_multiplicity, every copy is found: 10 three times, 5 twice."""
-    lam = torch.cat([torch.tensor([10.0, 10.0, 10.0, 7.0, 5.0, 5.0, 3.0]),
-                     torch.linspace(0.0, 2.0, 43)]).double()
+    lam = torch.cat(
+        [torch.tensor([10.0, 10.0, 10.0, 7.0, 5.0, 5.0, 3.0]), torch.linspace(0.0, 2.0, 43)]
+    ).double()
     A, _ = with_spectrum(lam, seed=2)
-    res = ls.eigenpairs(ls.DenseOperator(A), k=k, check_multiplicity=True,
-                        max_basis=k + 3 if small_basis else None)
+    res = ls.eigenpairs(
+        ls.DenseOperator(A), k=k, check_multiplicity=True, max_basis=k + 3 if small_basis else None
+    )
     exp = lam.sort(descending=True).values[:k]
     assert torch.allclose(res.values, exp, rtol=VALUE_RTOL, atol=0), res.values
     assert_vectors_match(res.vectors, res.values, A)
@@ -156,8 +165,9 @@ def test_repeated_eigenvalues_sa():
     lam = torch.cat([torch.tensor([-4.0, -4.0, -1.0]), torch.linspace(0.0, 3.0, 37)])
     A, _ = with_spectrum(lam, seed=3)
     res = ls.eigenpairs(ls.DenseOperator(A), k=3, which="SA")
-    assert torch.allclose(res.values, torch.tensor([-1.0, -4.0, -4.0], dtype=torch.float64),
-                          rtol=VALUE_RTOL, atol=0), res.values
+    assert torch.allclose(
+        res.values, torch.tensor([-1.0, -4.0, -4.0], dtype=torch.float64), rtol=VALUE_RTOL, atol=0
+    ), res.values
 
 
 @pytest.mark.parametrize("which", ["LA", "LM"])
@@ -187,13 +197,15 @@ def test_linear_regression_closed_form():
     """½ mean ‖Xw + b − y‖²: the Hessian is exactly [X, 1]ᵀ[X, 1] / N."""
     g = torch.Generator().manual_seed(5)
     N, d = 30, 4
-    X = torch.randn(N, d, generator=g, dtype=torch.float64) * torch.tensor([3.0, 1.0, 0.5, 0.2],
-                                                                          dtype=torch.float64)
+    X = torch.randn(N, d, generator=g, dtype=torch.float64) * torch.tensor(
+        [3.0, 1.0, 0.5, 0.2], dtype=torch.float64
+    )
     y = torch.randn(N, 1, generator=g, dtype=torch.float64)
     model = torch.nn.Linear(d, 1).double()
 
     def loss(out, target):
         return 0.5 * ((out - target) ** 2).sum(dim=-1).mean()
+
     Z = torch.cat([X, torch.ones(N, 1, dtype=torch.float64)], dim=1)
     H = Z.T @ Z / N
     op = ls.HessianOperator(model, loss, (X, y))
@@ -211,6 +223,7 @@ def test_linear_regression_closed_form():
 
 
 # -- thick restarts -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("which", ["LA", "SA"])
 def test_thick_restart_small_basis(which):
@@ -237,6 +250,7 @@ def test_default_basis_does_not_restart_when_not_needed():
 
 
 # -- determinism, start vector, residuals -------------------------------------------------------
+
 
 def test_same_seed_same_result(mlp_case, ce):
     op = ls.HessianOperator(mlp_case.model, ce, (mlp_case.X, mlp_case.y))
@@ -331,8 +345,9 @@ def test_progress_callback_is_called(mlp_case, ce):
 def test_k_equal_dim_gives_full_spectrum():
     A, _ = with_spectrum(torch.tensor([3.0, 1.0, -2.0, 0.5, 4.0]), seed=11)
     res = ls.eigenpairs(A, k=5)
-    assert torch.allclose(res.values, torch.tensor([4.0, 3.0, 1.0, 0.5, -2.0],
-                                                   dtype=torch.float64), atol=1e-12)
+    assert torch.allclose(
+        res.values, torch.tensor([4.0, 3.0, 1.0, 0.5, -2.0], dtype=torch.float64), atol=1e-12
+    )
 
 
 def test_hessian_changes_are_seen_by_eigenpairs(mlp_case, ce):

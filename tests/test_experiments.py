@@ -100,11 +100,16 @@ def test_smoke_variant_writes_a_complete_report(name, smoke_root):
 
 
 def _sweep_doc(tmp_path: Path) -> Path:
-    doc = {"seed": 0, "data": {"name": "src", "n_train": 120, "n_test": 60, "dim": 6, "n_classes": 3},
-           "model": {"name": "mlp", "width": 8, "depth": 1}, "loss": "ce",
-           "optimizer": {"name": "gd", "lr": 0.1},
-           "train": {"steps": 20}, "measure": {"every": 10, "k": 1},
-           "sweep": {"optimizer.lr": [0.1, 0.5], "seed": [0, 1]}}
+    doc = {
+        "seed": 0,
+        "data": {"name": "src", "n_train": 120, "n_test": 60, "dim": 6, "n_classes": 3},
+        "model": {"name": "mlp", "width": 8, "depth": 1},
+        "loss": "ce",
+        "optimizer": {"name": "gd", "lr": 0.1},
+        "train": {"steps": 20},
+        "measure": {"every": 10, "k": 1},
+        "sweep": {"optimizer.lr": [0.1, 0.5], "seed": [0, 1]},
+    }
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path
@@ -113,8 +118,12 @@ def _sweep_doc(tmp_path: Path) -> Path:
 def test_sweep_runs_every_point_and_resumes(tmp_path):
     cfg = _sweep_doc(tmp_path)
     points = sweep_points(cfg, tmp_path / "out")
-    assert [p.folder.name for p in points] == ["optimizer.lr=0.1,seed=0", "optimizer.lr=0.1,seed=1",
-                                               "optimizer.lr=0.5,seed=0", "optimizer.lr=0.5,seed=1"]
+    assert [p.folder.name for p in points] == [
+        "optimizer.lr=0.1,seed=0",
+        "optimizer.lr=0.1,seed=1",
+        "optimizer.lr=0.5,seed=0",
+        "optimizer.lr=0.5,seed=1",
+    ]
     result = CliRunner().invoke(app, ["sweep", str(cfg), "--out", str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     before = {p.folder.name: (p.folder / "metrics.jsonl").read_bytes() for p in points}
@@ -142,12 +151,16 @@ def test_sweep_errors(tmp_path):
 def test_cli_list_reproduce_demo_report(tmp_path):
     listed = CliRunner().invoke(app, ["list", "gilmer2021"])
     assert listed.exit_code == 0 and "gilmer2021.warmup" in listed.output and "wang2023" not in listed.output
-    for args, msg in ((["reproduce", "nature2030"], "unknown paper 'nature2030'"),
-                      (["reproduce", "wang2023", "nonsense"], "unknown experiment 'nonsense'"),
-                      (["reproduce", "wang2023", "lr_sweep", "--smoke", "--quick"], "at most one"),
-                      (["reproduce", "wang2023", "lr_sweep", "--smoke", "--seeds", "0"],
-                       "seeds must be a positive integer (how many seeds each experiment runs), got 0"),
-                      (["list", "nature2030"], "unknown paper")):
+    for args, msg in (
+        (["reproduce", "nature2030"], "unknown paper 'nature2030'"),
+        (["reproduce", "wang2023", "nonsense"], "unknown experiment 'nonsense'"),
+        (["reproduce", "wang2023", "lr_sweep", "--smoke", "--quick"], "at most one"),
+        (
+            ["reproduce", "wang2023", "lr_sweep", "--smoke", "--seeds", "0"],
+            "seeds must be a positive integer (how many seeds each experiment runs), got 0",
+        ),
+        (["list", "nature2030"], "unknown paper"),
+    ):
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 2 and msg in " ".join(r.output.split()), r.output
     demo = CliRunner().invoke(app, ["demo", "--smoke", "--out", str(tmp_path)])

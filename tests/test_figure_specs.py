@@ -23,8 +23,11 @@ BASE_FIELDS = ("name", "caption")
 
 def spec_classes() -> list[type[F.Figure]]:
     """Every concrete spec class of landscope.experiments.figures."""
-    return [obj for _, obj in inspect.getmembers(F, inspect.isclass)
-            if issubclass(obj, F.Figure) and obj is not F.Figure and obj.__module__ == F.__name__]
+    return [
+        obj
+        for _, obj in inspect.getmembers(F, inspect.isclass)
+        if issubclass(obj, F.Figure) and obj is not F.Figure and obj.__module__ == F.__name__
+    ]
 
 
 def test_every_spec_class_has_a_registered_plot_function():
@@ -64,8 +67,16 @@ def test_data_is_the_fields_less_name_and_caption_not_copied():
 
 
 def test_draw_writes_the_named_png(tmp_path):
-    spec = F.MetricVsFigure("scan", "a scan", x=[1.0, 2.0, 3.0], series={"y": [1.0, 4.0, 9.0]},
-                            xlabel="x", ylabel="y", logy=True, marks={"two": 2.0})
+    spec = F.MetricVsFigure(
+        "scan",
+        "a scan",
+        x=[1.0, 2.0, 3.0],
+        series={"y": [1.0, 4.0, 9.0]},
+        xlabel="x",
+        ylabel="y",
+        logy=True,
+        marks={"two": 2.0},
+    )
     path = draw(spec, tmp_path / "figures")
     assert path == tmp_path / "figures" / "scan.png"
     assert path.read_bytes().startswith(b"\x89PNG")
@@ -101,8 +112,11 @@ def test_experiments_build_only_typed_specs():
         for node in ast.walk(tree):
             if isinstance(node, ast.Name) and node.id == "FigureSpec":
                 pytest.fail(f"{path.name}:{node.lineno} still uses FigureSpec")
-            if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-                    and node.func.id.endswith("Figure")):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id.endswith("Figure")
+            ):
                 used.add(node.func.id)
     assert used, "no experiment builds a figure spec"
     assert used <= {c.__name__ for c in PLOTS}

@@ -19,11 +19,23 @@ from landscope.training import run as run_mod
 
 
 def _config(**over):
-    cfg = {"seed": 0, "data": {"name": "src", "n_train": 64, "n_test": 32},
-           "model": {"name": "mlp", "width": 4, "depth": 1, "activation": "tanh", "init": "metainit",
-                     "init_steps": 5},
-           "loss": "ce", "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 6},
-           "measure": {"every": 3, "k": 1}, "device": "cpu"}
+    cfg = {
+        "seed": 0,
+        "data": {"name": "src", "n_train": 64, "n_test": 32},
+        "model": {
+            "name": "mlp",
+            "width": 4,
+            "depth": 1,
+            "activation": "tanh",
+            "init": "metainit",
+            "init_steps": 5,
+        },
+        "loss": "ce",
+        "optimizer": {"name": "gd", "lr": 0.1},
+        "train": {"steps": 6},
+        "measure": {"every": 3, "k": 1},
+        "device": "cpu",
+    }
     for k, v in over.items():
         if isinstance(v, dict):
             cfg[k] = {**cfg[k], **v}
@@ -49,7 +61,9 @@ def calls(monkeypatch):
         def wrapper(*a, **kw):
             n[name] += 1
             return original(*a, **kw)
+
         return wrapper
+
     for name in n:
         monkeypatch.setattr(init_mod, name, counting(name))
     return n
@@ -80,9 +94,16 @@ def test_hit_is_bitwise_the_fresh_init_and_does_not_recompute(init, cache, calls
 
 def test_everything_the_init_depends_on_misses(cache, calls):
     _state(_config())
-    variants = [_config(seed=1), _config(data={"n_train": 80}), _config(data={"seed": 3}),
-                _config(model={"init_steps": 6}), _config(model={"width": 5}),
-                _config(model={"init_scale": 2.0}), _config(loss="mse"), _config(dtype="float64")]
+    variants = [
+        _config(seed=1),
+        _config(data={"n_train": 80}),
+        _config(data={"seed": 3}),
+        _config(model={"init_steps": 6}),
+        _config(model={"width": 5}),
+        _config(model={"init_scale": 2.0}),
+        _config(loss="mse"),
+        _config(dtype="float64"),
+    ]
     for i, cfg in enumerate(variants, start=2):
         _state(cfg)
         assert calls["metainit"] == i, cfg
@@ -101,8 +122,10 @@ def test_key_covers_the_batch_threads_and_versions():
     other = run_mod.init_cache_key(cfg, ds.input_shape, 10, (batch[0] + 1e-7, batch[1]))
     assert other["init_batch"] != key["init_batch"]  # a dataset override is keyed by its data
     assert key["init_steps"] == 5 and key["versions"]["torch"] == str(torch.__version__)
-    assert run_mod.init_cache_key(_config(model={"init_steps": None}), ds.input_shape, 10,
-                                  batch)["init_steps"] == init_mod.METAINIT_STEPS
+    assert (
+        run_mod.init_cache_key(_config(model={"init_steps": None}), ds.input_shape, 10, batch)["init_steps"]
+        == init_mod.METAINIT_STEPS
+    )
     old = torch.get_num_threads()
     try:
         torch.set_num_threads(old + 1)
@@ -127,6 +150,7 @@ def test_a_bad_cache_file_is_recomputed_with_a_warning(damage, cache, calls, tmp
         torch.save({"key": {**blob["key"], "seed": 99}, "state": blob["state"]}, path)
     else:  # a pickle that would run code if loaded without weights_only
         import pickle
+
         marker = tmp_path / "pwned"
         path.write_bytes(pickle.dumps(_Evil(str(marker)), protocol=2))
     with pytest.warns(RuntimeWarning, match="ignoring init cache file"):
@@ -188,6 +212,7 @@ def test_write_is_an_atomic_rename_of_a_temporary_file(cache, monkeypatch):
         assert os.path.exists(src) and not os.path.exists(dst)  # nothing under the final name yet
         renames.append((src, dst))
         real_replace(src, dst)
+
     monkeypatch.setattr(run_mod.os, "replace", replace)
     _state(_config())
     ((src, dst),) = renames
@@ -201,6 +226,7 @@ def test_a_failed_write_leaves_nothing_and_the_run_goes_on(cache, monkeypatch):
     def broken_save(obj, f, *a, **kw):
         f.write(b"half")
         raise OSError("disk full")
+
     with monkeypatch.context() as mp:
         mp.setattr(run_mod.torch, "save", broken_save)
         with pytest.warns(RuntimeWarning, match="could not write init cache file"):

@@ -38,8 +38,9 @@ def runs(tmp_path_factory):
 
 
 def _pooled(runs: dict, delta: float) -> DetectionScore:
-    return DetectionScore.pooled(detection_scores(find_instabilities(r, delta), loss_spikes(r))
-                                 for r in runs.values())
+    return DetectionScore.pooled(
+        detection_scores(find_instabilities(r, delta), loss_spikes(r)) for r in runs.values()
+    )
 
 
 @pytest.mark.slow

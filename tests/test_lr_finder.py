@@ -47,7 +47,7 @@ def test_result_is_consistent_and_the_search_brackets_it(data):
     failed = [p for p in res.probes if not p.survived]
     assert max(p.lr for p in survived) == pytest.approx(res.lr)
     assert failed and min(p.lr for p in failed) > res.lr  # the bracket's upper end failed
-    assert min(p.lr for p in failed) / res.lr == pytest.approx(2 ** 0.25)  # two bisections
+    assert min(p.lr for p in failed) / res.lr == pytest.approx(2**0.25)  # two bisections
     assert all(p.loss_ratio < 1 for p in survived)
     assert res.n_matvecs > 0 and res.n_train_steps >= 5 + 10 * len(survived)
     with pytest.raises(dataclasses.FrozenInstanceError):
@@ -68,8 +68,9 @@ def test_deterministic_and_pure(data):
 
 
 def test_curvature_rule_momentum_and_minibatches(data):
-    res = ls.find_max_stable_lr(_model(), mse, data, optimizer="sgd", momentum=0.9, rule="curvature",
-                                batch_size=50)
+    res = ls.find_max_stable_lr(
+        _model(), mse, data, optimizer="sgd", momentum=0.9, rule="curvature", batch_size=50
+    )
     assert res.optimizer == "momentum" and res.momentum == 0.9 and res.probes == ()
     assert res.threshold_constant == pytest.approx(2 + 2 * 0.9)
     assert res.lr == pytest.approx(CATAPULT_FACTOR * 3.8 / res.lambda1_early)
@@ -78,10 +79,10 @@ def test_curvature_rule_momentum_and_minibatches(data):
     assert all(p.steps <= 8 for p in nest.probes)
 
 
-
 def test_no_surviving_probe_is_one_clear_error(data, monkeypatch):
     """When no probe brings the loss clearly down (here: a bar nothing can clear), say so."""
     from landscope.monitor import lr_finder
+
     monkeypatch.setattr(lr_finder, "CLEARLY_BELOW", 0.0)
     with pytest.raises(ls.LandscopeError, match=r"no probe survived.*probe_steps="):
         ls.find_max_stable_lr(_model(), mse, data, optimizer="nesterov", momentum=0.5, probe_steps=3)
@@ -89,6 +90,7 @@ def test_no_surviving_probe_is_one_clear_error(data, monkeypatch):
 
 def test_plot_and_table(data, tmp_path):
     from rich.console import Console
+
     res = ls.find_max_stable_lr(_model(), mse, data)
     path = res.plot(tmp_path / "lr.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -100,17 +102,20 @@ def test_plot_and_table(data, tmp_path):
     assert d["lr"] == res.lr and isinstance(d["probes"], list)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"optimizer": "lamb"}, r"optimizer must be one of .*got 'lamb'"),
-    ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1\.0"),
-    ({"optimizer": "nesterov"}, r"'nesterov' needs momentum > 0"),
-    ({"batch_size": 0}, r"batch_size must be None .* in \[1, 200\], got 0"),
-    ({"rule": "guess"}, r"rule must be one of .*got 'guess'"),
-    ({"probe_steps": 0}, r"probe_steps must be None or a positive integer, got 0"),
-    ({"steps": 2.5}, r"steps must be None or a positive integer, got 2\.5"),
-    ({"warmup_steps": 0}, r"warmup_steps must be a positive integer, got 0"),
-    ({"betas": (0.9, 1.0)}, r"betas must be two numbers in \[0, 1\)"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"optimizer": "lamb"}, r"optimizer must be one of .*got 'lamb'"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1\.0"),
+        ({"optimizer": "nesterov"}, r"'nesterov' needs momentum > 0"),
+        ({"batch_size": 0}, r"batch_size must be None .* in \[1, 200\], got 0"),
+        ({"rule": "guess"}, r"rule must be one of .*got 'guess'"),
+        ({"probe_steps": 0}, r"probe_steps must be None or a positive integer, got 0"),
+        ({"steps": 2.5}, r"steps must be None or a positive integer, got 2\.5"),
+        ({"warmup_steps": 0}, r"warmup_steps must be a positive integer, got 0"),
+        ({"betas": (0.9, 1.0)}, r"betas must be two numbers in \[0, 1\)"),
+    ],
+)
 def test_bad_input_is_named(data, kwargs, match):
     with pytest.raises(ls.InputError, match=match):
         ls.find_max_stable_lr(_model(), mse, data, **kwargs)
@@ -124,9 +129,14 @@ def test_bad_model_and_data_are_named(data):
 
 
 def _config(tmp_path, **optimizer) -> str:
-    cfg = {"seed": 0, "data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
-           "model": {"name": "mlp", "width": 8, "depth": 1, "activation": "tanh"}, "loss": "mse",
-           "optimizer": {"name": "gd", "lr": 0.5, **optimizer}, "train": {"steps": 100}}
+    cfg = {
+        "seed": 0,
+        "data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
+        "model": {"name": "mlp", "width": 8, "depth": 1, "activation": "tanh"},
+        "loss": "mse",
+        "optimizer": {"name": "gd", "lr": 0.5, **optimizer},
+        "train": {"steps": 100},
+    }
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return str(path)
@@ -142,8 +152,9 @@ def test_cli_lr_find_prints_a_table_and_saves_the_plot(tmp_path):
 
 def test_cli_lr_find_with_the_range_test(tmp_path):
     plot = tmp_path / "plot.png"
-    result = runner.invoke(app, ["lr-find", _config(tmp_path, name="adam", lr=1e-3), "--range-test",
-                                 "--plot", str(plot)])
+    result = runner.invoke(
+        app, ["lr-find", _config(tmp_path, name="adam", lr=1e-3), "--range-test", "--plot", str(plot)]
+    )
     assert result.exit_code == 0, result.output
     assert "LR range test suggests: steepest" in result.output and "min/10" in result.output
     assert plot.exists() and plot.stat().st_size > 1000
@@ -169,12 +180,14 @@ def test_prediction_holds_on_the_edge_of_stability_mlp():
     def model():
         torch.manual_seed(0)
         return mlp(40, 10, width=32, depth=2, activation="tanh")
+
     res = ls.find_max_stable_lr(model(), mse, (X, y))
     assert 1.52 / 1.5 <= res.lr <= 1.52 * 1.5
 
     def status(lr: float) -> str:
         spec = OptimizerSpec(name="gd", lr=lr)
         return Trainer(model(), mse, (X, y), optimizer=spec, steps=200).fit().status
+
     assert status(res.lr) == "completed"
     assert status(1.5 * res.lr) == "diverged"
     assert math.isfinite(res.lambda1_init) and res.catapult_factor > 1
@@ -183,6 +196,7 @@ def test_prediction_holds_on_the_edge_of_stability_mlp():
 def test_readme_choose_a_learning_rate_runs():
     """The README's "Choose a learning rate" example, as written."""
     from reference import run_readme_example
+
     namespace = run_readme_example("Choose a learning rate")
     found, curve, opt = namespace["found"], namespace["curve"], namespace["opt"]
     assert found.optimizer == "adamw" and found.preconditioned and found.lr > 0

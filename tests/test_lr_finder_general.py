@@ -98,15 +98,24 @@ CASES = [
     ("rmsprop", 0.0, 0.0, 2.0, True),
     ("sgd", 0.0, 0.05, 2.0, False),
     ("momentum", 0.5, 0.05, 3.0, False),
-    ("adamw", 0.0, 0.05, 38.0, True),   # decoupled decay: not added to the curvature
+    ("adamw", 0.0, 0.05, 38.0, True),  # decoupled decay: not added to the curvature
 ]
 
 
-@pytest.mark.parametrize("name,momentum,wd,a,preconditioned", CASES,
-                         ids=[f"{c[0]}-b{c[1]}-wd{c[2]}" for c in CASES])
+@pytest.mark.parametrize(
+    "name,momentum,wd,a,preconditioned", CASES, ids=[f"{c[0]}-b{c[1]}-wd{c[2]}" for c in CASES]
+)
 def test_fields_are_consistent(data, name, momentum, wd, a, preconditioned):
-    res = ls.find_max_stable_lr(_model(), F.cross_entropy, data, optimizer=name, momentum=momentum,
-                                weight_decay=wd, warmup_steps=4, **FAST)
+    res = ls.find_max_stable_lr(
+        _model(),
+        F.cross_entropy,
+        data,
+        optimizer=name,
+        momentum=momentum,
+        weight_decay=wd,
+        warmup_steps=4,
+        **FAST,
+    )
     assert res.optimizer == name and res.momentum == momentum and res.rule.startswith("catapult")
     bare = _torch_optimizer(name, [nn.Parameter(torch.zeros(1))], 1.0, momentum)
     assert res.threshold_constant == pytest.approx(ls.stability_threshold(bare), rel=1e-12)
@@ -183,16 +192,34 @@ def test_preconditioned_lambda1_against_a_dense_reference(optimizer):
     X, y = _data(64, dtype=torch.float64)
     model = _model(hidden=8).double()
     assert sum(p.numel() for p in model.parameters()) < 200
-    res = ls.find_max_stable_lr(model, F.cross_entropy, (X, y), optimizer=optimizer, warmup_steps=4,
-                                hessian_samples=None, tol=1e-8, rule="curvature", early_steps=1)
+    res = ls.find_max_stable_lr(
+        model,
+        F.cross_entropy,
+        (X, y),
+        optimizer=optimizer,
+        warmup_steps=4,
+        hessian_samples=None,
+        tol=1e-8,
+        rule="curvature",
+        early_steps=1,
+    )
     ref = _dense_preconditioned_lambda1(model, X, y, optimizer, 4)
     assert res.lambda1_init == pytest.approx(ref, rel=1e-6)
-    loose = ls.find_max_stable_lr(model, F.cross_entropy, (X, y), optimizer=optimizer, warmup_steps=4,
-                                  hessian_samples=None, rule="curvature", early_steps=1)  # tol 1e-3
+    loose = ls.find_max_stable_lr(
+        model,
+        F.cross_entropy,
+        (X, y),
+        optimizer=optimizer,
+        warmup_steps=4,
+        hessian_samples=None,
+        rule="curvature",
+        early_steps=1,
+    )  # tol 1e-3
     assert loose.lambda1_init == pytest.approx(ref, rel=1e-2)
     # the unpreconditioned λ1 is far off: the check is sensitive to P
-    sgd = ls.find_max_stable_lr(model, F.cross_entropy, (X, y), hessian_samples=None, tol=1e-8,
-                                rule="curvature", early_steps=1)
+    sgd = ls.find_max_stable_lr(
+        model, F.cross_entropy, (X, y), hessian_samples=None, tol=1e-8, rule="curvature", early_steps=1
+    )
     assert abs(sgd.lambda1_init / ref - 1) > 0.5
 
 
@@ -204,12 +231,12 @@ def test_rmsprop_without_bias_correction_differs_from_adam():
     adam = ls.find_max_stable_lr(model, F.cross_entropy, (X, y), optimizer="adam", **kw)
     rms = ls.find_max_stable_lr(model, F.cross_entropy, (X, y), optimizer="rmsprop", **kw)
     # P_rms = sqrt(1 − 0.99²) |g| + ε vs P_adam = |g| + ε: λ1 scales by 1/sqrt(1 − 0.99²)
-    assert rms.lambda1_init == pytest.approx(adam.lambda1_init / math.sqrt(1 - 0.99 ** 2), rel=1e-3)
+    assert rms.lambda1_init == pytest.approx(adam.lambda1_init / math.sqrt(1 - 0.99**2), rel=1e-3)
 
 
 def _pairs(data, size: int = 32):
     X, y = data
-    return [(X[i:i + size], y[i:i + size]) for i in range(0, len(X), size)]
+    return [(X[i : i + size], y[i : i + size]) for i in range(0, len(X), size)]
 
 
 def test_data_forms_agree(data):
@@ -232,8 +259,12 @@ def test_data_forms_agree(data):
         return float(len(b["labels"]))
 
     from_dicts = ls.find_max_stable_lr(
-        _model(), data=dicts, batch_loss=lambda m, b: F.cross_entropy(m(b["inputs"]), b["labels"]),
-        batch_weight=weight, **kw)
+        _model(),
+        data=dicts,
+        batch_loss=lambda m, b: F.cross_entropy(m(b["inputs"]), b["labels"]),
+        batch_weight=weight,
+        **kw,
+    )
     assert seen  # the weight was used
     assert from_dicts.lr == pytest.approx(listed.lr, rel=1e-6)
     assert from_dicts.lambda1_trajectory == pytest.approx(listed.lambda1_trajectory, rel=1e-6)
@@ -255,8 +286,9 @@ def test_batch_weight_changes_the_hessian(data):
     kw = dict(rule="curvature", early_steps=1, tol=1e-6)
     dicts = _unequal_dicts(data)
     by_size = ls.find_max_stable_lr(_model(), data=dicts, batch_loss=_dict_loss, hessian_samples=72, **kw)
-    flat = ls.find_max_stable_lr(_model(), data=dicts, batch_loss=_dict_loss, hessian_samples=72,
-                                 batch_weight=lambda b: 1.0, **kw)
+    flat = ls.find_max_stable_lr(
+        _model(), data=dicts, batch_loss=_dict_loss, hessian_samples=72, batch_weight=lambda b: 1.0, **kw
+    )
     full = ls.find_max_stable_lr(_model(), F.cross_entropy, (X[:72], y[:72]), hessian_samples=None, **kw)
     assert by_size.lambda1_init == pytest.approx(full.lambda1_init, rel=1e-4)
     assert abs(flat.lambda1_init / by_size.lambda1_init - 1) > 1e-2
@@ -273,21 +305,30 @@ def test_hessian_samples_none_uses_every_batch(data):
 def test_default_probe_steps_follows_the_run():
     assert default_probe_steps(None) == 10
     assert default_probe_steps(1) == 10  # never shorter than 10
-    assert default_probe_steps(10 ** 6) == 100  # never longer than 100
+    assert default_probe_steps(10**6) == 100  # never longer than 100
     values = [default_probe_steps(s) for s in range(1, 3000, 37)]
     assert values == sorted(values)  # longer runs, longer probes
     assert default_probe_steps(400) > 10
 
 
 def test_minibatches_and_probe_length(data):
-    res = ls.find_max_stable_lr(_model(), F.cross_entropy, data, batch_size=32, steps=400,
-                                early_steps=3, hessian_samples=64)
+    res = ls.find_max_stable_lr(
+        _model(), F.cross_entropy, data, batch_size=32, steps=400, early_steps=3, hessian_samples=64
+    )
     n = default_probe_steps(400)
     assert res.probe_steps == n and math.isfinite(res.lr) and res.lr > 0
     assert all(p.steps <= n for p in res.probes) and any(p.steps == n for p in res.probes)
     _check_search(res)
-    short = ls.find_max_stable_lr(_model(), F.cross_entropy, data, batch_size=32, steps=400,
-                                  probe_steps=7, early_steps=3, hessian_samples=64)
+    short = ls.find_max_stable_lr(
+        _model(),
+        F.cross_entropy,
+        data,
+        batch_size=32,
+        steps=400,
+        probe_steps=7,
+        early_steps=3,
+        hessian_samples=64,
+    )
     assert short.probe_steps == 7 and all(p.steps <= 7 for p in short.probes)
     assert any(p.steps == 7 for p in short.probes)
     assert short.n_train_steps == 3 + sum(p.steps for p in short.probes)
@@ -349,15 +390,19 @@ def _catches(fn):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         res = fn()
-    return res, [w for w in caught if issubclass(w.category, RuntimeWarning)
-                 and "catapult factor" in str(w.message)]
+    return res, [
+        w for w in caught if issubclass(w.category, RuntimeWarning) and "catapult factor" in str(w.message)
+    ]
 
 
 def test_catapult_factor_below_one_warns_and_is_noted():
     """Adam on a ReLU MLP, MSE on random labels: training fails far below Adam's threshold η."""
     X, y = _data(teacher=False)
-    res, caught = _catches(lambda: ls.find_max_stable_lr(_model(act=nn.ReLU), _mse, (X, y),
-                                                         optimizer="adam", warmup_steps=4, **FAST))
+    res, caught = _catches(
+        lambda: ls.find_max_stable_lr(
+            _model(act=nn.ReLU), _mse, (X, y), optimizer="adam", warmup_steps=4, **FAST
+        )
+    )
     assert res.catapult_factor < 1
     assert not any(p.survived for p in res.probes if p.lr >= res.threshold_lr)
     assert any(p.survived for p in res.probes) and res.lr < res.threshold_lr
@@ -379,14 +424,12 @@ def test_catapult_factor_warning_with_a_forced_search(data, monkeypatch):
 
 @pytest.fixture(scope="module")
 def adam_result(data):
-    return ls.find_max_stable_lr(_model(), F.cross_entropy, data, optimizer="adam", warmup_steps=4,
-                                 **FAST)
+    return ls.find_max_stable_lr(_model(), F.cross_entropy, data, optimizer="adam", warmup_steps=4, **FAST)
 
 
 def test_apply_a_fraction(adam_result):
     m = _model()
-    opt = torch.optim.Adam([{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 3.0}],
-                           lr=1.0)
+    opt = torch.optim.Adam([{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 3.0}], lr=1.0)
     got = adam_result.apply(opt, fraction=0.5)
     assert got == pytest.approx(adam_result.lr / 2, rel=1e-15)
     assert all(g["lr"] == got for g in opt.param_groups)
@@ -423,8 +466,16 @@ def test_pure_with_batchnorm_and_adam(data):
         model[1].running_var.fill_(2.0)
     torch.manual_seed(99)
     before = model_state(model)
-    res = ls.find_max_stable_lr(model, F.cross_entropy, data, optimizer="adam", batch_size=32,
-                                warmup_steps=4, hessian_samples=64, **FAST)
+    res = ls.find_max_stable_lr(
+        model,
+        F.cross_entropy,
+        data,
+        optimizer="adam",
+        batch_size=32,
+        warmup_steps=4,
+        hessian_samples=64,
+        **FAST,
+    )
     assert_same_state(before, model)
     assert res.lr > 0
 
@@ -469,8 +520,9 @@ def test_bad_hessian_samples_is_named(data, bad):
 
 
 def test_range_test_attached_and_drawn(data, tmp_path):
-    res = ls.find_max_stable_lr(_model(), F.cross_entropy, data, optimizer="adamw", batch_size=32,
-                                range_test=True, **FAST)
+    res = ls.find_max_stable_lr(
+        _model(), F.cross_entropy, data, optimizer="adamw", batch_size=32, range_test=True, **FAST
+    )
     rt = res.range_test
     assert rt is not None and rt.optimizer == "adamw" and len(rt.lrs) == rt.n_train_steps
     alone = ls.lr_range_test(_model(), F.cross_entropy, data, optimizer="adamw", batch_size=32)
@@ -483,6 +535,7 @@ def test_range_test_attached_and_drawn(data, tmp_path):
 def test_chance_is_judged_only_where_the_network_started_at_chance():
     """``chance_ratio`` = loss / loss of the model's mean output; 'at chance' needs a start at 1."""
     from landscope.monitor.short_runs import at_chance, chance_ratio
+
     g = torch.Generator().manual_seed(3)
     X, y = torch.randn(50, 4, generator=g), torch.randn(50, 2, generator=g)
     model = nn.Linear(4, 2)

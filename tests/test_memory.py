@@ -86,8 +86,13 @@ def measured():
     if not sys.platform.startswith("linux"):
         pytest.skip("reads /proc/self (Linux)")
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT, str(DIM), str(MAX_BASIS), str(K)],
-                          capture_output=True, text=True, env=env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(DIM), str(MAX_BASIS), str(K)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     if proc.returncode != 0 and "clear_refs" in proc.stderr:
         pytest.skip("/proc/self/clear_refs is not writable here")
     assert proc.returncode == 0, proc.stderr
@@ -119,6 +124,9 @@ def test_lanczos_extra_memory_within_basis_plus_4(measured, return_vectors, prob
     assert r["values"][:K] == pytest.approx([10.0, 9.5, 9.0, 8.5], rel=1e-9)
     bound = MAX_BASIS + 4 + (K if return_vectors or probe else 0)
     peak = vectors(max(r["hwm"], r["sampled"]))
-    assert peak <= bound, (f"extra memory {peak:.2f} × dim float64 > bound {bound} × dim "
-                           f"(max_basis={MAX_BASIS} + 4" + (f" + k={K} returned vectors" if return_vectors
-                                                          else "") + f"); measured {r}")
+    assert peak <= bound, (
+        f"extra memory {peak:.2f} × dim float64 > bound {bound} × dim "
+        f"(max_basis={MAX_BASIS} + 4"
+        + (f" + k={K} returned vectors" if return_vectors else "")
+        + f"); measured {r}"
+    )

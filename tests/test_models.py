@@ -56,8 +56,9 @@ def _gq_reference(model, loss_fn, X, y, eps=1e-5):
 
     g = grad(loss)(params)
     _, hg = jvp(grad(loss), (params,), (g,))
-    total = sum(((g[n] - hg[n]) / (g[n] + eps * torch.where(g[n] >= 0, 1.0, -1.0)) - 1).abs().sum()
-                for n in params)
+    total = sum(
+        ((g[n] - hg[n]) / (g[n] + eps * torch.where(g[n] >= 0, 1.0, -1.0)) - 1).abs().sum() for n in params
+    )
     return float(total) / sum(p.numel() for p in params.values())
 
 
@@ -72,6 +73,7 @@ def _post_step_loss(model, loss_fn, step_batch, eval_batch, eta=0.1):
 
 
 # ----------------------------------------------------------------------------- shapes
+
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("norm", NORMS)
@@ -113,10 +115,18 @@ def test_width_and_depth_mapping():
 def test_mlp_norm_is_linear_norm_act_and_none_keeps_the_old_layout():
     assert sum(p.numel() for p in mlp(40, 10, width=32, depth=2).parameters()) == 2698
     assert [type(m) for m in mlp(5, 3, width=6, depth=1)] == [nn.Linear, nn.Tanh, nn.Linear]
-    assert [type(m) for m in mlp(5, 3, width=6, depth=1, norm="batch")] == \
-        [nn.Linear, nn.BatchNorm1d, nn.Tanh, nn.Linear]
-    assert [type(m) for m in mlp(5, 3, width=6, depth=1, norm="layer")] == \
-        [nn.Linear, nn.LayerNorm, nn.Tanh, nn.Linear]
+    assert [type(m) for m in mlp(5, 3, width=6, depth=1, norm="batch")] == [
+        nn.Linear,
+        nn.BatchNorm1d,
+        nn.Tanh,
+        nn.Linear,
+    ]
+    assert [type(m) for m in mlp(5, 3, width=6, depth=1, norm="layer")] == [
+        nn.Linear,
+        nn.LayerNorm,
+        nn.Tanh,
+        nn.Linear,
+    ]
 
 
 def test_cnn2d_accepts_images_with_or_without_the_channel_axis():
@@ -133,6 +143,7 @@ def test_resnet_lite_downsamples_between_stages_with_projection_shortcuts():
 
 
 # ----------------------------------------------------------------------------- seeding
+
 
 @pytest.mark.parametrize("name", MODELS)
 def test_same_seed_same_weights_other_seed_other_weights_global_rng_untouched(name):
@@ -159,9 +170,11 @@ def test_scaled_multiplies_every_weight_tensor_by_init_scale():
 
 # ----------------------------------------------------------------------------- Fixup
 
+
 def test_fixup_zeroes_branch_ends_and_the_head_so_the_output_is_the_bias():
-    model = build_model("resnet_lite", (3, 32, 32), 10, init="fixup", activation="relu", seed=2,
-                        width=16, depth=3)
+    model = build_model(
+        "resnet_lite", (3, 32, 32), 10, init="fixup", activation="relu", seed=2, width=16, depth=3
+    )
     blocks = model.residual_blocks
     assert all(torch.count_nonzero(b.conv2.weight) == 0 for b in blocks)
     assert torch.count_nonzero(model.fc.weight) == 0
@@ -174,7 +187,7 @@ def test_fixup_zeroes_branch_ends_and_the_head_so_the_output_is_the_bias():
             h = block(h)
     # The other branch convs: He (std √2/√fan_out) scaled by L^(-1/2), L = 3 branches, m = 2.
     w = blocks[0].conv1.weight
-    expected = math.sqrt(2.0 / (w.shape[0] * 9)) * 3 ** -0.5
+    expected = math.sqrt(2.0 / (w.shape[0] * 9)) * 3**-0.5
     assert abs(w.std().item() / expected - 1) < 0.15
     scalars = [p for n, p in model.named_parameters() if p.numel() == 1]
     assert scalars and all(p.item() in (0.0, 1.0) for p in scalars)
@@ -199,6 +212,7 @@ def test_fixup_is_only_for_fixup_resnets():
 
 # ----------------------------------------------------------------------------- MetaInit
 
+
 def test_metainit_lowers_the_gradient_quotient_deterministically_without_touching_the_rng():
     X, y = _data((40,), n=48, seed=5)
     mse = get_loss("mse")
@@ -210,10 +224,12 @@ def test_metainit_lowers_the_gradient_quotient_deterministically_without_touchin
 
     state = torch.get_rng_state()
     # 100 of the paper's 500 steps: with its fixed ε the first ~15 steps do not lower GQ here.
-    model = build_model("cnn", (40,), 10, init="metainit", loss_fn="mse", init_batch=(X, y),
-                        init_steps=100, **kw)
-    again = build_model("cnn", (40,), 10, init="metainit", loss_fn=mse, init_batch=(X, y),
-                        init_steps=100, **kw)
+    model = build_model(
+        "cnn", (40,), 10, init="metainit", loss_fn="mse", init_batch=(X, y), init_steps=100, **kw
+    )
+    again = build_model(
+        "cnn", (40,), 10, init="metainit", loss_fn=mse, init_batch=(X, y), init_steps=100, **kw
+    )
     assert torch.equal(torch.get_rng_state(), state)
     assert _same(_params(model), _params(again))
     start = _gq_reference(build_model("cnn", (40,), 10, init="scaled", **kw), mse, X, y)
@@ -245,12 +261,23 @@ def test_metainit_trace_and_model_state():
 def test_meta_inits_default_to_their_papers_settings():
     # MetaInit: Dauphin & Schoenholz 2019, Figure 2 (steps=500, lr=0.1, momentum=0.9, eps=1e-5).
     meta = inspect.signature(metainit).parameters
-    assert {k: meta[k].default for k in ("steps", "lr", "momentum", "eps", "eps_rel")} == \
-        {"steps": 500, "lr": 0.1, "momentum": 0.9, "eps": 1e-5, "eps_rel": 0.0}
+    assert {k: meta[k].default for k in ("steps", "lr", "momentum", "eps", "eps_rel")} == {
+        "steps": 500,
+        "lr": 0.1,
+        "momentum": 0.9,
+        "eps": 1e-5,
+        "eps_rel": 0.0,
+    }
     # GradInit: zhuchen03/gradinit launch/run_gradinit.sh (390 iterations, ResNet-110 without BN).
     grad_ = inspect.signature(gradinit).parameters
-    assert {k: grad_[k].default for k in ("steps", "lr", "eta", "gamma", "min_scale", "grad_clip")} == \
-        {"steps": 390, "lr": 0.05, "eta": 0.1, "gamma": 1.0, "min_scale": 0.01, "grad_clip": 1.0}
+    assert {k: grad_[k].default for k in ("steps", "lr", "eta", "gamma", "min_scale", "grad_clip")} == {
+        "steps": 390,
+        "lr": 0.05,
+        "eta": 0.1,
+        "gamma": 1.0,
+        "min_scale": 0.01,
+        "grad_clip": 1.0,
+    }
     # apply_init (so build_model) without init_steps runs them: steps + 1 objective values.
     X, y = _data((40,), n=8, seed=11)
     for init, steps in (("metainit", 500), ("gradinit", 390)):
@@ -259,6 +286,7 @@ def test_meta_inits_default_to_their_papers_settings():
 
 
 # ----------------------------------------------------------------------------- GradInit
+
 
 def test_gradinit_lowers_the_held_out_post_step_loss_below_the_default_inits():
     X, y = _data((40,), n=64, seed=7)
@@ -281,10 +309,10 @@ def test_gradinit_repairs_a_large_init_deterministically_without_touching_the_rn
     ce = get_loss("ce")
     kw = {"width": 16, "depth": 2, "activation": "relu", "init_scale": 3.0, "seed": 0}
     state = torch.get_rng_state()
-    model = build_model("mlp", (40,), 10, init="gradinit", loss_fn=ce, init_batch=(X, y),
-                        init_steps=20, **kw)
-    again = build_model("mlp", (40,), 10, init="gradinit", loss_fn="ce", init_batch=(X, y),
-                        init_steps=20, **kw)
+    model = build_model("mlp", (40,), 10, init="gradinit", loss_fn=ce, init_batch=(X, y), init_steps=20, **kw)
+    again = build_model(
+        "mlp", (40,), 10, init="gradinit", loss_fn="ce", init_batch=(X, y), init_steps=20, **kw
+    )
     assert torch.equal(torch.get_rng_state(), state)
     assert _same(_params(model), _params(again))
     large = build_model("mlp", (40,), 10, init="scaled", **kw)
@@ -307,30 +335,38 @@ def test_gradinit_objective_falls_and_scales_respect_their_bounds():
 
 # ----------------------------------------------------------------------------- bad input
 
-@pytest.mark.parametrize("kwargs, needle", [
-    ({"name": "vgg"}, "model: unknown name 'vgg'; valid: cnn, mlp, resnet_lite"),
-    ({"norm": "group"}, "unknown norm 'group'; valid: batch, layer, none"),
-    ({"activation": "swish"}, "unknown activation 'swish'"),
-    ({"init": "xavier"}, "unknown init 'xavier'; valid: default, fixup, gradinit, metainit, scaled"),
-    ({"width": 0}, "width must be a positive integer, got 0"),
-    ({"name": "cnn", "depth": 0}, "depth must be a positive integer, got 0"),
-    ({"depth": -1}, "depth must be a non-negative integer, got -1"),
-    ({"n_outputs": 0}, "n_outputs must be a positive integer, got 0"),
-    ({"input_shape": (1, 2, 3, 4)}, r"got \(1, 2, 3, 4\)"),
-    ({"input_shape": (0,)}, r"got \(0,\)"),
-    ({"init": "scaled", "init_scale": -1.0}, "init_scale must be a positive finite number, got -1.0"),
-    ({"init_scale": 2.0}, "init_scale=2.0 has no effect with init 'default'"),
-    ({"init": "scaled", "init_steps": 5}, "init_steps=5 has no effect with init 'scaled'"),
-    ({"init": "metainit"}, "init 'metainit' needs loss_fn and init_batch"),
-    ({"init": "metainit", "loss_fn": "ce"}, r"init 'metainit' needs init_batch=\(X, y\), got None"),
-    ({"init": "gradinit", "init_batch": _data((40,), n=4)}, "init 'gradinit' needs loss_fn, got None"),
-    ({"init": "gradinit", "loss_fn": "ce", "init_batch": _data((40,), n=1)}, "at least 2"),
-    ({"init": "metainit", "loss_fn": "hinge", "init_batch": _data((40,), n=4)}, "'hinge'"),
-    ({"init": "gradinit", "loss_fn": "ce", "init_batch": _data((41,), n=4)},
-     r"init_batch X has samples of shape \(41,\), expected input_shape \(40,\)"),
-    ({"init": "metainit", "loss_fn": "ce", "init_batch": _data((40,), n=4), "init_steps": 0},
-     "init_steps must be a positive integer, got 0"),
-])
+
+@pytest.mark.parametrize(
+    "kwargs, needle",
+    [
+        ({"name": "vgg"}, "model: unknown name 'vgg'; valid: cnn, mlp, resnet_lite"),
+        ({"norm": "group"}, "unknown norm 'group'; valid: batch, layer, none"),
+        ({"activation": "swish"}, "unknown activation 'swish'"),
+        ({"init": "xavier"}, "unknown init 'xavier'; valid: default, fixup, gradinit, metainit, scaled"),
+        ({"width": 0}, "width must be a positive integer, got 0"),
+        ({"name": "cnn", "depth": 0}, "depth must be a positive integer, got 0"),
+        ({"depth": -1}, "depth must be a non-negative integer, got -1"),
+        ({"n_outputs": 0}, "n_outputs must be a positive integer, got 0"),
+        ({"input_shape": (1, 2, 3, 4)}, r"got \(1, 2, 3, 4\)"),
+        ({"input_shape": (0,)}, r"got \(0,\)"),
+        ({"init": "scaled", "init_scale": -1.0}, "init_scale must be a positive finite number, got -1.0"),
+        ({"init_scale": 2.0}, "init_scale=2.0 has no effect with init 'default'"),
+        ({"init": "scaled", "init_steps": 5}, "init_steps=5 has no effect with init 'scaled'"),
+        ({"init": "metainit"}, "init 'metainit' needs loss_fn and init_batch"),
+        ({"init": "metainit", "loss_fn": "ce"}, r"init 'metainit' needs init_batch=\(X, y\), got None"),
+        ({"init": "gradinit", "init_batch": _data((40,), n=4)}, "init 'gradinit' needs loss_fn, got None"),
+        ({"init": "gradinit", "loss_fn": "ce", "init_batch": _data((40,), n=1)}, "at least 2"),
+        ({"init": "metainit", "loss_fn": "hinge", "init_batch": _data((40,), n=4)}, "'hinge'"),
+        (
+            {"init": "gradinit", "loss_fn": "ce", "init_batch": _data((41,), n=4)},
+            r"init_batch X has samples of shape \(41,\), expected input_shape \(40,\)",
+        ),
+        (
+            {"init": "metainit", "loss_fn": "ce", "init_batch": _data((40,), n=4), "init_steps": 0},
+            "init_steps must be a positive integer, got 0",
+        ),
+    ],
+)
 def test_bad_values_raise_input_error_naming_the_value(kwargs, needle):
     args = {"name": "mlp", "input_shape": (40,), "n_outputs": 10, **kwargs}
     with pytest.raises(InputError, match=needle):
@@ -342,11 +378,14 @@ def test_inits_are_the_config_names():
     assert MODELS == ("mlp", "cnn", "resnet_lite")
 
 
-@pytest.mark.parametrize("shape,cls", [((6, 3), torch.nn.BatchNorm1d), ((6, 3, 5), torch.nn.BatchNorm1d),
-                                       ((6, 3, 4, 4), torch.nn.BatchNorm2d)])
+@pytest.mark.parametrize(
+    "shape,cls",
+    [((6, 3), torch.nn.BatchNorm1d), ((6, 3, 5), torch.nn.BatchNorm1d), ((6, 3, 4, 4), torch.nn.BatchNorm2d)],
+)
 def test_metainit_batch_norm_matches_torch_and_has_third_derivatives(shape, cls):
     """torch 2.14's batch_norm has no third derivative; MetaInit's explicit one must equal it."""
     from landscope.models.init import _explicit_batch_norm
+
     torch.manual_seed(0)
     bn = cls(3).double()
     with torch.no_grad():
@@ -355,8 +394,9 @@ def test_metainit_batch_norm_matches_torch_and_has_third_derivatives(shape, cls)
     x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
     for training in (True, False):
         bn.train(training)
-        ref = torch.nn.functional.batch_norm(x, bn.running_mean.clone(), bn.running_var.clone(),
-                                             bn.weight, bn.bias, training, 0.0, bn.eps)
+        ref = torch.nn.functional.batch_norm(
+            x, bn.running_mean.clone(), bn.running_var.clone(), bn.weight, bn.bias, training, 0.0, bn.eps
+        )
         out = _explicit_batch_norm(bn)(x)
         assert torch.allclose(out, ref, rtol=1e-12, atol=1e-12)
     bn.train()
@@ -373,6 +413,7 @@ def test_metainit_never_differentiates_torch_batch_norm(monkeypatch):
 
     def refuse(*args, **kwargs):
         raise RuntimeError("batch_norm does not support 3rd+ order derivatives (simulated)")
+
     X, y = _data((40,), n=16, seed=2)
     model = build_model("cnn", (40,), 10, norm="batch", **SMALL)
     monkeypatch.setattr(torch.nn.functional, "batch_norm", refuse)

@@ -119,10 +119,14 @@ def test_classify_edges():
     assert classify(1e9, math.inf, 0.9) == "stable"
 
 
-@pytest.mark.parametrize("make_opt", [
-    lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
-    lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.999)),  # a one-step warm-up: measured
-], ids=["momentum", "adam"])
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9),
+        lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.0, 0.999)),  # a one-step warm-up: measured
+    ],
+    ids=["momentum", "adam"],
+)
 def test_monitor_leaves_model_and_rng_untouched(bn_dropout_case, make_opt):
     c = bn_dropout_case
     opt = make_opt(c.model.parameters())
@@ -192,6 +196,7 @@ def test_real_errors_are_not_reported_as_blow_ups():
 def test_sinks_csv_jsonl_callable_and_tensorboard(tmp_path):
     tb = pytest.importorskip("torch.utils.tensorboard")
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
     model, X, y = _tiny()
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
     got = []
@@ -228,17 +233,20 @@ def test_a_single_sink_need_not_be_in_a_tuple(tmp_path):
     assert len((tmp_path / "one.jsonl").read_text().splitlines()) == 1
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"every": 0}, r"every must be a positive integer.*got 0"),
-    ({"every": 2.5}, r"every .*got 2\.5"),
-    ({"edge": 1.0}, r"edge must be in \(0, 1\).*got 1\.0"),
-    ({"edge": 0}, r"edge must be in \(0, 1\).*got 0"),
-    ({"k": 0}, r"k must be a positive integer.*got 0"),
-    ({"k": 500}, r"k=500 exceeds the number of parameters 57"),
-    ({"tol": 0.0}, r"tol must be in \(0, 1\).*got 0\.0"),
-    ({"sinks": "log.txt"}, r"'log\.txt' must end in \.csv or \.jsonl"),
-    ({"sinks": (3,)}, r"a sink must be .* got int"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"every": 0}, r"every must be a positive integer.*got 0"),
+        ({"every": 2.5}, r"every .*got 2\.5"),
+        ({"edge": 1.0}, r"edge must be in \(0, 1\).*got 1\.0"),
+        ({"edge": 0}, r"edge must be in \(0, 1\).*got 0"),
+        ({"k": 0}, r"k must be a positive integer.*got 0"),
+        ({"k": 500}, r"k=500 exceeds the number of parameters 57"),
+        ({"tol": 0.0}, r"tol must be in \(0, 1\).*got 0\.0"),
+        ({"sinks": "log.txt"}, r"'log\.txt' must end in \.csv or \.jsonl"),
+        ({"sinks": (3,)}, r"a sink must be .* got int"),
+    ],
+)
 def test_bad_options_are_named(kwargs, match):
     model, X, y = _tiny()
     with pytest.raises(ls.InputError, match=match):
@@ -260,8 +268,11 @@ def test_bad_model_batch_and_optimizer_are_named():
         SharpnessMonitor(model, mse, (X, y), strict=True).step(torch.optim.Adagrad(model.parameters()))
     with pytest.warns(RuntimeWarning, match=r"no stability threshold is known for Adagrad"):
         assert SharpnessMonitor(model, mse, (X, y)).step(torch.optim.Adagrad(model.parameters())) == "off"
-    for bad, match in ((-0.1, "hysteresis must be in"), (0.95, "hysteresis must be in"),
-                       (True, "hysteresis")):
+    for bad, match in (
+        (-0.1, "hysteresis must be in"),
+        (0.95, "hysteresis must be in"),
+        (True, "hysteresis"),
+    ):
         with pytest.raises(ls.InputError, match=match):
             SharpnessMonitor(model, mse, (X, y), hysteresis=bad)
     with pytest.raises(ls.InputError, match=r"after optimizer\.step\(\)"):
@@ -274,6 +285,7 @@ def test_bad_model_batch_and_optimizer_are_named():
 
 def test_readme_example_runs():
     from reference import run_readme_example
+
     namespace = run_readme_example("Use it in your loop")
     mon, best = namespace["mon"], namespace["best"]
     assert namespace["status"] in ("stable", "edge", "unstable") and len(mon.history) == 11
@@ -281,6 +293,7 @@ def test_readme_example_runs():
 
 
 # -- adapters, with the real libraries ---------------------------------------------------------
+
 
 def _classification(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
@@ -312,11 +325,20 @@ def test_lightning_callback_monitors_and_logs(tmp_path, background):
     loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(X, y), batch_size=16)
     torch.manual_seed(0)
     module = Module()
-    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2,
-                           background=background)
-    trainer = pl.Trainer(max_steps=6, callbacks=[cb], accelerator="cpu", logger=False,
-                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                         default_root_dir=str(tmp_path), accumulate_grad_batches=2)
+    cb = SharpnessCallback(
+        torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2, background=background
+    )
+    trainer = pl.Trainer(
+        max_steps=6,
+        callbacks=[cb],
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(tmp_path),
+        accumulate_grad_batches=2,
+    )
     trainer.fit(module, loader)
     assert trainer.global_step == 6
     assert [r.step for r in cb.monitor.history] == [1, 2, 4, 6]  # accumulation: once per optimizer step
@@ -329,6 +351,7 @@ def test_lightning_callback_monitors_and_logs(tmp_path, background):
 def test_lightning_callback_rejects_bad_options():
     pytest.importorskip("lightning.pytorch")
     from landscope.monitor.lightning import SharpnessCallback
+
     with pytest.raises(ls.InputError, match="every must be a positive integer"):
         SharpnessCallback(mse, _classification(), every=0)
 
@@ -354,13 +377,22 @@ def test_huggingface_callback_monitors_adamw(tmp_path, background):
     X, y = _classification()
     data = [{"x": a, "labels": b} for a, b in zip(X, y, strict=True)]
     torch.manual_seed(0)
-    cb = SharpnessCallback(torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2,
-                           background=background)
-    args = transformers.TrainingArguments(output_dir=str(tmp_path), max_steps=5,
-                                          per_device_train_batch_size=16, learning_rate=1e-3, report_to=[],
-                                          save_strategy="no", logging_strategy="no", disable_tqdm=True,
-                                          use_cpu=True, seed=0,
-                                          adam_beta1=0.0)  # a one-step warm-up: every step measured
+    cb = SharpnessCallback(
+        torch.nn.functional.cross_entropy, (X[:16], y[:16]), every=2, background=background
+    )
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path),
+        max_steps=5,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
+        adam_beta1=0.0,
+    )  # a one-step warm-up: every step measured
     trainer = transformers.Trainer(model=Model(), args=args, train_dataset=data, callbacks=[cb])
     trainer.train()
     assert [r.step for r in cb.monitor.history] == [1, 2, 4]

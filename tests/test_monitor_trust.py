@@ -59,8 +59,9 @@ def test_warmup_steps_closed_form():
     assert optimizer_steps(opt) == 2
 
 
-@pytest.mark.parametrize("cls,lr,seed", [(torch.optim.Adam, 1e-3, 0), (torch.optim.AdamW, 1e-2, 1),
-                                         (torch.optim.AdamW, 3e-3, 2)])
+@pytest.mark.parametrize(
+    "cls,lr,seed", [(torch.optim.Adam, 1e-3, 0), (torch.optim.AdamW, 1e-2, 1), (torch.optim.AdamW, 3e-3, 2)]
+)
 def test_a_healthy_adam_run_never_reads_unstable(data, cls, lr, seed):
     model = _gelu_mlp(seed)
     opt = cls(model.parameters(), lr=lr)
@@ -79,8 +80,11 @@ def test_a_healthy_adam_run_never_reads_unstable(data, cls, lr, seed):
 def test_the_first_call_after_an_lr_jump_to_a_divergent_value_reads_unstable(data, kind):
     model = _gelu_mlp(3)
     X, y = data
-    opt = torch.optim.SGD(model.parameters(), lr=0.01) if kind == "sgd" else \
-        torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = (
+        torch.optim.SGD(model.parameters(), lr=0.01)
+        if kind == "sgd"
+        else torch.optim.Adam(model.parameters(), lr=3e-3)
+    )
     mon = SharpnessMonitor(model, CE, (X[:64], y[:64]), every=100, strict=True)
     statuses = _train(model, opt, data, 60, mon)
     assert statuses[-1] == "stable"
@@ -123,10 +127,18 @@ def test_hysteresis_on_a_closed_sequence():
         prev = classify(r, 1.0, 0.9, prev, 0.0)
         with_h.append(prev_h)
         without.append(prev)
-    assert with_h == ["stable", "edge", "unstable", "unstable", "unstable", "unstable", "edge",
-                      "stable", "stable"]
-    assert without == ["stable", "edge", "unstable", "edge", "unstable", "edge", "stable", "stable",
-                       "stable"]
+    assert with_h == [
+        "stable",
+        "edge",
+        "unstable",
+        "unstable",
+        "unstable",
+        "unstable",
+        "edge",
+        "stable",
+        "stable",
+    ]
+    assert without == ["stable", "edge", "unstable", "edge", "unstable", "edge", "stable", "stable", "stable"]
     assert classify(math.nan, 1.0, 0.9, "stable", 0.1) == "unstable"
 
 
@@ -172,8 +184,10 @@ def test_a_measurement_that_raises_does_not_stop_training(data, monkeypatch):
 
     def boom(op):
         calls.append(1)
-        raise RuntimeError("derivative for aten::_scaled_dot_product_flash_attention_backward "
-                           "is not implemented")
+        raise RuntimeError(
+            "derivative for aten::_scaled_dot_product_flash_attention_backward is not implemented"
+        )
+
     _train(model, opt, data, 15, mon)
     monkeypatch.setattr(mon.tracker, "update", boom)
     with pytest.warns(RuntimeWarning, match=r"failed \(RuntimeError: derivative.*training goes on"):
@@ -200,8 +214,9 @@ def test_rmsprop_has_a_threshold_and_reads_its_preconditioned_sharpness(data):
     assert r.preconditioned and r.threshold == pytest.approx(2 / 1e-3)
     assert "warming_up" not in statuses and "off" not in statuses
     # λ1 of P⁻¹H with RMSprop's own P (no bias correction): reproduced independently
-    P = torch.cat([(opt.state[p]["square_avg"].double().sqrt() + 1e-8).reshape(-1)
-                   for p in model.parameters()])
+    P = torch.cat(
+        [(opt.state[p]["square_avg"].double().sqrt() + 1e-8).reshape(-1) for p in model.parameters()]
+    )
     pre = ls.PreconditionedOperator(ls.HessianOperator(model, CE, (X[:64], y[:64]), model_mode="train"), P)
     ref = float(ls.eigenpairs(pre, k=1, tol=1e-8).values[0])
     assert r.lambda1 == pytest.approx(ref, rel=1e-3)
@@ -229,22 +244,34 @@ def _hf_setup(tmp_path, make_cb, steps=6, logging_steps=None):
     data = [{"x": a, "labels": b} for a, b in zip(X, y, strict=True)]
     cb = make_cb(X, y)
     args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), max_steps=steps, per_device_train_batch_size=16, learning_rate=1e-3,
-        report_to=[], save_strategy="no", disable_tqdm=True, use_cpu=True, seed=0,
+        output_dir=str(tmp_path),
+        max_steps=steps,
+        per_device_train_batch_size=16,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        seed=0,
         adam_beta1=0.0,  # AdamW with a one-step warm-up: a short run is measured from step 1
-        logging_strategy="steps" if logging_steps else "no", logging_steps=logging_steps or 500)
+        logging_strategy="steps" if logging_steps else "no",
+        logging_steps=logging_steps or 500,
+    )
     return transformers.Trainer(model=Model(), args=args, train_dataset=data, callbacks=[cb]), cb
 
 
 def test_huggingface_callback_writes_log_history_and_reaches_the_reporters(tmp_path):
     from landscope.monitor.huggingface import SharpnessCallback
-    trainer, cb = _hf_setup(tmp_path, lambda X, y: SharpnessCallback(nn.functional.cross_entropy,
-                                                                       (X[:16], y[:16]), every=2))
+
+    trainer, cb = _hf_setup(
+        tmp_path, lambda X, y: SharpnessCallback(nn.functional.cross_entropy, (X[:16], y[:16]), every=2)
+    )
     seen = []
 
     class Reporter(__import__("transformers").TrainerCallback):  # what report_to integrations are
         def on_log(self, args, state, control, logs=None, **kwargs):
             seen.append(dict(logs or {}))
+
     trainer.add_callback(Reporter())
     cb.put_first(trainer)
     trainer.train()
@@ -253,8 +280,9 @@ def test_huggingface_callback_writes_log_history_and_reaches_the_reporters(tmp_p
     logged = [h for h in trainer.state.log_history if "sharpness/lambda1" in h]
     assert [h["step"] for h in logged] == steps
     assert [h["sharpness/lambda1"] for h in logged] == [r.lambda1 for r in cb.monitor.history]
-    assert [d["sharpness/lambda1"] for d in seen if "sharpness/lambda1" in d] == \
-        [r.lambda1 for r in cb.monitor.history]
+    assert [d["sharpness/lambda1"] for d in seen if "sharpness/lambda1" in d] == [
+        r.lambda1 for r in cb.monitor.history
+    ]
 
 
 def test_a_failing_measurement_does_not_stop_the_huggingface_trainer(tmp_path):
@@ -262,8 +290,10 @@ def test_a_failing_measurement_does_not_stop_the_huggingface_trainer(tmp_path):
 
     def broken(model, batch):
         raise RuntimeError("derivative for aten::_flash_attention_backward is not implemented")
-    trainer, cb = _hf_setup(tmp_path, lambda X, y: SharpnessCallback(batch=(X[:16], y[:16]), every=2,
-                                                                       batch_loss=broken), steps=8)
+
+    trainer, cb = _hf_setup(
+        tmp_path, lambda X, y: SharpnessCallback(batch=(X[:16], y[:16]), every=2, batch_loss=broken), steps=8
+    )
     with pytest.warns(RuntimeWarning, match="training goes on"):
         out = trainer.train()
     assert out.global_step == 8 and cb.monitor is None
@@ -291,9 +321,14 @@ def test_adam_is_measured_anew_when_its_warm_up_ends(data):
 
 def test_background_auto_follows_the_spare_cores(monkeypatch):
     from landscope.monitor import monitor as M
+
     model = nn.Linear(3, 2)
-    monkeypatch.setattr(M.os if hasattr(M, "os") else __import__("os"), "sched_getaffinity",
-                        lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(
+        M.os if hasattr(M, "os") else __import__("os"),
+        "sched_getaffinity",
+        lambda pid: {0, 1, 2, 3},
+        raising=False,
+    )
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
     assert M.spare_core(model) is True
     monkeypatch.setattr(torch, "get_num_threads", lambda: 4)

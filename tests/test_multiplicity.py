@@ -36,6 +36,7 @@ def kronecker_problem(seed: int = 0, classes: int = 5) -> tuple[ls.HessianOperat
 
     def loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return 0.5 * ((out - target) ** 2).sum(dim=1).mean()
+
     op = ls.HessianOperator(model, loss, (X, Y), params=ls.layers(model, last=1))
     with torch.no_grad():
         A = torch.cat([torch.tanh(model[0](X)), torch.ones(80, 1, dtype=torch.float64)], dim=1)
@@ -72,11 +73,14 @@ def test_without_the_probe_copies_are_missed_with_converged_true():
     assert missed >= 2
 
 
-@pytest.mark.parametrize("which,top,expected", [
-    ("LA", [10.0, 10.0, 10.0, 7.0], [10.0, 10.0, 10.0]),
-    ("SA", [-4.0, -4.0, -4.0, -1.0], [-4.0, -4.0, -4.0]),
-    ("LM", [9.0, -9.0, -9.0, 5.0], [9.0, -9.0, -9.0]),
-])
+@pytest.mark.parametrize(
+    "which,top,expected",
+    [
+        ("LA", [10.0, 10.0, 10.0, 7.0], [10.0, 10.0, 10.0]),
+        ("SA", [-4.0, -4.0, -4.0, -1.0], [-4.0, -4.0, -4.0]),
+        ("LM", [9.0, -9.0, -9.0, 5.0], [9.0, -9.0, -9.0]),
+    ],
+)
 def test_default_finds_copies_for_every_which(which, top, expected):
     lam = torch.cat([torch.tensor(top), torch.linspace(-2.0, 3.0, 76)]).double()
     A, _ = with_spectrum(lam, seed=5)
@@ -95,8 +99,10 @@ def test_probe_costs_its_products_and_changes_nothing_on_a_simple_spectrum(seed)
     assert probed.n_matvecs == off.n_matvecs + PROBE_PRODUCTS
     assert torch.equal(probed.values, off.values) and torch.equal(probed.vectors, off.vectors)
     assert probed.method == "lanczos"
-    assert ls.eigenpairs(op, k=1, seed=seed).n_matvecs == \
-        ls.eigenpairs(op, k=1, seed=seed, check_multiplicity=False).n_matvecs  # k = 1: no probe
+    assert (
+        ls.eigenpairs(op, k=1, seed=seed).n_matvecs
+        == ls.eigenpairs(op, k=1, seed=seed, check_multiplicity=False).n_matvecs
+    )  # k = 1: no probe
 
 
 def test_probe_finds_a_missing_copy_and_never_invents_one():
@@ -169,6 +175,7 @@ def test_measurement_config_reaches_the_tracker():
     X = torch.randn(10, 3, dtype=torch.float64)
     y = torch.randn(10, 2, dtype=torch.float64)
     for flag in (None, True, False):
-        m = Measurer(model, nn.MSELoss(), (X, y), MeasureConfig(k=2, check_multiplicity=flag),
-                     batch_size=None, seed=0)
+        m = Measurer(
+            model, nn.MSELoss(), (X, y), MeasureConfig(k=2, check_multiplicity=flag), batch_size=None, seed=0
+        )
         assert m.tracker is not None and m.tracker.check_multiplicity is flag

@@ -36,11 +36,15 @@ CASES = {  # name: (operator expression, the same on dense matrices)
     "divided": (lambda a, b, d: a / 4, A / 4),
     "negated": (lambda a, b, d: -a, -A),
     "shift": (lambda a, b, d: a - 1.5 * ls.IdentityOperator.like(a), A - 1.5 * I),
-    "nested": (lambda a, b, d: 0.5 * (a + 2 * (b - d)) + d, 0.5 * (A + 2 * (B - torch.diag(D)))
-               + torch.diag(D)),
+    "nested": (
+        lambda a, b, d: 0.5 * (a + 2 * (b - d)) + d,
+        0.5 * (A + 2 * (B - torch.diag(D))) + torch.diag(D),
+    ),
     "diagonal": (lambda a, b, d: d, torch.diag(D)),
-    "preconditioned": (lambda a, b, d: ls.PreconditionedOperator(a + b, D.abs() + 1),
-                       torch.diag((D.abs() + 1).rsqrt()) @ (A + B) @ torch.diag((D.abs() + 1).rsqrt())),
+    "preconditioned": (
+        lambda a, b, d: ls.PreconditionedOperator(a + b, D.abs() + 1),
+        torch.diag((D.abs() + 1).rsqrt()) @ (A + B) @ torch.diag((D.abs() + 1).rsqrt()),
+    ),
     "matvec function": (lambda a, b, d: ls.MatvecOperator(lambda v: B @ v, N), B),
 }
 
@@ -67,6 +71,7 @@ def test_nested_combinations_are_flattened_and_keep_the_widest_dtype():
 
 def test_to_scipy_gives_scipy_solvers_the_operator():
     from scipy.sparse.linalg import LinearOperator, eigsh
+
     op = ls.DenseOperator(A) + ls.DiagonalOperator(D)
     lin = op.to_scipy()
     assert isinstance(lin, LinearOperator) and lin.shape == (N, N) and lin.dtype == np.float64
@@ -75,8 +80,9 @@ def test_to_scipy_gives_scipy_solvers_the_operator():
     np.testing.assert_allclose(lin.rmatvec(x), lin @ x)
     np.testing.assert_allclose(lin.matmat(np.eye(N)), (A + torch.diag(D)).numpy(), atol=1e-12)
     top = eigsh(lin, k=2, which="LA", tol=1e-12)[0]
-    np.testing.assert_allclose(np.sort(top), torch.linalg.eigvalsh(A + torch.diag(D))[-2:].numpy(),
-                               rtol=1e-10)
+    np.testing.assert_allclose(
+        np.sort(top), torch.linalg.eigvalsh(A + torch.diag(D))[-2:].numpy(), rtol=1e-10
+    )
     assert op.to_scipy(np.float32).dtype == np.float32
 
 
@@ -95,18 +101,26 @@ class _NoDevice(ls.CurvatureOperator):
         return v
 
 
-@pytest.mark.parametrize("make,match", [
-    (_NoDevice, r"_NoDevice is a CurvatureOperator without 'device'"),
-    (lambda: ls.MatvecOperator(lambda v: v, dim=0), r"MatvecOperator.dim must be a positive integer, got 0"),
-    (lambda: ls.MatvecOperator(lambda v: v, dim=3, dtype=torch.int64),
-     r"MatvecOperator.dtype must be a floating torch dtype, got torch.int64"),
-    (lambda: ls.MatvecOperator(lambda v: v, dim=3, device="moon"), r"must be a torch device, got 'moon'"),
-    (lambda: ls.MatvecOperator("not callable", dim=3), r"needs a callable"),
-    (lambda: ls.DenseOperator(A) + ls.DiagonalOperator(D[:3]), r"dimensions 7 and 3"),
-    (lambda: ls.DenseOperator(A) / 0, r"divided by 0"),
-    (lambda: ls.DiagonalOperator(torch.tensor([1.0, float("nan")])), r"NaN or inf"),
-    (lambda: ls.DiagonalOperator(torch.ones(2, 2)), r"non-empty vector, got \(2, 2\)"),
-])
+@pytest.mark.parametrize(
+    "make,match",
+    [
+        (_NoDevice, r"_NoDevice is a CurvatureOperator without 'device'"),
+        (
+            lambda: ls.MatvecOperator(lambda v: v, dim=0),
+            r"MatvecOperator.dim must be a positive integer, got 0",
+        ),
+        (
+            lambda: ls.MatvecOperator(lambda v: v, dim=3, dtype=torch.int64),
+            r"MatvecOperator.dtype must be a floating torch dtype, got torch.int64",
+        ),
+        (lambda: ls.MatvecOperator(lambda v: v, dim=3, device="moon"), r"must be a torch device, got 'moon'"),
+        (lambda: ls.MatvecOperator("not callable", dim=3), r"needs a callable"),
+        (lambda: ls.DenseOperator(A) + ls.DiagonalOperator(D[:3]), r"dimensions 7 and 3"),
+        (lambda: ls.DenseOperator(A) / 0, r"divided by 0"),
+        (lambda: ls.DiagonalOperator(torch.tensor([1.0, float("nan")])), r"NaN or inf"),
+        (lambda: ls.DiagonalOperator(torch.ones(2, 2)), r"non-empty vector, got \(2, 2\)"),
+    ],
+)
 def test_an_operator_that_is_wrong_says_what_is_wrong(make, match):
     with pytest.raises(ls.InputError, match=match):
         make() @ torch.ones(3, dtype=torch.float64)
@@ -142,8 +156,12 @@ def test_model_operators_are_public_model_curvature_operators():
     ref = dense_hessian(model, loss, X, y)
     # the algebra on a model operator: the Hessian minus the GGN is the residual term, and a
     # shifted Hessian equals the dense one shifted
-    torch.testing.assert_close((H - 0.25 * ls.IdentityOperator.like(H)).to_dense(),
-                               ref - 0.25 * torch.eye(H.dim, dtype=torch.float64), rtol=0, atol=1e-10)
+    torch.testing.assert_close(
+        (H - 0.25 * ls.IdentityOperator.like(H)).to_dense(),
+        ref - 0.25 * torch.eye(H.dim, dtype=torch.float64),
+        rtol=0,
+        atol=1e-10,
+    )
 
 
 def test_the_docs_worked_example_runs_and_its_fisher_is_the_dense_one():
@@ -152,7 +170,7 @@ def test_the_docs_worked_example_runs_and_its_fisher_is_the_dense_one():
     params = list(model.parameters())
     dense = torch.zeros(F.dim, F.dim, dtype=torch.float64)
     for i in range(len(X)):  # sample by sample, plain autograd
-        g = torch.autograd.grad(loss_fn(model(X[i:i + 1]), y[i:i + 1]), params)
+        g = torch.autograd.grad(loss_fn(model(X[i : i + 1]), y[i : i + 1]), params)
         flat = torch.cat([t.reshape(-1) for t in g])
         dense += torch.outer(flat, flat) / len(X)
     torch.testing.assert_close(F.to_dense(), dense, rtol=1e-10, atol=1e-12)

@@ -56,6 +56,7 @@ def _check_against(op: ls.CurvatureOperator, M: torch.Tensor, full: bool = True)
 
 # -- the references themselves -------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_reference_hessian_matches_finite_differences(cnn_case, ce, mode):
     """Central differences of the autograd gradient: guards the reference, not landscope."""
@@ -75,6 +76,7 @@ def test_reference_hessian_matches_finite_differences(cnn_case, ce, mode):
     def flat_g(theta):
         gd = g(theta)
         return torch.cat([gd[n].reshape(-1) for n in names])
+
     h = 1e-5
     for i in (0, 10, 20, 60, 80):  # conv, BN weight, BN bias, BN weight, fc bias
         e = torch.zeros_like(theta0)
@@ -84,6 +86,7 @@ def test_reference_hessian_matches_finite_differences(cnn_case, ce, mode):
 
 
 # -- HessianOperator ----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("vmap_matmat", [False, True])
 def test_hessian_eval_matches_dense(case, loss_fn, dense_H, vmap_matmat):
@@ -107,8 +110,7 @@ def test_hessian_eval_is_default_mode(cnn_case, ce):
 def test_hessian_train_mode_uses_batch_statistics_per_chunk(case, loss_fn, chunk_size):
     """model_mode="train": BN normalises each chunk with that chunk's statistics."""
     ref = dense_hessian(case.model, loss_fn, case.X, case.y, mode="train", chunk_size=chunk_size)
-    op = ls.HessianOperator(case.model, loss_fn, (case.X, case.y), model_mode="train",
-                            chunk_size=chunk_size)
+    op = ls.HessianOperator(case.model, loss_fn, (case.X, case.y), model_mode="train", chunk_size=chunk_size)
     _check_against(op, ref, full=chunk_size is None)
     if case.name == "cnn_bn" and chunk_size is not None:
         whole = dense_hessian(case.model, loss_fn, case.X, case.y, mode="train")
@@ -172,6 +174,7 @@ def test_gradient_and_loss(case, loss_fn):
 
     def f(p):
         return loss_fn(functional_call(m, p, (case.X,)), case.y)
+
     g = grad(f)(params)
     g_flat = torch.cat([g[n].reshape(-1) for n in case.names])
     assert max_rel_err(op.gradient(), g_flat) <= TOL
@@ -179,6 +182,7 @@ def test_gradient_and_loss(case, loss_fn):
 
 
 # -- chunking -----------------------------------------------------------------------------------
+
 
 def test_chunked_equals_unchunked(case, loss_fn, dense_H):
     op = ls.HessianOperator(case.model, loss_fn, (case.X, case.y), chunk_size=7)
@@ -204,6 +208,7 @@ def test_unshuffled_dataloader(mlp_case, ce, mlp_ce_H):
 
 
 # -- GGNOperator --------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("mode", ["eval", "train"])
 def test_ggn_matches_jacobian_reference(case, loss_fn, mode):
@@ -232,6 +237,7 @@ def test_ggn_of_mse_on_linear_model_equals_hessian():
 
 
 # -- PreconditionedOperator ---------------------------------------------------------------------
+
 
 def _sorted_eigvals_of_product(Pinv_H: torch.Tensor) -> torch.Tensor:
     ev = torch.linalg.eigvals(Pinv_H)
@@ -302,11 +308,11 @@ def test_adam_preconditioner_follows_parameter_subset(case, ce):
     assert torch.allclose(P.double(), expected.double(), rtol=1e-12, atol=0)
     # None: every parameter of the optimiser, in order
     P_all = ls.adam_preconditioner(opt)
-    assert torch.allclose(P_all.double(), _adam_formula(opt, list(c.model.parameters())),
-                          rtol=1e-12, atol=0)
+    assert torch.allclose(P_all.double(), _adam_formula(opt, list(c.model.parameters())), rtol=1e-12, atol=0)
 
 
 # -- DenseOperator ------------------------------------------------------------------------------
+
 
 def test_dense_operator():
     A, _ = with_spectrum(torch.linspace(-2, 5, 12), seed=3)
@@ -320,6 +326,7 @@ def test_dense_operator():
 
 
 # -- live parameters (cache invalidation) --------------------------------------------------------
+
 
 def test_operator_follows_in_place_parameter_updates(case, loss_fn):
     c = case

@@ -28,15 +28,19 @@ def _selections(case):
         ("names", [case.names[1], last_w], [case.names[1], last_w]),
         ("glob", case.glob, list(case.glob_names)),
         ("glob-bias", "*.bias", [n for n in case.names if n.endswith(".bias")]),
-        ("module", mod_first, [n for n in case.names if n.startswith(first_name.rsplit(".", 1)[0]
-                                                                   + ".")]),
-        ("modules", [mod_first, m.get_submodule(last_w.rsplit(".", 1)[0])],
-         [n for n in case.names if n.rsplit(".", 1)[0] in
-          (first_name.rsplit(".", 1)[0], last_w.rsplit(".", 1)[0])]),
+        ("module", mod_first, [n for n in case.names if n.startswith(first_name.rsplit(".", 1)[0] + ".")]),
+        (
+            "modules",
+            [mod_first, m.get_submodule(last_w.rsplit(".", 1)[0])],
+            [
+                n
+                for n in case.names
+                if n.rsplit(".", 1)[0] in (first_name.rsplit(".", 1)[0], last_w.rsplit(".", 1)[0])
+            ],
+        ),
         ("tensor", named[last_b], [last_b]),
         ("tensors", [named[last_b], named[first_name]], [first_name, last_b]),
-        ("mixed", [case.glob, named[last_b]], sorted({*case.glob_names, last_b},
-                                                     key=case.names.index)),
+        ("mixed", [case.glob, named[last_b]], sorted({*case.glob_names, last_b}, key=case.names.index)),
         ("last=1", ls.layers(m, last=1), list(case.last_layer)),
         ("first=1", ls.layers(m, first=1), list(case.first_layer)),
     ]
@@ -72,6 +76,7 @@ def test_subset_vector_layout_matches_parameter_order(mlp_case, ce, mlp_ce_H):
 
 def test_subset_ggn_and_train_mode(cnn_case, ce):
     from reference import dense_ggn, dense_hessian
+
     c = cnn_case
     sel = ls.layers(c.model, first=1)
     G = dense_ggn(c.model, ce, c.X, c.y, names=sel.names)

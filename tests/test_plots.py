@@ -24,8 +24,9 @@ def test_run_figures(eos_run, tmp_path):
     events = find_instabilities(eos_run)
     paths = [
         plots.loss_and_sharpness(eos_run, tmp_path / "a.png", events),
-        plots.flattening({"η=0.5": flattening(eos_run, events), "again": flattening(eos_run)},
-                         tmp_path / "b.png"),
+        plots.flattening(
+            {"η=0.5": flattening(eos_run, events), "again": flattening(eos_run)}, tmp_path / "b.png"
+        ),
         plots.shift_matrix(eos_run, tmp_path / "c.png", events),
         plots.outliers_over_time(eos_run, tmp_path / "d.png"),
         plots.similarity(trajectory_similarity([eos_run, eos_run], eos_run), tmp_path / "e.png"),
@@ -49,6 +50,7 @@ def test_spectrum_with_density(tmp_path):
 
 def test_flattening_plot_without_instabilities(tmp_path):
     from landscope.analysis import Trace
+
     f = flattening(Trace.from_arrays(np.linspace(1, 0.5, 50)))
     assert _is_png(plots.flattening(f, tmp_path / "empty.png"))
 

@@ -47,8 +47,9 @@ def test_the_curvature_names(small):
     assert ls.analysis.subspace_overlap(res.vectors, res.vectors) == pytest.approx(1.0)
     assert ls.analysis.outlier_count(res.values.numpy()) >= 0
     batches = [(X[:16], y[:16]), (X[16:], y[16:])]
-    op2 = ls.HessianOperator(model, data=batches, batch_loss=lambda m, b: CE(m(b[0]), b[1]),
-                             batch_weight=lambda b: len(b[0]))
+    op2 = ls.HessianOperator(
+        model, data=batches, batch_loss=lambda m, b: CE(m(b[0]), b[1]), batch_weight=lambda b: len(b[0])
+    )
     torch.testing.assert_close(op2 @ v, op @ v)
 
 
@@ -56,13 +57,29 @@ def test_the_training_names(tmp_path):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     assert ls.stability_threshold(opt) == pytest.approx(20.0)
     assert ls.stability_threshold(ls.OptimizerSpec(name="gd", lr=0.1)) == pytest.approx(20.0)
-    config = {"seed": 0, "data": {"name": "mnist1d", "n_train": 64, "n_test": 32},
-              "model": {"name": "mlp", "width": 8, "depth": 1, "activation": "tanh", "norm": "none",
-                        "init": "default"},
-              "loss": "mse", "optimizer": {"name": "gd", "lr": 0.05}, "schedule": {"name": "constant"},
-              "train": {"steps": 4, "batch_size": None},
-              "measure": {"every": 2, "k": 1, "hessian_samples": None, "background": False,
-                          "around_instabilities": False}}
+    config = {
+        "seed": 0,
+        "data": {"name": "mnist1d", "n_train": 64, "n_test": 32},
+        "model": {
+            "name": "mlp",
+            "width": 8,
+            "depth": 1,
+            "activation": "tanh",
+            "norm": "none",
+            "init": "default",
+        },
+        "loss": "mse",
+        "optimizer": {"name": "gd", "lr": 0.05},
+        "schedule": {"name": "constant"},
+        "train": {"steps": 4, "batch_size": None},
+        "measure": {
+            "every": 2,
+            "k": 1,
+            "hessian_samples": None,
+            "background": False,
+            "around_instabilities": False,
+        },
+    }
     run = ls.train(config, tmp_path / "run")
     again = ls.load_run(tmp_path / "run")
     assert [r["step"] for r in again.metrics] == [r["step"] for r in run.metrics] == [0, 1, 2, 3, 4]
@@ -100,13 +117,26 @@ def test_the_modules_and_the_distributed_operator_resolve_after_import_landscope
         assert landscope.train.store.RunStore is ls.training.store.RunStore
         print("ok")
     """)
-    out = subprocess.run([sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore::DeprecationWarning", "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr
 
 
-@pytest.mark.parametrize("module", ["landscope.curvature", "landscope.analysis", "landscope.monitor",
-                                    "landscope.data", "landscope.models", "landscope.distributed"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "landscope.curvature",
+        "landscope.analysis",
+        "landscope.monitor",
+        "landscope.data",
+        "landscope.models",
+        "landscope.distributed",
+    ],
+)
 def test_every_name_in_all_exists(module):
     mod = importlib.import_module(module)
     assert [n for n in getattr(mod, "__all__", []) if not hasattr(mod, n)] == []

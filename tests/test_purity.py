@@ -49,8 +49,9 @@ def test_hessian_operator_is_pure(bn_case, ce, start, model_mode, dropout, chunk
     c = bn_case
     _prepare(c.model, start)
     before = model_state(c.model)
-    op = ls.HessianOperator(c.model, ce, (c.X, c.y), model_mode=model_mode, dropout=dropout,
-                            chunk_size=chunk_size)
+    op = ls.HessianOperator(
+        c.model, ce, (c.X, c.y), model_mode=model_mode, dropout=dropout, chunk_size=chunk_size
+    )
     assert_same_state(before, c.model)
     v = torch.randn(op.dim, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     Hv = op.matvec(v)

@@ -100,8 +100,7 @@ def test_losses_are_the_batch_losses_of_sgd(data):
 
 @pytest.mark.parametrize("smooth", [0.05, 0.3, 1.0])
 def test_smoothed_is_the_bias_corrected_ema(data, smooth):
-    r = lr_range_test(_model(), F.cross_entropy, data, min_lr=1e-4, max_lr=1.0, num_steps=30,
-                      smooth=smooth)
+    r = lr_range_test(_model(), F.cross_entropy, data, min_lr=1e-4, max_lr=1.0, num_steps=30, smooth=smooth)
     np.testing.assert_allclose(r.smoothed, _ema(r.losses, smooth), rtol=1e-12)
     if smooth == 1.0:
         assert r.smoothed == pytest.approx(r.losses, rel=1e-12)
@@ -122,8 +121,7 @@ def test_suggestions_against_an_independent_reading(full_run):
 
 
 def test_rule_min10_picks_that_suggestion(data):
-    r = lr_range_test(_model(), F.cross_entropy, data, min_lr=1e-4, max_lr=1.0, num_steps=30,
-                      rule="min/10")
+    r = lr_range_test(_model(), F.cross_entropy, data, min_lr=1e-4, max_lr=1.0, num_steps=30, rule="min/10")
     assert r.rule == "min/10" and r.suggestion == r.suggestions["min/10"]
     assert r.suggestion == pytest.approx(r.lrs[int(np.argmin(_ema(r.losses, 0.05)))] / 10)
 
@@ -139,20 +137,21 @@ def test_a_short_curve_has_no_steepest_suggestion(data):
 
 @pytest.mark.parametrize("threshold", [5.0, 2.0])
 def test_stops_once_the_smoothed_loss_exceeds_the_threshold(data, threshold):
-    r = lr_range_test(_model(), _mse, data, min_lr=1e-4, max_lr=100.0, num_steps=80,
-                      diverge_threshold=threshold)
+    r = lr_range_test(
+        _model(), _mse, data, min_lr=1e-4, max_lr=100.0, num_steps=80, diverge_threshold=threshold
+    )
     assert r.diverged and r.n_train_steps < 80 and len(r.losses) == r.n_train_steps
     sm = _ema(r.losses, 0.05)
     best = np.minimum.accumulate(sm)
     over = np.flatnonzero(sm > threshold * best)
     assert len(over) and over[0] == len(sm) - 1  # it stopped at the first crossing
     np.testing.assert_allclose(r.smoothed, sm, rtol=1e-12)
-    np.testing.assert_allclose(r.lrs, np.geomspace(1e-4, 100.0, 80)[:r.n_train_steps], rtol=1e-12)
+    np.testing.assert_allclose(r.lrs, np.geomspace(1e-4, 100.0, 80)[: r.n_train_steps], rtol=1e-12)
 
 
 def test_a_nan_loss_stops_it(data):
     X, y = data
-    batches = [(X[i:i + 16].clone(), y[i:i + 16]) for i in range(0, N, 16)]
+    batches = [(X[i : i + 16].clone(), y[i : i + 16]) for i in range(0, N, 16)]
     batches[4][0][0, 0] = math.nan
     r = lr_range_test(_model(), F.cross_entropy, batches, min_lr=1e-4, max_lr=1e-2, num_steps=20)
     assert r.diverged and r.n_train_steps == 5 and len(r.losses) == 5
@@ -168,18 +167,22 @@ def _check_curve(r: RangeTestResult, steps: int) -> None:
     assert r.suggestion is not None and r.suggestion > 0
 
 
-@pytest.mark.parametrize("optimizer,momentum,torch_opt", [
-    ("sgd", 0.0, lambda p, lr: torch.optim.SGD(p, lr=lr)),
-    ("momentum", 0.9, lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
-    ("adam", 0.0, lambda p, lr: torch.optim.Adam(p, lr=lr)),
-    ("adamw", 0.0, lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=0.0)),
-    ("rmsprop", 0.0, lambda p, lr: torch.optim.RMSprop(p, lr=lr)),
-])
+@pytest.mark.parametrize(
+    "optimizer,momentum,torch_opt",
+    [
+        ("sgd", 0.0, lambda p, lr: torch.optim.SGD(p, lr=lr)),
+        ("momentum", 0.9, lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9)),
+        ("adam", 0.0, lambda p, lr: torch.optim.Adam(p, lr=lr)),
+        ("adamw", 0.0, lambda p, lr: torch.optim.AdamW(p, lr=lr, weight_decay=0.0)),
+        ("rmsprop", 0.0, lambda p, lr: torch.optim.RMSprop(p, lr=lr)),
+    ],
+)
 def test_each_optimizer_is_the_torch_one(data, optimizer, momentum, torch_opt):
     """The losses are those of the named torch optimiser on the same schedule."""
     steps = 24
-    r = lr_range_test(_model(), F.cross_entropy, data, optimizer, momentum, min_lr=1e-4, max_lr=1e-1,
-                      num_steps=steps)
+    r = lr_range_test(
+        _model(), F.cross_entropy, data, optimizer, momentum, min_lr=1e-4, max_lr=1e-1, num_steps=steps
+    )
     assert r.optimizer == optimizer
     _check_curve(r, steps)
     m = _model()
@@ -205,7 +208,7 @@ def test_data_forms_agree(data):
     full = lr_range_test(_model(), F.cross_entropy, data, **kw)
     assert mini.losses != full.losses  # minibatches are not the full batch
 
-    pairs = [(X[i:i + 32], y[i:i + 32]) for i in range(0, N, 32)]
+    pairs = [(X[i : i + 32], y[i : i + 32]) for i in range(0, N, 32)]
     listed = lr_range_test(_model(), F.cross_entropy, pairs, **kw)
     _check_curve(listed, 24)
     # cycled: the batch of step t is pairs[t % 4]; the first loss is that of batch 0 at init
@@ -214,8 +217,9 @@ def test_data_forms_agree(data):
     assert listed.losses[0] == pytest.approx(first, rel=1e-6)
 
     dicts = [{"x": bx, "label": by} for bx, by in pairs]
-    from_dicts = lr_range_test(_model(), data=dicts,
-                               batch_loss=lambda model, b: F.cross_entropy(model(b["x"]), b["label"]), **kw)
+    from_dicts = lr_range_test(
+        _model(), data=dicts, batch_loss=lambda model, b: F.cross_entropy(model(b["x"]), b["label"]), **kw
+    )
     np.testing.assert_allclose(from_dicts.losses, listed.losses, rtol=1e-6)
 
     loader = DataLoader(TensorDataset(X, y), batch_size=32, shuffle=False)
@@ -230,8 +234,14 @@ def _unsupervised(model, b):
 
 def test_bare_tensor_batches_with_batch_loss(data):
     X, _ = data
-    three = lr_range_test(_model(), data=[X[:40], X[40:80], X[80:120]], batch_loss=_unsupervised,
-                          min_lr=1e-4, max_lr=1e-1, num_steps=20)
+    three = lr_range_test(
+        _model(),
+        data=[X[:40], X[40:80], X[80:120]],
+        batch_loss=_unsupervised,
+        min_lr=1e-4,
+        max_lr=1e-1,
+        num_steps=20,
+    )
     with torch.no_grad():
         first = float(_unsupervised(_model(), X[:40]))
     assert three.n_train_steps == 20 and three.losses[0] == pytest.approx(first, rel=1e-6)
@@ -240,9 +250,14 @@ def test_bare_tensor_batches_with_batch_loss(data):
 def test_a_list_of_two_tensors_is_one_pair_as_for_the_operators(data):
     """``[X, y]`` is one ``(X, y)`` batch (the curvature operators read it so too)."""
     X, _ = data
-    two = lr_range_test(_model(), data=[X[:64], X[64:128]],
-                        batch_loss=lambda m, b: _unsupervised(m, b[0]), min_lr=1e-4, max_lr=1e-1,
-                        num_steps=20)
+    two = lr_range_test(
+        _model(),
+        data=[X[:64], X[64:128]],
+        batch_loss=lambda m, b: _unsupervised(m, b[0]),
+        min_lr=1e-4,
+        max_lr=1e-1,
+        num_steps=20,
+    )
     with torch.no_grad():
         first = float(_unsupervised(_model(), X[:64]))
     assert two.losses[0] == pytest.approx(first, rel=1e-6)
@@ -259,8 +274,9 @@ def test_pure_with_batchnorm(data):
         model[1].running_mean.fill_(0.3)
     torch.manual_seed(99)
     before = model_state(model)
-    r = lr_range_test(model, F.cross_entropy, data, "adam", batch_size=32, min_lr=1e-4, max_lr=1.0,
-                      num_steps=20)
+    r = lr_range_test(
+        model, F.cross_entropy, data, "adam", batch_size=32, min_lr=1e-4, max_lr=1.0, num_steps=20
+    )
     assert_same_state(before, model)
     assert r.n_train_steps == 20
 
@@ -287,8 +303,7 @@ def test_seed_determines_the_result(data):
 
 def test_apply_sets_every_group(full_run):
     m = _model()
-    opt = torch.optim.SGD([{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.5}],
-                          lr=0.1)
+    opt = torch.optim.SGD([{"params": m[0].parameters()}, {"params": m[2].parameters(), "lr": 0.5}], lr=0.1)
     opt.param_groups[1]["initial_lr"] = 0.5  # as a scheduler leaves it
     got = full_run.apply(opt)
     assert got == full_run.suggestions["steepest"]
@@ -304,8 +319,9 @@ def test_apply_rejects_non_optimizers_and_unusable_lrs(full_run):
     for bad in (-1.0, 0.0, math.nan):
         with pytest.raises(ls.InputError, match="no usable learning rate to apply"):
             full_run.apply(opt, lr=bad)
-    short = RangeTestResult(lrs=(1e-3,), losses=(1.0,), smoothed=(1.0,),
-                            suggestions={"steepest": None, "min/10": None})
+    short = RangeTestResult(
+        lrs=(1e-3,), losses=(1.0,), smoothed=(1.0,), suggestions={"steepest": None, "min/10": None}
+    )
     with pytest.raises(ls.InputError, match="no usable learning rate to apply: None"):
         short.apply(opt)
     assert opt.param_groups[0]["lr"] == 0.1  # untouched by the failures
@@ -320,25 +336,28 @@ def test_plot_writes_a_png_and_as_dict(full_run, tmp_path):
     assert d["n_train_steps"] == 50 and d["diverged"] is False
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"min_lr": 0.0}, r"min_lr must be a positive number, got 0\.0"),
-    ({"min_lr": -1e-3}, r"min_lr must be a positive number, got -0\.001"),
-    ({"min_lr": 1.0, "max_lr": 1.0}, r"min_lr must be below max_lr, got 1\.0 and 1\.0"),
-    ({"min_lr": 2.0, "max_lr": 1.0}, r"min_lr must be below max_lr, got 2\.0 and 1\.0"),
-    ({"num_steps": 1}, r"num_steps must be an integer ≥ 2, got 1"),
-    ({"num_steps": 2.5}, r"num_steps must be an integer ≥ 2, got 2\.5"),
-    ({"smooth": 0}, r"smooth must be in \(0, 1\], got 0"),
-    ({"smooth": 1.5}, r"smooth must be in \(0, 1\], got 1\.5"),
-    ({"diverge_threshold": 1}, r"diverge_threshold must be a number > 1, got 1"),
-    ({"rule": "valley"}, r"rule must be one of .*got 'valley'"),
-    ({"optimizer": "lamb"}, r"optimizer must be one of .*got 'lamb'"),
-    ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1\.0"),
-    ({"batch_size": 0}, r"batch_size must be None .* in \[1, 128\], got 0"),
-    ({"data": "iterator"}, r"data is an iterator"),
-    ({"data": "tensor"}, r"data must be an \(X, y\) pair of tensors .*got Tensor"),
-    ({"data": "pairs", "batch_size": 8}, r"batch_size is for \(X, y\) tensors"),
-    ({"data": []}, r"data yields no batches"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"min_lr": 0.0}, r"min_lr must be a positive number, got 0\.0"),
+        ({"min_lr": -1e-3}, r"min_lr must be a positive number, got -0\.001"),
+        ({"min_lr": 1.0, "max_lr": 1.0}, r"min_lr must be below max_lr, got 1\.0 and 1\.0"),
+        ({"min_lr": 2.0, "max_lr": 1.0}, r"min_lr must be below max_lr, got 2\.0 and 1\.0"),
+        ({"num_steps": 1}, r"num_steps must be an integer ≥ 2, got 1"),
+        ({"num_steps": 2.5}, r"num_steps must be an integer ≥ 2, got 2\.5"),
+        ({"smooth": 0}, r"smooth must be in \(0, 1\], got 0"),
+        ({"smooth": 1.5}, r"smooth must be in \(0, 1\], got 1\.5"),
+        ({"diverge_threshold": 1}, r"diverge_threshold must be a number > 1, got 1"),
+        ({"rule": "valley"}, r"rule must be one of .*got 'valley'"),
+        ({"optimizer": "lamb"}, r"optimizer must be one of .*got 'lamb'"),
+        ({"momentum": 1.0}, r"momentum must be in \[0, 1\), got 1\.0"),
+        ({"batch_size": 0}, r"batch_size must be None .* in \[1, 128\], got 0"),
+        ({"data": "iterator"}, r"data is an iterator"),
+        ({"data": "tensor"}, r"data must be an \(X, y\) pair of tensors .*got Tensor"),
+        ({"data": "pairs", "batch_size": 8}, r"batch_size is for \(X, y\) tensors"),
+        ({"data": []}, r"data yields no batches"),
+    ],
+)
 def test_bad_input_is_named(data, kwargs, match):
     X, y = data
     forms = {"iterator": iter([(X, y)]), "tensor": X, "pairs": [(X, y)]}

@@ -28,8 +28,7 @@ def _sdpa_flags() -> tuple[bool, bool, bool]:
 
 def _encoder(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
-    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.1,
-                                       batch_first=True)
+    layer = nn.TransformerEncoderLayer(d_model=8, nhead=2, dim_feedforward=12, dropout=0.1, batch_first=True)
     return nn.Sequential(layer, nn.Flatten(), nn.Linear(8 * 5, 3)).double()
 
 
@@ -65,8 +64,9 @@ class _SelfDropout(nn.Module):
 def test_modules_reading_self_training_are_off_in_train_mode():
     """Train mode means batch statistics for BatchNorm, and nothing random anywhere else."""
     torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), _SelfDropout(),
-                          nn.Linear(6, 2)).double()
+    model = nn.Sequential(
+        nn.Linear(4, 6), nn.BatchNorm1d(6), nn.Tanh(), _SelfDropout(), nn.Linear(6, 2)
+    ).double()
     model.train()
     X = torch.randn(12, 4, dtype=torch.float64)
     y = torch.randint(0, 2, (12,))
@@ -113,9 +113,18 @@ def test_train_mode_batchnorm_products_are_detached(bn_dropout_case):
 def _tiny_gpt2():
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=16, vocab_size=40, n_positions=16,
-                                  resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1,
-                                  bos_token_id=0, eos_token_id=0)
+    cfg = transformers.GPT2Config(
+        n_layer=2,
+        n_head=2,
+        n_embd=16,
+        vocab_size=40,
+        n_positions=16,
+        resid_pdrop=0.1,
+        embd_pdrop=0.1,
+        attn_pdrop=0.1,
+        bos_token_id=0,
+        eos_token_id=0,
+    )
     model = transformers.GPT2LMHeadModel(cfg).double()
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(0, 40, (4, 10), generator=g)
@@ -142,8 +151,10 @@ def test_hf_gpt2_dict_batch_matches_the_dropout_free_reference(mode):
 
     def loss(theta):
         parts = dict(zip(names, torch.split(theta, [named[n].numel() for n in names]), strict=True))
-        return functional_call(ref_model, {n: t.reshape(named[n].shape) for n, t in parts.items()},
-                               (), batch).loss
+        return functional_call(
+            ref_model, {n: t.reshape(named[n].shape) for n, t in parts.items()}, (), batch
+        ).loss
+
     with sdpa_kernel([SDPBackend.MATH]):
         ref = torch.autograd.functional.hessian(loss, theta0)
     assert max_rel_err(H, ref) <= 1e-8
@@ -154,6 +165,7 @@ def test_hf_gpt2_dict_batch_matches_the_dropout_free_reference(mode):
 def test_readme_transformers_example_runs():
     pytest.importorskip("transformers")
     from reference import run_readme_example
+
     namespace = run_readme_example("Transformers and Hugging Face")
     mon, op, model = namespace["mon"], namespace["op"], namespace["model"]
     assert [r.step for r in mon.history] == [30, 35, 40] and all(r.lambda1 > 0 for r in mon.history)

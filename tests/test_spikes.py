@@ -38,6 +38,7 @@ def _spikes(loss, **kw) -> list[int]:
 
 # -- loss_spikes --------------------------------------------------------------------------------
 
+
 def test_planted_spikes_are_found_exactly():
     out = loss_spikes(Trace.from_arrays(_planted()))
     assert out.dtype.kind == "i"
@@ -50,15 +51,15 @@ def test_planted_spikes_are_found_exactly():
 def test_flat_monotone_and_short_series_have_no_spikes():
     assert _spikes(np.ones(100)) == []
     assert _spikes(np.linspace(2.0, 1.0, 100)) == []
-    assert _spikes(np.linspace(1.0, 2.0, 100)) == []      # rising, but never a local maximum
+    assert _spikes(np.linspace(1.0, 2.0, 100)) == []  # rising, but never a local maximum
     assert _spikes([]) == [] and _spikes([1.0]) == [] and _spikes([1.0, 2.0]) == []
 
 
 def test_noise_below_the_rise_is_not_a_spike_but_a_spike_in_noise_is():
     rng = np.random.default_rng(0)
-    noisy = 1.0 + rng.uniform(-0.009, 0.009, 2000)         # max/min < 1.009/0.991 < 1.02
+    noisy = 1.0 + rng.uniform(-0.009, 0.009, 2000)  # max/min < 1.009/0.991 < 1.02
     assert _spikes(noisy) == []
-    assert len(_spikes(noisy, rise=0.0)) > 100              # every local maximum, when rise is 0
+    assert len(_spikes(noisy, rise=0.0)) > 100  # every local maximum, when rise is 0
     noisy[1000] = 1.05
     assert _spikes(noisy) == [1000]
 
@@ -74,49 +75,52 @@ def test_edges_of_the_definition():
     # the window is the `window` values before t: a low value 31 steps back does not count
     loss = np.full(40, 1.015)
     loss[0], loss[35] = 1.0, 1.03
-    assert _spikes(loss) == []                               # 1.03 / 1.015 < 1.02
-    loss[5] = 1.0                                            # now inside the 30-step window
+    assert _spikes(loss) == []  # 1.03 / 1.015 < 1.02
+    loss[5] = 1.0  # now inside the 30-step window
     assert _spikes(loss) == [35]
     loss[5] = 1.015
-    assert _spikes(loss, window=35) == [35]                  # a longer window reaches step 0
+    assert _spikes(loss, window=35) == [35]  # a longer window reaches step 0
     assert _spikes(loss, window=34) == []
 
 
 def test_non_finite_losses_are_never_spikes_and_never_lower_the_window():
     assert _spikes([1.0, 1.0, np.nan, 1.0, 1.0]) == []
     assert _spikes([1.0, 1.0, np.inf, 1.0, 1.0]) == []
-    assert _spikes([1.0, 1.0, 1.5, np.nan]) == []            # the step before a divergence
-    assert _spikes([1.0, 1.0, np.nan, 1.5, 1.4]) == []       # up from NaN is not up
-    assert _spikes([np.nan, 1.0, 1.1, 1.0]) == [2]           # NaN ignored in the window
-    assert _spikes([-np.inf, 1.0, 1.0, 1.01, 1.0]) == []     # -inf does not lower the window minimum
+    assert _spikes([1.0, 1.0, 1.5, np.nan]) == []  # the step before a divergence
+    assert _spikes([1.0, 1.0, np.nan, 1.5, 1.4]) == []  # up from NaN is not up
+    assert _spikes([np.nan, 1.0, 1.1, 1.0]) == [2]  # NaN ignored in the window
+    assert _spikes([-np.inf, 1.0, 1.0, 1.01, 1.0]) == []  # -inf does not lower the window minimum
 
 
 def test_steps_are_reported_and_the_window_counts_recorded_values():
     tr = Trace.from_arrays([1.0, 1.0, 1.1, 1.0, 1.0], loss_steps=np.array([0, 10, 20, 30, 40]))
     assert loss_spikes(tr).tolist() == [20]
     tr = Trace.from_arrays([1.0, 1.01, 1.02, 1.03, 1.04, 1.0], loss_steps=np.arange(0, 60, 10))
-    assert loss_spikes(tr, window=2).tolist() == []          # 1.04 / 1.02 < 1.02
-    assert loss_spikes(tr, window=3).tolist() == [40]        # 1.04 / 1.01 >= 1.02
+    assert loss_spikes(tr, window=2).tolist() == []  # 1.04 / 1.02 < 1.02
+    assert loss_spikes(tr, window=3).tolist() == [40]  # 1.04 / 1.01 >= 1.02
 
 
 def test_a_run_is_read_through_trace():
     rows = [{"step": t, "train_loss": float(v)} for t, v in enumerate(_planted(300))]
-    rows[50]["train_loss"] = None                             # a missing value reads as NaN
+    rows[50]["train_loss"] = None  # a missing value reads as NaN
     run = Run(path=Path("constructed"), config=None, metrics=rows)
     assert loss_spikes(run).tolist() == [200]
     with pytest.raises(ls.InputError, match="no 'train_loss_full' values"):
         loss_spikes(run, key="train_loss_full")
 
 
-@pytest.mark.parametrize("kw, match", [
-    ({"rise": -0.01}, "rise must be a finite number >= 0, got -0.01"),
-    ({"rise": math.nan}, "rise must be a finite number >= 0, got nan"),
-    ({"rise": "0.02"}, "rise must be a finite number >= 0, got '0.02'"),
-    ({"rise": True}, "rise must be a finite number >= 0, got True"),
-    ({"window": 0}, "window must be an integer >= 1, got 0"),
-    ({"window": 2.5}, "window must be an integer >= 1, got 2.5"),
-    ({"window": False}, "window must be an integer >= 1, got False"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"rise": -0.01}, "rise must be a finite number >= 0, got -0.01"),
+        ({"rise": math.nan}, "rise must be a finite number >= 0, got nan"),
+        ({"rise": "0.02"}, "rise must be a finite number >= 0, got '0.02'"),
+        ({"rise": True}, "rise must be a finite number >= 0, got True"),
+        ({"window": 0}, "window must be an integer >= 1, got 0"),
+        ({"window": 2.5}, "window must be an integer >= 1, got 2.5"),
+        ({"window": False}, "window must be an integer >= 1, got False"),
+    ],
+)
 def test_loss_spikes_rejects_bad_arguments(kw, match):
     with pytest.raises(ls.InputError, match=match):
         loss_spikes(Trace.from_arrays(np.ones(10)), **kw)
@@ -129,6 +133,7 @@ def test_loss_spikes_rejects_what_is_not_a_run():
 
 # -- detection_scores ---------------------------------------------------------------------------
 
+
 def test_scores_count_spikes_inside_inclusive_intervals():
     s = detection_scores([(10, 20), (50, 60), (90, 95)], [10, 20, 21, 55, 70])
     assert (s.n_spikes, s.n_events, s.n_caught, s.n_hit) == (5, 3, 3, 2)
@@ -139,7 +144,7 @@ def test_scores_count_spikes_inside_inclusive_intervals():
 def test_an_open_instability_lasts_to_the_end_and_overlaps_count_once():
     s = detection_scores([(10, None)], [5, 10, 10_000])
     assert (s.n_caught, s.recall, s.precision) == (2, pytest.approx(2 / 3), 1.0)
-    s = detection_scores([(0, 100), (50, 150)], [75])       # one spike in two instabilities
+    s = detection_scores([(0, 100), (50, 150)], [75])  # one spike in two instabilities
     assert (s.n_caught, s.recall, s.n_hit, s.precision) == (1, 1.0, 2, 1.0)
 
 
@@ -169,18 +174,25 @@ def test_empty_denominators_are_nan_and_pooling_counts_each_item_once():
         p.recall = 1.0
 
 
-@pytest.mark.parametrize("events, spikes, match", [
-    (5, [1], "events must be a list of instabilities, got 5"),
-    ("ab", [1], "events must be a list of instabilities, got 'ab'"),
-    ([(1, 2, 3)], [1], r"events\[0\] must be an Instability or a \(start, end\) pair"),
-    ([(0, 1), (5, 3)], [1], r"events\[1\] needs a finite start and an end >= start or None, "
-                            r"got start=5, end=3"),
-    ([(None, 3)], [1], r"events\[0\] needs a finite start"),
-    ([(math.nan, 3)], [1], r"events\[0\] needs a finite start"),
-    ([(0, 1)], [[1, 2]], "spikes must be a 1-D array of finite steps"),
-    ([(0, 1)], [1, math.nan], "spikes must be a 1-D array of finite steps"),
-    ([(0, 1)], ["a"], "spikes must be a 1-D array of steps, got"),
-])
+@pytest.mark.parametrize(
+    "events, spikes, match",
+    [
+        (5, [1], "events must be a list of instabilities, got 5"),
+        ("ab", [1], "events must be a list of instabilities, got 'ab'"),
+        ([(1, 2, 3)], [1], r"events\[0\] must be an Instability or a \(start, end\) pair"),
+        (
+            [(0, 1), (5, 3)],
+            [1],
+            r"events\[1\] needs a finite start and an end >= start or None, "
+            r"got start=5, end=3",
+        ),
+        ([(None, 3)], [1], r"events\[0\] needs a finite start"),
+        ([(math.nan, 3)], [1], r"events\[0\] needs a finite start"),
+        ([(0, 1)], [[1, 2]], "spikes must be a 1-D array of finite steps"),
+        ([(0, 1)], [1, math.nan], "spikes must be a 1-D array of finite steps"),
+        ([(0, 1)], ["a"], "spikes must be a 1-D array of steps, got"),
+    ],
+)
 def test_detection_scores_rejects_bad_input(events, spikes, match):
     with pytest.raises(ls.InputError, match=match):
         detection_scores(events, spikes)

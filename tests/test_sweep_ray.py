@@ -15,9 +15,15 @@ import landscope as ls
 from landscope.cli import app
 from landscope.experiments.sweep import PointFailedError, run_point, run_points, sweep_points
 
-BASE = {"seed": 0, "data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
-        "model": {"name": "mlp", "width": 16, "depth": 1, "activation": "tanh"}, "loss": "mse",
-        "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 40}, "measure": {"every": 5, "k": 1}}
+BASE = {
+    "seed": 0,
+    "data": {"name": "mnist1d", "n_train": 200, "n_test": 100},
+    "model": {"name": "mlp", "width": 16, "depth": 1, "activation": "tanh"},
+    "loss": "mse",
+    "optimizer": {"name": "gd", "lr": 0.1},
+    "train": {"steps": 40},
+    "measure": {"every": 5, "k": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +121,7 @@ def test_point_whose_worker_dies_is_named(ray, tmp_path, monkeypatch):
 
     def crashed(*args, **kwargs):
         raise ray.exceptions.WorkerCrashedError()
+
     monkeypatch.setattr(ray, "get", crashed)
     with pytest.raises(PointFailedError, match=r"seed=0 did not finish on Ray.*run the sweep again"):
         run_points([point], 1, backend="ray")
@@ -142,8 +149,10 @@ def test_unreachable_cluster_is_one_line(ray, tmp_path, monkeypatch):
 
     def no_cluster(address=None, **kwargs):
         raise ConnectionError("Could not find any running Ray instance.")
+
     monkeypatch.setattr(ray, "is_initialized", lambda: False)  # as in a fresh `landscope` process
     monkeypatch.setattr(ray, "init", no_cluster)
-    r = CliRunner().invoke(app, ["sweep", str(cfg), "--out", str(tmp_path / "out"), "--backend", "ray",
-                                 "--address", "auto"])
+    r = CliRunner().invoke(
+        app, ["sweep", str(cfg), "--out", str(tmp_path / "out"), "--backend", "ray", "--address", "auto"]
+    )
     assert r.exit_code == 2 and "cannot connect to the Ray cluster at --address 'auto'" in flat(r.output)

@@ -28,8 +28,11 @@ def _freeze_adam_preconditioner(opt: torch.optim.Optimizer, x: torch.Tensor, v: 
     The threshold (2+2β₁)/((1−β₁)η) is for the preconditioned curvature with P held fixed
     (Cohen et al. 2022); this makes torch's Adam run exactly that linear system.
     """
-    opt.state[x] = {"step": torch.tensor(1e17), "exp_avg": torch.zeros_like(x),
-                    "exp_avg_sq": torch.full_like(x, v)}
+    opt.state[x] = {
+        "step": torch.tensor(1e17),
+        "exp_avg": torch.zeros_like(x),
+        "exp_avg_sq": torch.full_like(x, v),
+    }
 
 
 def _run_quadratic(kind: str, factor: float) -> float:
@@ -64,14 +67,17 @@ def test_just_below_threshold_converges_just_above_diverges(kind):
 def test_threshold_values():
     eta = 0.2
     assert ls.stability_threshold(OptimizerSpec(name="gd", lr=eta)) == pytest.approx(2 / eta)
-    assert ls.stability_threshold(OptimizerSpec(name="momentum", lr=eta, momentum=0.9)) == \
-        pytest.approx(3.8 / eta)
-    assert ls.stability_threshold(OptimizerSpec(name="nesterov", lr=eta, momentum=0.9)) == \
-        pytest.approx(3.8 / (eta * 2.8))
+    assert ls.stability_threshold(OptimizerSpec(name="momentum", lr=eta, momentum=0.9)) == pytest.approx(
+        3.8 / eta
+    )
+    assert ls.stability_threshold(OptimizerSpec(name="nesterov", lr=eta, momentum=0.9)) == pytest.approx(
+        3.8 / (eta * 2.8)
+    )
     assert ls.stability_threshold(OptimizerSpec(name="adam", lr=eta)) == pytest.approx(38 / eta)
     # coupled weight decay adds wd to every curvature of plain SGD
-    assert ls.stability_threshold(OptimizerSpec(name="sgd", lr=eta, weight_decay=0.5)) == \
-        pytest.approx(2 / eta - 0.5)
+    assert ls.stability_threshold(OptimizerSpec(name="sgd", lr=eta, weight_decay=0.5)) == pytest.approx(
+        2 / eta - 0.5
+    )
     # the optimizer's current lr is read (schedules change it)
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
     assert ls.stability_threshold(opt) == pytest.approx(4.0)
@@ -81,8 +87,9 @@ def test_threshold_values():
     assert ls.stability_threshold(opt) == pytest.approx(3.0 / 0.05)
     one = [torch.nn.Parameter(torch.zeros(1))]
     assert ls.stability_threshold(torch.optim.RMSprop(one, lr=0.01)) == pytest.approx(2 / 0.01)
-    assert ls.stability_threshold(torch.optim.RMSprop(one, lr=0.01, momentum=0.5)) == \
-        pytest.approx(3 / 0.01)  # heavy-ball on the preconditioned step
+    assert ls.stability_threshold(torch.optim.RMSprop(one, lr=0.01, momentum=0.5)) == pytest.approx(
+        3 / 0.01
+    )  # heavy-ball on the preconditioned step
     assert ls.stability_threshold(torch.optim.Adagrad(one)) is None
 
 
@@ -116,19 +123,23 @@ def test_schedules_are_pure_functions_of_the_step():
     assert min(s.values()) == pytest.approx(0.1) and max(s.values()) == pytest.approx(0.2)
     # warmup composes with any schedule
     s = _sched(name="cosine", warmup_steps=10, final_factor=0.0)
-    assert s(0) == pytest.approx(0.02) and s(9) == pytest.approx(0.2 * math.cos(math.pi * 9 / 100) * 0.5
-                                                                + 0.1)
+    assert s(0) == pytest.approx(0.02) and s(9) == pytest.approx(
+        0.2 * math.cos(math.pi * 9 / 100) * 0.5 + 0.1
+    )
     assert len(s.values()) == 100 and len(s.values(7)) == 7
 
 
-@pytest.mark.parametrize(("kw", "match"), [
-    ({"name": "step"}, "milestones"),
-    ({"name": "delayed_decay"}, "delay"),
-    ({"name": "cyclic", "ratio": 2.0}, "period"),
-    ({"name": "cyclic", "period": 10}, "exactly one of lr_low and ratio"),
-    ({"name": "cosine", "warmup_steps": -1}, "warmup_steps = -1"),
-    ({"name": "triangle"}, "name = 'triangle'"),
-])
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"name": "step"}, "milestones"),
+        ({"name": "delayed_decay"}, "delay"),
+        ({"name": "cyclic", "ratio": 2.0}, "period"),
+        ({"name": "cyclic", "period": 10}, "exactly one of lr_low and ratio"),
+        ({"name": "cosine", "warmup_steps": -1}, "warmup_steps = -1"),
+        ({"name": "triangle"}, "name = 'triangle'"),
+    ],
+)
 def test_schedule_config_errors_name_the_key(kw, match):
     with pytest.raises(ls.ConfigError, match=match):
         parse_config({"schedule": kw})

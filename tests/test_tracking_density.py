@@ -50,6 +50,7 @@ def test_overlap_rejects_mismatched_rows():
 
 # -- EigenTracker -------------------------------------------------------------------------------
 
+
 def _moving_operators(n_steps: int = 5, dt: float = 1e-3) -> list[ls.DenseOperator]:
     g = torch.Generator().manual_seed(4)
     bulk = torch.rand(95, generator=g, dtype=torch.float64) * 8
@@ -132,14 +133,16 @@ def test_tracker_on_training_hessian(mlp_case, ce):
     assert first.overlap is None
 
 
-@pytest.mark.parametrize("kw,bad", [(dict(k=0), "0"), (dict(which="XX"), "XX"),
-                                    (dict(random_part=1.5), "1.5")])
+@pytest.mark.parametrize(
+    "kw,bad", [(dict(k=0), "0"), (dict(which="XX"), "XX"), (dict(random_part=1.5), "1.5")]
+)
 def test_tracker_bad_arguments(kw, bad):
     with pytest.raises(ls.InputError, match=bad):
         ls.EigenTracker(**kw)
 
 
 # -- spectral density (SLQ) ---------------------------------------------------------------------
+
 
 def _trapezoid(y: np.ndarray, x: np.ndarray) -> float:
     """Trapezoid rule (numpy ≥ 1.24 has no common name for it: trapz is gone in 2.x)."""
@@ -203,15 +206,17 @@ def test_density_of_two_cluster_spectrum():
     assert dens.n_matvecs <= 2 * n_probes  # the Krylov space is invariant after 2 steps
 
 
-@pytest.mark.parametrize("kw,bad", [(dict(n_probes=0), "n_probes.*0"),
-                                    (dict(n_steps=-1), "n_steps.*-1"),
-                                    (dict(sigma=-0.5), "sigma.*-0.5")])
+@pytest.mark.parametrize(
+    "kw,bad",
+    [(dict(n_probes=0), "n_probes.*0"), (dict(n_steps=-1), "n_steps.*-1"), (dict(sigma=-0.5), "sigma.*-0.5")],
+)
 def test_density_bad_arguments(kw, bad):
     with pytest.raises(ls.InputError, match=bad):
         ls.spectral_density(torch.eye(4, dtype=torch.float64) * 2, **kw)
 
 
 # -- Hutchinson ---------------------------------------------------------------------------------
+
 
 def test_hutchinson_within_three_standard_errors(case, loss_fn, dense_H):
     op = ls.HessianOperator(case.model, loss_fn, (case.X, case.y))
@@ -221,8 +226,7 @@ def test_hutchinson_within_three_standard_errors(case, loss_fn, dense_H):
     assert est.samples.shape == (n,)
     assert est.n_matvecs == n
     assert est.trace == pytest.approx(float(est.samples.mean()), rel=1e-12)
-    assert est.stderr == pytest.approx(float(est.samples.std(unbiased=True)) / math.sqrt(n),
-                                       rel=1e-12)
+    assert est.stderr == pytest.approx(float(est.samples.std(unbiased=True)) / math.sqrt(n), rel=1e-12)
     assert est.stderr > 0
     assert abs(est.trace - exact) <= 3 * est.stderr, (est.trace, exact, est.stderr)
     again = ls.hutchinson_trace(op, n_probes=n, seed=0)

@@ -33,9 +33,15 @@ def eos_run():
     torch.manual_seed(0)
     ds = load_mnist1d(n_train=EOS["n_train"], n_test=200)
     model = mlp(40, 10, width=EOS["width"], depth=EOS["depth"], activation="tanh")
-    trainer = Trainer(model, mse, ds.train, test_data=ds.test,
-                      optimizer=OptimizerSpec(name="gd", lr=EOS["lr"]), steps=EOS["steps"],
-                      measure=MeasureConfig(every=EOS["every"], k=1))
+    trainer = Trainer(
+        model,
+        mse,
+        ds.train,
+        test_data=ds.test,
+        optimizer=OptimizerSpec(name="gd", lr=EOS["lr"]),
+        steps=EOS["steps"],
+        measure=MeasureConfig(every=EOS["every"], k=1),
+    )
     return trainer.fit()
 
 
@@ -71,8 +77,16 @@ def test_measurement_rows_have_the_pinned_fields(eos_run):
     meas = [r for r in rows if "eigenvalues" in r]
     assert [r["step"] for r in meas] == list(range(0, EOS["steps"] + 1, EOS["every"]))
     for r in meas:
-        assert {"eigenvalues", "threshold", "test_loss", "test_acc", "overlap_prev", "dist_from_init",
-                "full_grad_norm", "eos_ratio"} <= set(r)
+        assert {
+            "eigenvalues",
+            "threshold",
+            "test_loss",
+            "test_acc",
+            "overlap_prev",
+            "dist_from_init",
+            "full_grad_norm",
+            "eos_ratio",
+        } <= set(r)
     assert meas[0]["overlap_prev"] is None and meas[0]["dist_from_init"] == 0.0
     assert all(0 <= r["overlap_prev"] <= 1 + 1e-9 for r in meas[1:])
     assert set(eos_run.eigen) == {r["step"] for r in meas}  # in-memory eigenpairs
@@ -102,8 +116,13 @@ def test_same_seed_gives_identical_metrics_files(tmp_path):
     c = ls.train(_small_config(seed=4), tmp_path / "c", progress=False)
     assert c.metrics != a.metrics
     # the run folder as DESIGN §4 lays it out
-    assert {p.name for p in (tmp_path / "a").iterdir()} >= {"config.yaml", "metrics.jsonl", "eigen",
-                                                            "checkpoints", "status.json"}
+    assert {p.name for p in (tmp_path / "a").iterdir()} >= {
+        "config.yaml",
+        "metrics.jsonl",
+        "eigen",
+        "checkpoints",
+        "status.json",
+    }
     assert a.eigen_steps == [r["step"] for r in a.measurements]
     snap = a.eigen(20)
     assert snap.values.shape == (2,) and snap.vectors.shape[1] == 2
@@ -141,8 +160,9 @@ def test_resume_after_sigkill_gives_identical_metrics(tmp_path):
     (tmp_path / "cfg.yaml").write_text(json.dumps(cfg))  # JSON is YAML
     kill_at = random.Random().randint(25, 100)
     out = tmp_path / "killed"
-    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(tmp_path / "cfg.yaml"), str(out)],
-                             env=os.environ.copy())
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(tmp_path / "cfg.yaml"), str(out)], env=os.environ.copy()
+    )
     deadline = time.time() + 120
     while len(_complete_lines(out / "metrics.jsonl")) < kill_at and child.poll() is None:
         assert time.time() < deadline, "child run made no progress"
@@ -167,9 +187,13 @@ def test_two_writers_are_refused(tmp_path):
 
 
 def test_divergence_is_a_result(tmp_path):
-    run = ls.train(_small_config(optimizer={"name": "gd", "lr": 40.0}, loss="mse",
-                                 train={"batch_size": None, "clip_norm": None}),
-                   tmp_path / "d", progress=False)
+    run = ls.train(
+        _small_config(
+            optimizer={"name": "gd", "lr": 40.0}, loss="mse", train={"batch_size": None, "clip_norm": None}
+        ),
+        tmp_path / "d",
+        progress=False,
+    )
     assert run.state == "diverged"
     last = run.metrics[-1]
     assert last["diverged"] is True and run.status["diverged_step"] == last["step"] < 120
@@ -181,8 +205,15 @@ def test_trainer_with_a_user_optimizer_and_adam_preconditioning():
     ds = load_mnist1d(n_train=300, n_test=100)
     model = mlp(40, 10, width=8, depth=1)
     opt = torch.optim.Adam(model.parameters(), lr=0.01)
-    res = Trainer(model, torch.nn.functional.cross_entropy, ds.train, optimizer=opt, steps=30,
-                  batch_size=30, measure=MeasureConfig(every=10, k=1, test=False)).fit()
+    res = Trainer(
+        model,
+        torch.nn.functional.cross_entropy,
+        ds.train,
+        optimizer=opt,
+        steps=30,
+        batch_size=30,
+        measure=MeasureConfig(every=10, k=1, test=False),
+    ).fit()
     meas = [r for r in res.metrics if "lambda1" in r]
     assert [r["preconditioned"] for r in meas] == [False, True, True, True]
     assert meas[1]["threshold"] == pytest.approx(38 / 0.01)
@@ -194,13 +225,16 @@ def test_trainer_with_a_user_optimizer_and_adam_preconditioning():
     assert meas[-1]["lambda1"] == pytest.approx(float(lam), rel=1e-4)
 
 
-@pytest.mark.parametrize(("kwargs", "match"), [
-    ({"steps": 0}, "steps must be a positive integer, got 0"),
-    ({"batch_size": 5000}, "batch_size must be an integer in \\[1, 300\\]"),
-    ({"clip_norm": -1.0}, "clip_norm must be positive, got -1.0"),
-    ({"diverge_factor": 0.5}, "diverge_factor must exceed 1, got 0.5"),
-    ({"schedule": 3}, "schedule must be a ScheduleConfig or a callable"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"steps": 0}, "steps must be a positive integer, got 0"),
+        ({"batch_size": 5000}, "batch_size must be an integer in \\[1, 300\\]"),
+        ({"clip_norm": -1.0}, "clip_norm must be positive, got -1.0"),
+        ({"diverge_factor": 0.5}, "diverge_factor must exceed 1, got 0.5"),
+        ({"schedule": 3}, "schedule must be a ScheduleConfig or a callable"),
+    ],
+)
 def test_trainer_bad_input(kwargs, match):
     ds = load_mnist1d(n_train=300, n_test=100)
     with pytest.raises(ls.InputError, match=match):

@@ -47,14 +47,31 @@ class _Pickler(pickle.Pickler):
     """Plain CPU tensors as NumPy arrays: 30× cheaper than ``torch.save`` for a small state dict."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is torch.Tensor and obj.device.type == "cpu" and not obj.requires_grad \
-                and obj.dtype in _NUMPY_DTYPES and not obj.is_conj() and not obj.is_neg():
+        if (
+            type(obj) is torch.Tensor
+            and obj.device.type == "cpu"
+            and not obj.requires_grad
+            and obj.dtype in _NUMPY_DTYPES
+            and not obj.is_conj()
+            and not obj.is_neg()
+        ):
             return _tensor, (obj.numpy(),)
         return NotImplemented
 
 
-_NUMPY_DTYPES = {torch.float64, torch.float32, torch.float16, torch.int64, torch.int32, torch.int16,
-                 torch.int8, torch.uint8, torch.bool, torch.complex64, torch.complex128}
+_NUMPY_DTYPES = {
+    torch.float64,
+    torch.float32,
+    torch.float16,
+    torch.int64,
+    torch.int32,
+    torch.int16,
+    torch.int8,
+    torch.uint8,
+    torch.bool,
+    torch.complex64,
+    torch.complex128,
+}
 
 
 def dumps(obj: Any) -> bytes:
@@ -107,8 +124,10 @@ def _worker_alive() -> Iterator[None]:
     try:
         yield
     except BrokenProcessPool as e:
-        raise BackgroundError("the background measurement process died (out of memory, or killed); "
-                              "rerun with background=False to see the error") from e
+        raise BackgroundError(
+            "the background measurement process died (out of memory, or killed); "
+            "rerun with background=False to see the error"
+        ) from e
 
 
 class BackgroundActor:
@@ -129,8 +148,9 @@ class BackgroundActor:
         close_fds: file descriptors a forked worker closes at once (a run's lock and files).
     """
 
-    def __init__(self, obj: Any, threads: int = 1, cuda: bool = False,
-                 close_fds: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self, obj: Any, threads: int = 1, cuda: bool = False, close_fds: tuple[int, ...] = ()
+    ) -> None:
         if not isinstance(threads, int) or threads < 1:
             raise InputError(f"threads must be a positive integer, got {threads!r}")
         # fork starts in milliseconds and inherits obj as it is (lambdas, classes defined in a
@@ -143,14 +163,19 @@ class BackgroundActor:
             try:
                 payload = dumps(obj)
             except (pickle.PicklingError, AttributeError, TypeError) as e:
-                raise InputError(f"cannot send {type(obj).__name__} to a background process: {e}. "
-                                 "Its model and loss must be importable (no lambdas or locally "
-                                 "defined classes); measure in the foreground instead "
-                                 "(background=False)") from e
+                raise InputError(
+                    f"cannot send {type(obj).__name__} to a background process: {e}. "
+                    "Its model and loss must be importable (no lambdas or locally "
+                    "defined classes); measure in the foreground instead "
+                    "(background=False)"
+                ) from e
         ctx = multiprocessing.get_context("fork" if fork else "spawn")
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_install,
-                                         initargs=(payload, threads, not fork,
-                                                   tuple(close_fds), os.getpid()))
+        self._pool = ProcessPoolExecutor(
+            max_workers=1,
+            mp_context=ctx,
+            initializer=_install,
+            initargs=(payload, threads, not fork, tuple(close_fds), os.getpid()),
+        )
         self._pending: deque[tuple[Any, Future]] = deque()
 
     def submit(self, method: str, *args: Any, tag: Any = None) -> None:

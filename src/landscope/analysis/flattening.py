@@ -54,8 +54,9 @@ class Flattening:
         return float(ok.mean()) if len(ok) else math.nan
 
 
-def flattening(run: Run | Trace, instabilities: list[Instability] | None = None,
-               delta: float = DEFAULT_DELTA) -> Flattening:
+def flattening(
+    run: Run | Trace, instabilities: list[Instability] | None = None, delta: float = DEFAULT_DELTA
+) -> Flattening:
     """:class:`Flattening` of a run (instabilities found with ``delta`` unless given)."""
     tr = trace(run)
     events = find_instabilities(tr, delta) if instabilities is None else instabilities
@@ -74,6 +75,13 @@ def flattening(run: Run | Trace, instabilities: list[Instability] | None = None,
         lam.append(lam1[j])
         thr.append(thr1[j])
         before.append(lam1[prior[-1]])
-    rho, p = (spearmanr(idx, lam) if len(idx) >= 3 and len(set(lam)) > 1 else (math.nan, math.nan))
-    return Flattening(np.array(idx, dtype=int), np.array(at, dtype=int), np.array(lam, dtype=float),
-                      np.array(thr, dtype=float), float(rho), float(p), np.array(before, dtype=float))
+    rho, p = spearmanr(idx, lam) if len(idx) >= 3 and len(set(lam)) > 1 else (math.nan, math.nan)
+    return Flattening(
+        np.array(idx, dtype=int),
+        np.array(at, dtype=int),
+        np.array(lam, dtype=float),
+        np.array(thr, dtype=float),
+        float(rho),
+        float(p),
+        np.array(before, dtype=float),
+    )

@@ -31,9 +31,9 @@ class Instability:
     start: int
     peak: int
     end: int | None
-    base_loss: float          # running minimum before the start
+    base_loss: float  # running minimum before the start
     peak_loss: float
-    crossing: int | None      # first λ₁ > threshold measurement in (previous start, start]
+    crossing: int | None  # first λ₁ > threshold measurement in (previous start, start]
 
     @property
     def heating(self) -> tuple[int, int]:
@@ -51,8 +51,9 @@ class Instability:
         return self.peak_loss / self.base_loss if self.base_loss > 0 else math.inf
 
 
-def find_instabilities(run: Run | Trace, delta: float = DEFAULT_DELTA, key: str | None = None
-                       ) -> list[Instability]:
+def find_instabilities(
+    run: Run | Trace, delta: float = DEFAULT_DELTA, key: str | None = None
+) -> list[Instability]:
     """The instabilities of a run's training loss (the rule: :mod:`landscope.training.detector`).
 
     ``key`` picks the loss (default: every step's for full batch, the full-set loss measured at
@@ -64,9 +65,17 @@ def find_instabilities(run: Run | Trace, delta: float = DEFAULT_DELTA, key: str 
     events = []
     for n, sp in enumerate(spells):
         window_lo = spells[n - 1].start if n > 0 else -math.inf
-        events.append(Instability(
-            index=n, start=sp.start, peak=sp.peak, end=sp.end, base_loss=sp.base_loss,
-            peak_loss=sp.peak_loss, crossing=_first_crossing(tr, window_lo, sp.start)))
+        events.append(
+            Instability(
+                index=n,
+                start=sp.start,
+                peak=sp.peak,
+                end=sp.end,
+                base_loss=sp.base_loss,
+                peak_loss=sp.peak_loss,
+                crossing=_first_crossing(tr, window_lo, sp.start),
+            )
+        )
     return events
 
 

@@ -25,8 +25,8 @@ class PerturbationGroup:
 
     name: str
     n_directions: int
-    output_change: float     # mean ‖f(θ ± εd) − f(θ)‖ per sample
-    loss_change: float       # mean |L(θ ± εd) − L(θ)|
+    output_change: float  # mean ‖f(θ ± εd) − f(θ)‖ per sample
+    loss_change: float  # mean |L(θ ± εd) − L(θ)|
     accuracy_change: float | None
 
 
@@ -43,9 +43,16 @@ class Perturbation:
 
 
 @torch.no_grad()
-def perturbation_test(model: nn.Module, loss_fn: Callable, data: tuple[torch.Tensor, torch.Tensor],
-                      vectors: np.ndarray | torch.Tensor, k_star: int, eps: float = 0.1,
-                      n_random: int = 10, seed: int = 0) -> Perturbation:
+def perturbation_test(
+    model: nn.Module,
+    loss_fn: Callable,
+    data: tuple[torch.Tensor, torch.Tensor],
+    vectors: np.ndarray | torch.Tensor,
+    k_star: int,
+    eps: float = 0.1,
+    n_random: int = 10,
+    seed: int = 0,
+) -> Perturbation:
     """Perturb all parameters along outlier, bulk and random directions (see module docstring).
 
     ``vectors``: ``(dim, m)`` top eigenvectors over all parameters (m > k_star for a bulk group).
@@ -69,7 +76,7 @@ def perturbation_test(model: nn.Module, loss_fn: Callable, data: tuple[torch.Ten
         params, i = {}, 0
         for n in names:
             p = base[n]
-            params[n] = p if delta is None else p + delta[i:i + p.numel()].view_as(p).to(p)
+            params[n] = p if delta is None else p + delta[i : i + p.numel()].view_as(p).to(p)
             i += p.numel()
         out = functional_call(model, params, (X,))
         acc = None if y.is_floating_point() else float((out.argmax(-1) == y).float().mean())
@@ -87,9 +94,15 @@ def perturbation_test(model: nn.Module, loss_fn: Callable, data: tuple[torch.Ten
                     losses.append(abs(loss - loss0))
                     if acc is not None:
                         accs.append(abs(acc - acc0))
-            groups.append(PerturbationGroup(name, D.shape[1], float(np.mean(outs)) if outs else np.nan,
-                                            float(np.mean(losses)) if losses else np.nan,
-                                            float(np.mean(accs)) if accs else None))
+            groups.append(
+                PerturbationGroup(
+                    name,
+                    D.shape[1],
+                    float(np.mean(outs)) if outs else np.nan,
+                    float(np.mean(losses)) if losses else np.nan,
+                    float(np.mean(accs)) if accs else None,
+                )
+            )
     finally:
         for m, f in flags.items():
             m.training = f

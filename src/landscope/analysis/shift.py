@@ -44,8 +44,9 @@ def eigenvector_series(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:
             steps.append(s)
             vecs.append(v)
     if not steps:
-        raise InputError(f"run {run.path} stored no eigenvectors (measure.k > 0 and "
-                         f"measure.save_vectors are needed)")
+        raise InputError(
+            f"run {run.path} stored no eigenvectors (measure.k > 0 and measure.save_vectors are needed)"
+        )
     return np.array(steps), vecs
 
 
@@ -65,6 +66,7 @@ def overlap_matrix(run: Run | tuple[np.ndarray, list[np.ndarray]]) -> tuple[np.n
 @functools.lru_cache(maxsize=8)
 def _run_overlaps(path: str, stamp: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     from landscope.training import load_run
+
     steps, M = _overlaps(*eigenvector_series(load_run(path)))
     M.setflags(write=False)
     return steps, M
@@ -121,15 +123,24 @@ def sharpening_end(run: Run | Trace) -> float:
     return float(hit[0]) if len(hit) else math.inf
 
 
-def landscape_shift(run: Run, instabilities: list[Instability] | None = None, delta: float = DEFAULT_DELTA,
-                    series: tuple[np.ndarray, list[np.ndarray]] | None = None,
-                    quiet_delta: float = min(SENSITIVITY_DELTAS)) -> Shift:
+def landscape_shift(
+    run: Run,
+    instabilities: list[Instability] | None = None,
+    delta: float = DEFAULT_DELTA,
+    series: tuple[np.ndarray, list[np.ndarray]] | None = None,
+    quiet_delta: float = min(SENSITIVITY_DELTAS),
+) -> Shift:
     """:class:`Shift` of a run (see the module docstring)."""
     events = find_instabilities(run, delta) if instabilities is None else instabilities
     steps, M = overlap_matrix(series if series is not None else run)
     # stable windows start after sharpening and touch no instability, not even a small one
-    busy = np.array([(e.start - 1, math.inf if e.end is None else e.end + 1)
-                     for e in [*events, *find_instabilities(run, quiet_delta)]], dtype=float).reshape(-1, 2)
+    busy = np.array(
+        [
+            (e.start - 1, math.inf if e.end is None else e.end + 1)
+            for e in [*events, *find_instabilities(run, quiet_delta)]
+        ],
+        dtype=float,
+    ).reshape(-1, 2)
     first = sharpening_end(run)
     fsteps = steps.astype(float)
     done, across, stable, windows = [], [], [], []

@@ -32,7 +32,7 @@ class Spectrum:
 
     values: np.ndarray
     k_star: int
-    log_gap: float            # log(λ_{k*} / λ_{k*+1})
+    log_gap: float  # log(λ_{k*} / λ_{k*+1})
 
     @property
     def outliers(self) -> np.ndarray:
@@ -42,7 +42,7 @@ class Spectrum:
     @property
     def bulk(self) -> np.ndarray:
         """The rest of the given eigenvalues."""
-        return self.values[self.k_star:]
+        return self.values[self.k_star :]
 
 
 def spectrum(values: np.ndarray | torch.Tensor | list[float]) -> Spectrum:
@@ -85,19 +85,27 @@ class EffectiveParameters:
     """θ − θ₀ and the gradient expressed in the top-k* eigenbasis (the effective parameters)."""
 
     k_star: int
-    displacement: np.ndarray        # Uᵀ(θ − θ₀)
-    displacement_fraction: float    # ‖Uᵀ(θ − θ₀)‖² / ‖θ − θ₀‖²
-    gradient: np.ndarray | None     # Uᵀg
+    displacement: np.ndarray  # Uᵀ(θ − θ₀)
+    displacement_fraction: float  # ‖Uᵀ(θ − θ₀)‖² / ‖θ − θ₀‖²
+    gradient: np.ndarray | None  # Uᵀg
     gradient_fraction: float | None
 
 
-def effective_parameters(values: np.ndarray, vectors: np.ndarray, theta: np.ndarray, theta0: np.ndarray,
-                         gradient: np.ndarray | None = None) -> EffectiveParameters:
+def effective_parameters(
+    values: np.ndarray,
+    vectors: np.ndarray,
+    theta: np.ndarray,
+    theta0: np.ndarray,
+    gradient: np.ndarray | None = None,
+) -> EffectiveParameters:
     """The effective parameters at one measurement (top eigenpairs, θ, θ₀ and optionally g)."""
     k = outlier_count(values)
     U = np.asarray(vectors)[:, :k]
     d = np.asarray(theta, dtype=float) - np.asarray(theta0, dtype=float)
     return EffectiveParameters(
-        k, coordinates(d, U), fraction_in_subspace(d, U),
+        k,
+        coordinates(d, U),
+        fraction_in_subspace(d, U),
         None if gradient is None else coordinates(gradient, U),
-        None if gradient is None else fraction_in_subspace(gradient, U))
+        None if gradient is None else fraction_in_subspace(gradient, U),
+    )

@@ -48,7 +48,7 @@ def loss_spikes(run: Run | Trace, rise: float = 0.02, window: int = 30, key: str
     mid = loss[1:-1]
     local_max = np.isfinite(mid) & (mid > loss[:-2]) & (mid >= loss[2:])
     idx = np.flatnonzero(local_max) + 1
-    keep = [i for i in idx if loss[i] >= (1 + rise) * loss[max(0, i - window):i].min()]
+    keep = [i for i in idx if loss[i] >= (1 + rise) * loss[max(0, i - window) : i].min()]
     return np.asarray(tr.loss_steps, dtype=np.int64)[np.asarray(keep, dtype=np.int64)]
 
 
@@ -84,9 +84,14 @@ class DetectionScore:
         scores = list(scores)
         caught, spikes = sum(s.n_caught for s in scores), sum(s.n_spikes for s in scores)
         hit, events = sum(s.n_hit for s in scores), sum(s.n_events for s in scores)
-        return cls(recall=caught / spikes if spikes else math.nan,
-                   precision=hit / events if events else math.nan,
-                   n_spikes=spikes, n_events=events, n_caught=caught, n_hit=hit)
+        return cls(
+            recall=caught / spikes if spikes else math.nan,
+            precision=hit / events if events else math.nan,
+            n_spikes=spikes,
+            n_events=events,
+            n_caught=caught,
+            n_hit=hit,
+        )
 
 
 def _interval(event: Any, i: int) -> tuple[float, float]:
@@ -96,13 +101,17 @@ def _interval(event: Any, i: int) -> tuple[float, float]:
     elif isinstance(event, Sequence) and not isinstance(event, str) and len(event) == 2:
         start, end = event
     else:
-        raise InputError(f"detection_scores: events[{i}] must be an Instability or a (start, end) pair, "
-                         f"got {event!r}")
+        raise InputError(
+            f"detection_scores: events[{i}] must be an Instability or a (start, end) pair, got {event!r}"
+        )
     ok = isinstance(start, numbers.Real) and not isinstance(start, bool) and math.isfinite(start)
-    if not ok or not (end is None or (isinstance(end, numbers.Real) and not isinstance(end, bool)
-                                      and end >= start)):
-        raise InputError(f"detection_scores: events[{i}] needs a finite start and an end >= start "
-                         f"or None, got start={start!r}, end={end!r}")
+    if not ok or not (
+        end is None or (isinstance(end, numbers.Real) and not isinstance(end, bool) and end >= start)
+    ):
+        raise InputError(
+            f"detection_scores: events[{i}] needs a finite start and an end >= start "
+            f"or None, got start={start!r}, end={end!r}"
+        )
     return float(start), math.inf if end is None else float(end)
 
 
@@ -127,6 +136,11 @@ def detection_scores(events: Iterable[Any], spikes: Iterable[float] | np.ndarray
     inside = inside.reshape(len(intervals), len(steps))
     caught, hit = int(inside.any(axis=0).sum()), int(inside.any(axis=1).sum())
     n_spikes, n_events = len(steps), len(intervals)
-    return DetectionScore(recall=caught / n_spikes if n_spikes else math.nan,
-                          precision=hit / n_events if n_events else math.nan,
-                          n_spikes=n_spikes, n_events=n_events, n_caught=caught, n_hit=hit)
+    return DetectionScore(
+        recall=caught / n_spikes if n_spikes else math.nan,
+        precision=hit / n_events if n_events else math.nan,
+        n_spikes=n_spikes,
+        n_events=n_events,
+        n_caught=caught,
+        n_hit=hit,
+    )

@@ -29,25 +29,35 @@ class Trace:
     threshold: np.ndarray
 
     def __post_init__(self) -> None:
-        for a, b, what in ((self.loss_steps, self.loss, "loss"),
-                           (self.lambda_steps, self.lambda1, "lambda1"),
-                           (self.lambda_steps, self.threshold, "threshold")):
+        for a, b, what in (
+            (self.loss_steps, self.loss, "loss"),
+            (self.lambda_steps, self.lambda1, "lambda1"),
+            (self.lambda_steps, self.threshold, "threshold"),
+        ):
             if np.shape(a) != np.shape(b):
                 raise InputError(f"Trace: {what} has shape {np.shape(b)} but its steps {np.shape(a)}")
         if np.any(np.diff(self.loss_steps) <= 0) or np.any(np.diff(self.lambda_steps) <= 0):
             raise InputError("Trace: steps must be strictly increasing")
 
     @classmethod
-    def from_arrays(cls, loss: np.ndarray, loss_steps: np.ndarray | None = None,
-                    lambda1: np.ndarray | None = None, lambda_steps: np.ndarray | None = None,
-                    threshold: float | np.ndarray | None = None) -> Trace:
+    def from_arrays(
+        cls,
+        loss: np.ndarray,
+        loss_steps: np.ndarray | None = None,
+        lambda1: np.ndarray | None = None,
+        lambda_steps: np.ndarray | None = None,
+        threshold: float | np.ndarray | None = None,
+    ) -> Trace:
         """A trace from plain arrays (steps default to 0, 1, …; a scalar threshold is broadcast)."""
         loss = np.asarray(loss, dtype=float)
         loss_steps = np.arange(len(loss)) if loss_steps is None else np.asarray(loss_steps)
         lam = np.asarray([] if lambda1 is None else lambda1, dtype=float)
-        lam_steps = (np.arange(len(lam)) if lambda_steps is None else np.asarray(lambda_steps))
-        thr = np.full(len(lam), np.nan) if threshold is None else \
-            np.broadcast_to(np.asarray(threshold, dtype=float), lam.shape).copy()
+        lam_steps = np.arange(len(lam)) if lambda_steps is None else np.asarray(lambda_steps)
+        thr = (
+            np.full(len(lam), np.nan)
+            if threshold is None
+            else np.broadcast_to(np.asarray(threshold, dtype=float), lam.shape).copy()
+        )
         return cls(loss_steps, loss, lam_steps, lam, thr)
 
 

@@ -56,12 +56,16 @@ def outputs_of(out: Any) -> Any:
     if isinstance(out, Mapping):
         if isinstance(out.get("logits"), torch.Tensor):
             return out["logits"]
-        raise DataError(f"the model returned a dict without 'logits' (keys: {sorted(out)}); "
-                        "pass batch_loss=f(model, batch) to say which output the loss reads")
+        raise DataError(
+            f"the model returned a dict without 'logits' (keys: {sorted(out)}); "
+            "pass batch_loss=f(model, batch) to say which output the loss reads"
+        )
     if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
         return out[0]
-    raise DataError(f"the model returned {type(out).__name__}, not a tensor, a dict with 'logits' "
-                    "or an output with .logits; pass batch_loss=f(model, batch)")
+    raise DataError(
+        f"the model returned {type(out).__name__}, not a tensor, a dict with 'logits' "
+        "or an output with .logits; pass batch_loss=f(model, batch)"
+    )
 
 
 def output_loss(out: Any) -> torch.Tensor:
@@ -70,8 +74,10 @@ def output_loss(out: Any) -> torch.Tensor:
     if loss is None and isinstance(out, Mapping):
         loss = out.get("loss")
     if not isinstance(loss, torch.Tensor):
-        raise InputError("no loss_fn or batch_loss was given and the model's output has no .loss "
-                         "(does the dict batch hold 'labels'?); pass loss_fn=… or batch_loss=…")
+        raise InputError(
+            "no loss_fn or batch_loss was given and the model's output has no .loss "
+            "(does the dict batch hold 'labels'?); pass loss_fn=… or batch_loss=…"
+        )
     return loss
 
 
@@ -90,11 +96,14 @@ def make_batch_loss(loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> Bat
     """The ``batch_loss(model, batch)`` that an operator differentiates (see the module docstring)."""
     if batch_loss is not None:
         if loss_fn is not None:
-            raise InputError("pass loss_fn or batch_loss, not both (batch_loss computes the loss "
-                             "from the model and the batch)")
+            raise InputError(
+                "pass loss_fn or batch_loss, not both (batch_loss computes the loss "
+                "from the model and the batch)"
+            )
         if not callable(batch_loss):
-            raise InputError(f"batch_loss must be callable (model, batch) → loss, got "
-                             f"{type(batch_loss).__name__}")
+            raise InputError(
+                f"batch_loss must be callable (model, batch) → loss, got {type(batch_loss).__name__}"
+            )
         return batch_loss
     if loss_fn is not None:
         if not callable(loss_fn):
@@ -102,17 +111,23 @@ def make_batch_loss(loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> Bat
 
         def from_loss_fn(model: nn.Module, batch: Batch) -> torch.Tensor:
             if not is_pair(batch):
-                raise DataError(f"loss_fn(outputs, targets) needs (X, y) batches, got a "
-                                f"{type(batch).__name__}; pass batch_loss=f(model, batch) instead")
+                raise DataError(
+                    f"loss_fn(outputs, targets) needs (X, y) batches, got a "
+                    f"{type(batch).__name__}; pass batch_loss=f(model, batch) instead"
+                )
             return loss_fn(outputs_of(call_model(model, batch[0])), batch[1])
+
         return from_loss_fn
 
     def model_loss(model: nn.Module, batch: Batch) -> torch.Tensor:
         if not isinstance(batch, Mapping):
-            raise InputError(f"no loss_fn or batch_loss was given, and the batches are "
-                             f"{type(batch).__name__}, not dicts whose model computes .loss; "
-                             "pass loss_fn=… or batch_loss=…")
+            raise InputError(
+                f"no loss_fn or batch_loss was given, and the batches are "
+                f"{type(batch).__name__}, not dicts whose model computes .loss; "
+                "pass loss_fn=… or batch_loss=…"
+            )
         return output_loss(model(**batch))
+
     return model_loss
 
 

@@ -35,10 +35,15 @@ class BatchSharpness:
     n_matvecs: int
 
 
-def batch_sharpness(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-                    batches: Iterable[Any] = (), *,
-                    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-                    model_mode: str = "train", params: Any = None) -> BatchSharpness:
+def batch_sharpness(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    batches: Iterable[Any] = (),
+    *,
+    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    model_mode: str = "train",
+    params: Any = None,
+) -> BatchSharpness:
     """Batch sharpness of ``model`` over ``batches`` (see the module docstring).
 
     Args:
@@ -57,8 +62,9 @@ def batch_sharpness(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
     values: list[float] = []
     n = 0
     for batch in batches:
-        op = HessianOperator(model, loss_fn, batch, batch_loss=batch_loss, model_mode=model_mode,
-                             params=params)
+        op = HessianOperator(
+            model, loss_fn, batch, batch_loss=batch_loss, model_mode=model_mode, params=params
+        )
         g = op.gradient()
         gg = float(g @ g)
         if gg > 0 and math.isfinite(gg):
@@ -69,6 +75,9 @@ def batch_sharpness(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor
         raise InputError("batch_sharpness needs at least one batch with a non-zero gradient")
     mean = sum(values) / len(values)
     var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else math.nan
-    return BatchSharpness(value=mean, per_batch=tuple(values),
-                          stderr=math.sqrt(var / len(values)) if len(values) > 1 else math.nan,
-                          n_matvecs=n)
+    return BatchSharpness(
+        value=mean,
+        per_batch=tuple(values),
+        stderr=math.sqrt(var / len(values)) if len(values) > 1 else math.nan,
+        n_matvecs=n,
+    )

@@ -59,8 +59,7 @@ def map_tensors(fn: Callable[[torch.Tensor], torch.Tensor], batch: Batch) -> Bat
 
 def to_device(batch: Batch, device: torch.device | None, dtype: torch.dtype | None) -> Batch:
     """``batch`` on ``device``, its floating tensors in ``dtype`` (integer ones keep theirs)."""
-    return map_tensors(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None),
-                       batch)
+    return map_tensors(lambda t: t.to(device=device, dtype=dtype if t.is_floating_point() else None), batch)
 
 
 def batch_size(batch: Batch) -> int:
@@ -73,8 +72,11 @@ def batch_size(batch: Batch) -> int:
 
 def is_pair(batch: Batch) -> bool:
     """An ``(X, y)`` pair: a tuple or list of two parts, each a tensor, tuple, list or dict."""
-    return isinstance(batch, (tuple, list)) and len(batch) == 2 and all(
-        isinstance(part, (torch.Tensor, tuple, list, Mapping)) for part in batch)
+    return (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 2
+        and all(isinstance(part, (torch.Tensor, tuple, list, Mapping)) for part in batch)
+    )
 
 
 def slice_batch(batch: Batch, start: int, stop: int, n: int) -> Batch:
@@ -93,18 +95,21 @@ def valid_tokens(ignore_index: int = -100, key: str = "labels", shift: bool = Fa
     causal language model's loss does when it shifts the labels (Hugging Face ``…ForCausalLM`` and
     GPT-2's ``LMHeadModel`` with ``labels``).
     """
+
     def weight(batch: Batch) -> float:
         target = batch[1] if is_pair(batch) else batch
         if isinstance(target, Mapping):
             if key not in target:
-                raise DataError(f"valid_tokens: the batch has no {key!r} entry (keys: "
-                                f"{sorted(target)}); pass key=…")
+                raise DataError(
+                    f"valid_tokens: the batch has no {key!r} entry (keys: {sorted(target)}); pass key=…"
+                )
             target = target[key]
         if not isinstance(target, torch.Tensor):
             raise DataError(f"valid_tokens: the targets must be a tensor, got {type(target).__name__}")
         if shift:
             target = target[..., 1:]
         return float((target != ignore_index).sum())
+
     return weight
 
 
@@ -119,8 +124,9 @@ class Chunk:
 def _check_batch(batch: object, where: str) -> Batch:
     leaves = tensors(batch)
     if not leaves:
-        raise DataError(f"{where} has no tensors: a batch is (X, y) or a dict of tensors, got "
-                        f"{type(batch).__name__}")
+        raise DataError(
+            f"{where} has no tensors: a batch is (X, y) or a dict of tensors, got {type(batch).__name__}"
+        )
     if is_pair(batch):
         for name, part in zip(("X", "y"), batch, strict=True):
             if isinstance(part, torch.Tensor) and part.dim() == 0:
@@ -132,8 +138,11 @@ def _check_batch(batch: object, where: str) -> Batch:
             raise DataError(f"{where}: X has {len(X[0])} samples but y has {len(y[0])}")
     if batch_size(batch) == 0:
         raise DataError(f"{where} is empty (0 samples)")
-    named = [*named_tensors(batch[0], "X"), *named_tensors(batch[1], "y")] if is_pair(batch) \
+    named = (
+        [*named_tensors(batch[0], "X"), *named_tensors(batch[1], "y")]
+        if is_pair(batch)
         else named_tensors(batch)
+    )
     for name, t in named:
         if t.is_floating_point() and not torch.isfinite(t).all():
             bad = (~torch.isfinite(t)).nonzero()[0].tolist()
@@ -147,8 +156,11 @@ def _fingerprint(batch: Batch) -> tuple:
 
 
 def _same(a: tuple, b: tuple) -> bool:
-    return len(a) == len(b) and a[0] == b[0] and all(
-        abs(x - y) <= 1e-6 * (1 + abs(x)) for x, y in zip(a[1:], b[1:], strict=True))
+    return (
+        len(a) == len(b)
+        and a[0] == b[0]
+        and all(abs(x - y) <= 1e-6 * (1 + abs(x)) for x, y in zip(a[1:], b[1:], strict=True))
+    )
 
 
 def _iterate(data: Iterable) -> Iterator[Batch]:
@@ -184,14 +196,21 @@ class HessianSet:
         batch_weight: each chunk's weight, ``batch_weight(chunk)``; default its number of samples.
     """
 
-    def __init__(self, data: object, chunk_size: int | None = None,
-                 check_deterministic: bool = True, batch_weight: BatchWeight | None = None) -> None:
-        if chunk_size is not None and (not isinstance(chunk_size, int) or isinstance(chunk_size, bool)
-                                       or chunk_size < 1):
+    def __init__(
+        self,
+        data: object,
+        chunk_size: int | None = None,
+        check_deterministic: bool = True,
+        batch_weight: BatchWeight | None = None,
+    ) -> None:
+        if chunk_size is not None and (
+            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
+        ):
             raise DataError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
         if batch_weight is not None and not callable(batch_weight):
-            raise InputError(f"batch_weight must be callable (batch → weight), got "
-                             f"{type(batch_weight).__name__}")
+            raise InputError(
+                f"batch_weight must be callable (batch → weight), got {type(batch_weight).__name__}"
+            )
         self.chunk_size = chunk_size
         self.batch_weight = batch_weight
         if data is None:
@@ -209,8 +228,10 @@ class HessianSet:
             self.n_samples += batch_size(c)
         self.total_weight = float(sum(self._raw_weights))
         if not self.total_weight > 0:
-            raise DataError(f"the batches' weights sum to {self.total_weight:g}: nothing to average "
-                            "over (batch_weight returned 0 for every chunk: no valid tokens?)")
+            raise DataError(
+                f"the batches' weights sum to {self.total_weight:g}: nothing to average "
+                "over (batch_weight returned 0 for every chunk: no valid tokens?)"
+            )
 
     @property
     def single(self) -> bool:
@@ -228,34 +249,42 @@ class HessianSet:
         except (TypeError, ValueError, RuntimeError) as e:
             raise InputError(f"batch_weight failed on chunk {i}: it must return a number ({e})") from e
         if not w >= 0 or w == float("inf"):
-            raise InputError(f"batch_weight returned {w!r} for chunk {i}; weights must be finite "
-                             "and non-negative")
+            raise InputError(
+                f"batch_weight returned {w!r} for chunk {i}; weights must be finite and non-negative"
+            )
         return w
 
     def _check_iterable(self, data: object, check_deterministic: bool) -> Iterable:
         if isinstance(data, torch.Tensor):
             raise DataError("data is a single tensor; pass a pair (X, y) or batches of pairs")
         if not isinstance(data, Iterable):
-            raise DataError(f"data must be an (X, y) pair, a dict batch or an iterable of batches, "
-                            f"got {type(data).__name__}")
+            raise DataError(
+                f"data must be an (X, y) pair, a dict batch or an iterable of batches, "
+                f"got {type(data).__name__}"
+            )
         if isinstance(data, Iterator):
-            raise DataError(f"data is an iterator ({type(data).__name__}) and can be read only once; "
-                            "the operator passes over it at every matvec. Pass a list of batches "
-                            "or a DataLoader(shuffle=False)")
+            raise DataError(
+                f"data is an iterator ({type(data).__name__}) and can be read only once; "
+                "the operator passes over it at every matvec. Pass a list of batches "
+                "or a DataLoader(shuffle=False)"
+            )
         first = [_fingerprint(_check_batch(b, f"data batch {i}")) for i, b in enumerate(_iterate(data))]
         if not first:
             raise DataError("data yields no batches (empty)")
         if check_deterministic:
-            second = [_fingerprint(_check_batch(b, f"data batch {i}"))
-                      for i, b in enumerate(_iterate(data))]
+            second = [_fingerprint(_check_batch(b, f"data batch {i}")) for i, b in enumerate(_iterate(data))]
             if len(second) != len(first):
-                raise DataError(f"data yields {len(first)} batches on one pass and {len(second)} on "
-                                "the next; it must yield the same batches every pass")
+                raise DataError(
+                    f"data yields {len(first)} batches on one pass and {len(second)} on "
+                    "the next; it must yield the same batches every pass"
+                )
             for i, (a, b) in enumerate(zip(first, second, strict=True)):
                 if not _same(a, b):
-                    raise DataError(f"data batch {i} differs between two passes (a shuffling "
-                                    "DataLoader?); the Hessian set must yield the same batches "
-                                    "every pass: use shuffle=False or a fixed list of batches")
+                    raise DataError(
+                        f"data batch {i} differs between two passes (a shuffling "
+                        "DataLoader?); the Hessian set must yield the same batches "
+                        "every pass: use shuffle=False or a fixed list of batches"
+                    )
         self.n_batches = len(first)
         return data
 
@@ -273,8 +302,7 @@ class HessianSet:
             for s in range(0, n, step):
                 yield b if step >= n else slice_batch(b, s, s + step, n)
 
-    def chunks(self, device: torch.device | None = None,
-               dtype: torch.dtype | None = None) -> Iterator[Chunk]:
+    def chunks(self, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Iterator[Chunk]:
         """The chunks with their weights, moved to ``device`` and, if floating, ``dtype``.
 
         Chunks of weight 0 (no valid tokens) are left out: their mean loss is undefined.

@@ -74,7 +74,7 @@ def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float) -> int:
         if norm0 == 0 or not math.isfinite(norm0):
             continue
         for _ in range(2):
-            w.addmv_(Q[:m + added].T, Q[:m + added] @ w, alpha=-1.0)
+            w.addmv_(Q[: m + added].T, Q[: m + added] @ w, alpha=-1.0)
         norm = float(w.norm())
         if norm <= floor * norm0:
             continue
@@ -83,11 +83,21 @@ def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float) -> int:
     return added
 
 
-def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
-                start: torch.Tensor | None = None, guards: int = DEFAULT_GUARDS, seed: int = 0,
-                max_basis: int | None = None, max_matvecs: int | None = None,
-                return_vectors: bool = True, confirm: bool | str | None = None,
-                report: Callable[[int, float], None] | None = None) -> BlockSolve:
+def block_solve(
+    op: CurvatureOperator,
+    k: int,
+    which: str,
+    tol: float,
+    *,
+    start: torch.Tensor | None = None,
+    guards: int = DEFAULT_GUARDS,
+    seed: int = 0,
+    max_basis: int | None = None,
+    max_matvecs: int | None = None,
+    return_vectors: bool = True,
+    confirm: bool | str | None = None,
+    report: Callable[[int, float], None] | None = None,
+) -> BlockSolve:
     """Top-``k`` pairs (for ``which``) of ``op`` from a start block; see the module docstring.
 
     Args:
@@ -152,15 +162,18 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
         if len(todo) == 0 or m == n:
             break
         if n_matvecs >= max_matvecs:
-            warnings.warn(f"block eigensolver stopped after max_matvecs={max_matvecs} products "
-                          f"with relative residual {worst:.2e} > tol={tol:g}", RuntimeWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"block eigensolver stopped after max_matvecs={max_matvecs} products "
+                f"with relative residual {worst:.2e} > tol={tol:g}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             break
-        W = R[todo][:max_matvecs - n_matvecs]  # never past the budget
+        W = R[todo][: max_matvecs - n_matvecs]  # never past the budget
         if m + len(W) > m_max:
             # Compress to the best Ritz vectors: H Q stays known, so no product is repeated.
             l = max(min(m, b + (m_max - b) // 2, m_max - len(W)), b)
-            W = W[:m_max - l]
+            W = W[: m_max - l]
             keep = order[:l]
             C = torch.as_tensor(S[:, keep].T.copy(), device=device)
             combine_rows(Q, C, m)
@@ -172,7 +185,7 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
             added = _append(Q, m, random_vector(n, gen, device)[None], 1e-8)
             if added == 0:
                 break
-        HQ[m:m + added] = op.matmat(Q[m:m + added].T).T
+        HQ[m : m + added] = op.matmat(Q[m : m + added].T).T
         n_matvecs += added
         m += added
     # the last Rayleigh–Ritz pairs and their explicit residuals, values descending as finish expects
@@ -181,8 +194,23 @@ def block_solve(op: CurvatureOperator, k: int, which: str, tol: float, *,
     residuals = res.cpu().numpy()[desc]
     want = want[desc]
     guard_idx = order[k:b]
-    G = Q[:m].T @ torch.as_tensor(S[:, guard_idx].copy(), device=device) if len(guard_idx) \
+    G = (
+        Q[:m].T @ torch.as_tensor(S[:, guard_idx].copy(), device=device)
+        if len(guard_idx)
         else Q.new_zeros(n, 0)
-    result = finish(op, Y, theta[want], residuals, tol, scale, which, "block", n_matvecs,
-                    n_restarts, return_vectors, confirm)
+    )
+    result = finish(
+        op,
+        Y,
+        theta[want],
+        residuals,
+        tol,
+        scale,
+        which,
+        "block",
+        n_matvecs,
+        n_restarts,
+        return_vectors,
+        confirm,
+    )
     return BlockSolve(result=result, guards=G)

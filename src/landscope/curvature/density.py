@@ -32,8 +32,9 @@ def rademacher(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tens
     return torch.randint(0, 2, shape, generator=generator, dtype=torch.int64).to(torch.float64) * 2 - 1
 
 
-def lanczos_quadrature(op: CurvatureOperator, z: torch.Tensor,
-                       n_steps: int) -> tuple[np.ndarray, np.ndarray, int]:
+def lanczos_quadrature(
+    op: CurvatureOperator, z: torch.Tensor, n_steps: int
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Gauss quadrature nodes and weights of ``op``'s spectral measure seen from unit vector ``z``.
 
     Full reorthogonalisation in float64; stops early (fewer nodes) if the Krylov space is invariant.
@@ -46,7 +47,7 @@ def lanczos_quadrature(op: CurvatureOperator, z: torch.Tensor,
     Q[0] = z / z.norm()
     for j in range(steps):
         w = op.matvec(Q[j])
-        w, h = orthogonalise(w, Q[:j + 1])
+        w, h = orthogonalise(w, Q[: j + 1])
         alpha.append(float(h[j]))
         b = float(w.norm())
         if j + 1 == steps or b <= 1e-12 * max(abs(a) for a in alpha):
@@ -54,14 +55,20 @@ def lanczos_quadrature(op: CurvatureOperator, z: torch.Tensor,
         beta.append(b)
         Q[j + 1] = w / b
     m = len(alpha)
-    T = np.diag(alpha) + np.diag(beta[:m - 1], 1) + np.diag(beta[:m - 1], -1)
+    T = np.diag(alpha) + np.diag(beta[: m - 1], 1) + np.diag(beta[: m - 1], -1)
     nodes, vecs = small_eigh(T)
     return nodes, vecs[0] ** 2, m
 
 
-def spectral_density(op: CurvatureOperator | torch.Tensor, n_probes: int = 8, n_steps: int = 80,
-                     seed: int = 0, n_grid: int = 1000, sigma: float | None = None,
-                     grid: torch.Tensor | None = None) -> Density:
+def spectral_density(
+    op: CurvatureOperator | torch.Tensor,
+    n_probes: int = 8,
+    n_steps: int = 80,
+    seed: int = 0,
+    n_grid: int = 1000,
+    sigma: float | None = None,
+    grid: torch.Tensor | None = None,
+) -> Density:
     """Eigenvalue density of ``op`` by SLQ, smoothed with a Gaussian kernel.
 
     Args:
@@ -90,8 +97,8 @@ def spectral_density(op: CurvatureOperator | torch.Tensor, n_probes: int = 8, n_
     nodes = np.zeros((n_probes, width))
     weights = np.zeros((n_probes, width))
     for i, (a, w) in enumerate(zip(all_nodes, all_weights, strict=True)):
-        nodes[i, :len(a)], weights[i, :len(w)] = a, w
-        nodes[i, len(a):] = a[-1]
+        nodes[i, : len(a)], weights[i, : len(w)] = a, w
+        nodes[i, len(a) :] = a[-1]
     lo, hi = float(nodes.min()), float(nodes.max())
     if sigma is None:
         sigma = 0.01 * max(hi - lo, abs(hi), 1e-12)
@@ -104,13 +111,19 @@ def spectral_density(op: CurvatureOperator | torch.Tensor, n_probes: int = 8, n_
     kernel = np.exp(-0.5 * ((grid_np[:, None] - nodes.reshape(-1)[None, :]) / sigma) ** 2)
     kernel /= sigma * math.sqrt(2 * math.pi)
     density = kernel @ weights.reshape(-1) / n_probes
-    return Density(grid=torch.as_tensor(grid_np), density=torch.as_tensor(density),
-                   nodes=torch.as_tensor(nodes), weights=torch.as_tensor(weights),
-                   sigma=float(sigma), n_matvecs=n_matvecs)
+    return Density(
+        grid=torch.as_tensor(grid_np),
+        density=torch.as_tensor(density),
+        nodes=torch.as_tensor(nodes),
+        weights=torch.as_tensor(weights),
+        sigma=float(sigma),
+        n_matvecs=n_matvecs,
+    )
 
 
-def hutchinson_trace(op: CurvatureOperator | torch.Tensor, n_probes: int = 100, seed: int = 0,
-                     batch: int = 16) -> TraceEstimate:
+def hutchinson_trace(
+    op: CurvatureOperator | torch.Tensor, n_probes: int = 100, seed: int = 0, batch: int = 16
+) -> TraceEstimate:
     """``trace(H)`` as the mean of ``zᵀHz`` over Rademacher probes ``z``, with its standard error.
 
     Probes are applied ``batch`` at a time through ``op.matmat`` (batched tangents).

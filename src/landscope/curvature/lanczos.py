@@ -61,12 +61,22 @@ METHODS = ("lanczos", "block", "power", "dense")
 PROBE_ROUNDS = 4  # probe → block solve rounds before a warning (each finds at least one value)
 
 
-def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "LA",
-               tol: float = 1e-6, method: str = "lanczos", seed: int = 0,
-               v0: torch.Tensor | None = None, *, max_basis: int | None = None,
-               max_matvecs: int | None = None, return_vectors: bool = True,
-               confirm: bool | None = None, check_multiplicity: bool | None = None,
-               progress: bool | Callable[[int, float], None] = False) -> EigenResult:
+def eigenpairs(
+    op: CurvatureOperator | torch.Tensor,
+    k: int = 10,
+    which: str = "LA",
+    tol: float = 1e-6,
+    method: str = "lanczos",
+    seed: int = 0,
+    v0: torch.Tensor | None = None,
+    *,
+    max_basis: int | None = None,
+    max_matvecs: int | None = None,
+    return_vectors: bool = True,
+    confirm: bool | None = None,
+    check_multiplicity: bool | None = None,
+    progress: bool | Callable[[int, float], None] = False,
+) -> EigenResult:
     """The ``k`` extreme eigenpairs of a symmetric operator.
 
     Args:
@@ -121,38 +131,81 @@ def eigenpairs(op: CurvatureOperator | torch.Tensor, k: int = 10, which: str = "
     if not isinstance(tol, (int, float)) or not math.isfinite(tol) or tol <= 0:
         raise InputError(f"tol must be a positive number, got {tol!r}")
     if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
-        raise InputError("check_multiplicity must be True, False or None (the default probe), got "
-                         f"{check_multiplicity!r}")
+        raise InputError(
+            f"check_multiplicity must be True, False or None (the default probe), got {check_multiplicity!r}"
+        )
     v0 = check_start(v0, op.dim)
     if method == "dense":
         return _dense(op, k, which, tol, return_vectors)
     if method == "power":
         if which == "SA":
-            raise InputError("method='power' finds the largest-magnitude eigenvalues; "
-                             "use method='lanczos' for which='SA'")
-        return power_iteration(op, k=k, tol=tol, seed=seed, v0=v0, max_matvecs=max_matvecs,
-                               return_vectors=return_vectors, which=which)
+            raise InputError(
+                "method='power' finds the largest-magnitude eigenvalues; use method='lanczos' for which='SA'"
+            )
+        return power_iteration(
+            op,
+            k=k,
+            tol=tol,
+            seed=seed,
+            v0=v0,
+            max_matvecs=max_matvecs,
+            return_vectors=return_vectors,
+            which=which,
+        )
     if method == "block":
         if check_multiplicity:
-            raise InputError("check_multiplicity is for method='lanczos'; method='block' finds "
-                             "repeated eigenvalues up to its block size (k + 2) by itself")
+            raise InputError(
+                "check_multiplicity is for method='lanczos'; method='block' finds "
+                "repeated eigenvalues up to its block size (k + 2) by itself"
+            )
         max_basis = check_max_basis(max_basis, k)
         with _Reporter(progress, f"block top-{k} ({which})") as report:
-            return block_solve(op, k, which, tol, start=None if v0 is None else v0[:, None],
-                               seed=seed, max_basis=max_basis, max_matvecs=max_matvecs,
-                               return_vectors=return_vectors, confirm=confirm,
-                               report=report).result
+            return block_solve(
+                op,
+                k,
+                which,
+                tol,
+                start=None if v0 is None else v0[:, None],
+                seed=seed,
+                max_basis=max_basis,
+                max_matvecs=max_matvecs,
+                return_vectors=return_vectors,
+                confirm=confirm,
+                report=report,
+            ).result
     max_basis = check_max_basis(max_basis, k)
     with _Reporter(progress, f"Lanczos top-{k} ({which})") as report:
-        return _lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs, return_vectors,
-                        confirm, check_multiplicity, report)[0]
+        return _lanczos(
+            op,
+            k,
+            which,
+            tol,
+            seed,
+            v0,
+            max_basis,
+            max_matvecs,
+            return_vectors,
+            confirm,
+            check_multiplicity,
+            report,
+        )[0]
 
 
-def _lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
-             v0: torch.Tensor | None, max_basis: int | None, max_matvecs: int | None,
-             return_vectors: bool, confirm: bool | str | None, check_multiplicity: bool | None,
-             report: Callable[[int, float], None], n_extra: int = 0
-             ) -> tuple[EigenResult, torch.Tensor]:
+def _lanczos(
+    op: CurvatureOperator,
+    k: int,
+    which: str,
+    tol: float,
+    seed: int,
+    v0: torch.Tensor | None,
+    max_basis: int | None,
+    max_matvecs: int | None,
+    return_vectors: bool,
+    confirm: bool | str | None,
+    check_multiplicity: bool | None,
+    report: Callable[[int, float], None],
+    n_extra: int = 0,
+) -> tuple[EigenResult, torch.Tensor]:
     """Thick-restart Lanczos with the defaults filled in (``max_basis``, budget, ``confirm``).
 
     Followed by the multiplicity probe unless ``check_multiplicity`` is ``True`` or ``False``.
@@ -163,21 +216,41 @@ def _lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
     if confirm is None:
         confirm = default_confirm(op, tol)
     probe = check_multiplicity is None and 2 <= k < op.dim
-    res, extra = _thick_restart_lanczos(op, k, which, tol, seed, v0, max_basis, max_matvecs,
-                                        return_vectors or probe, confirm,
-                                        check_multiplicity is True, report, n_extra)
+    res, extra = _thick_restart_lanczos(
+        op,
+        k,
+        which,
+        tol,
+        seed,
+        v0,
+        max_basis,
+        max_matvecs,
+        return_vectors or probe,
+        confirm,
+        check_multiplicity is True,
+        report,
+        n_extra,
+    )
     if probe and res.converged:
-        res, extra = _probe_and_refine(op, res, extra, tol, seed, max_matvecs, confirm, report,
-                                       room=max_basis - k)
+        res, extra = _probe_and_refine(
+            op, res, extra, tol, seed, max_matvecs, confirm, report, room=max_basis - k
+        )
     if not return_vectors and res.vectors is not None:
         res = dataclasses.replace(res, vectors=None)
     return res, extra
 
 
-def _probe_and_refine(op: CurvatureOperator, res: EigenResult, extra: torch.Tensor, tol: float,
-                      seed: int, max_matvecs: int, confirm: bool | str,
-                      report: Callable[[int, float], None], room: int
-                      ) -> tuple[EigenResult, torch.Tensor]:
+def _probe_and_refine(
+    op: CurvatureOperator,
+    res: EigenResult,
+    extra: torch.Tensor,
+    tol: float,
+    seed: int,
+    max_matvecs: int,
+    confirm: bool | str,
+    report: Callable[[int, float], None],
+    room: int,
+) -> tuple[EigenResult, torch.Tensor]:
     """Probe the complement of a converged solve; while it finds better values, re-solve.
 
     Each probe that finds a direction is followed by another on the complement of that one too,
@@ -196,51 +269,96 @@ def _probe_and_refine(op: CurvatureOperator, res: EigenResult, extra: torch.Tens
         worst = float(res.relative_residuals.max())
         found: list[torch.Tensor] = []
         while len(found) < k:
-            length = min(PROBE_PRODUCTS, room - len(found), op.dim - k - len(found),
-                         max_matvecs - total)
+            length = min(PROBE_PRODUCTS, room - len(found), op.dim - k - len(found), max_matvecs - total)
             if length <= 0:
                 if not found:
-                    warnings.warn(f"the multiplicity probe was skipped (max_matvecs={max_matvecs} "
-                                  f"or max_basis reached); copies of repeated eigenvalues may be "
-                                  "missing", RuntimeWarning, stacklevel=4)
+                    warnings.warn(
+                        f"the multiplicity probe was skipped (max_matvecs={max_matvecs} "
+                        f"or max_basis reached); copies of repeated eigenvalues may be "
+                        "missing",
+                        RuntimeWarning,
+                        stacklevel=4,
+                    )
                 break
             known = torch.cat([Y, torch.stack(found, dim=1).to(Y.device)], dim=1) if found else Y
-            z, used = probe_complement(op, known, kth, which, tol * res.scale, length, gen,
-                                       report=lambda n, done=total, r=worst: report(done + n, r))
+            z, used = probe_complement(
+                op,
+                known,
+                kth,
+                which,
+                tol * res.scale,
+                length,
+                gen,
+                report=lambda n, done=total, r=worst: report(done + n, r),
+            )
             total += used
             if z is None:
                 break
             found.append(z)
         if not found:
             break
-        start = torch.cat([Y.to(found[0].device), torch.stack(found, dim=1),
-                           extra.to(found[0].device)], dim=1)
+        start = torch.cat(
+            [Y.to(found[0].device), torch.stack(found, dim=1), extra.to(found[0].device)], dim=1
+        )
         # two random columns beyond the start: the block can grow past what the probes found
-        solve = block_solve(op, k, which, tol, start=start,
-                            guards=start.shape[1] - k + DEFAULT_GUARDS,
-                            seed=seed, max_matvecs=max(max_matvecs - total, k), confirm=confirm,
-                            report=lambda n, r, done=total: report(done + n, r))
+        solve = block_solve(
+            op,
+            k,
+            which,
+            tol,
+            start=start,
+            guards=start.shape[1] - k + DEFAULT_GUARDS,
+            seed=seed,
+            max_matvecs=max(max_matvecs - total, k),
+            confirm=confirm,
+            report=lambda n, r, done=total: report(done + n, r),
+        )
         total += solve.result.n_matvecs
-        res, extra = solve.result, solve.guards[:, :extra.shape[1]]
+        res, extra = solve.result, solve.guards[:, : extra.shape[1]]
         if not res.converged:
             break
     else:
-        warnings.warn(f"the multiplicity probe still found better values after {PROBE_ROUNDS} "
-                      "rounds; the top values may be incomplete", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"the multiplicity probe still found better values after {PROBE_ROUNDS} "
+            "rounds; the top values may be incomplete",
+            RuntimeWarning,
+            stacklevel=4,
+        )
     return dataclasses.replace(res, n_matvecs=total), extra
 
 
-def lanczos_with_guards(op: CurvatureOperator, k: int, which: str, tol: float, *, seed: int,
-                        v0: torch.Tensor | None, max_basis: int | None, guards: int,
-                        check_multiplicity: bool | None = None
-                        ) -> tuple[EigenResult, torch.Tensor]:
+def lanczos_with_guards(
+    op: CurvatureOperator,
+    k: int,
+    which: str,
+    tol: float,
+    *,
+    seed: int,
+    v0: torch.Tensor | None,
+    max_basis: int | None,
+    guards: int,
+    check_multiplicity: bool | None = None,
+) -> tuple[EigenResult, torch.Tensor]:
     """:func:`eigenpairs` (Lanczos) that also returns the next ``guards`` Ritz vectors.
 
     They are not converged, but they are the directions just below the wanted ones, which the
     next warm start of a tracker must contain to see an eigenvalue rise into the top ``k``.
     """
-    return _lanczos(op, k, which, tol, seed, v0, max_basis, None, True, None, check_multiplicity,
-                    lambda n, r: None, n_extra=guards)
+    return _lanczos(
+        op,
+        k,
+        which,
+        tol,
+        seed,
+        v0,
+        max_basis,
+        None,
+        True,
+        None,
+        check_multiplicity,
+        lambda n, r: None,
+        n_extra=guards,
+    )
 
 
 class _Reporter:
@@ -255,16 +373,22 @@ class _Reporter:
         if self.progress is not True:
             return lambda n, r: None
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-        self._bar = Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                             TextColumn("matvecs {task.completed:.0f}"),
-                             TextColumn("residual {task.fields[res]}"), TimeElapsedColumn(),
-                             transient=True)
+
+        self._bar = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            TextColumn("matvecs {task.completed:.0f}"),
+            TextColumn("residual {task.fields[res]}"),
+            TimeElapsedColumn(),
+            transient=True,
+        )
         self._bar.__enter__()
         task = self._bar.add_task(self.title, total=None, res="-")
         bar = self._bar
 
         def report(n: int, res: float) -> None:
             bar.update(task, completed=n, res=f"{res:.1e}")
+
         return report
 
     def __exit__(self, *exc: object) -> bool:
@@ -273,20 +397,30 @@ class _Reporter:
         return False
 
 
-def _dense(op: CurvatureOperator, k: int, which: str, tol: float,
-           return_vectors: bool) -> EigenResult:
+def _dense(op: CurvatureOperator, k: int, which: str, tol: float, return_vectors: bool) -> EigenResult:
     H = op.to_dense(torch.float64)
     H = 0.5 * (H + H.T)
     evals, evecs = torch.linalg.eigh(H)
     idx = select(evals.cpu().numpy(), which)[:k]
     idx_t = torch.as_tensor(idx.copy(), device=evecs.device)
     scale = float(evals.abs().max())
-    return finish(op, evecs[:, idx_t], evals.cpu().numpy()[idx], None, tol, scale, which,
-                   "dense", op.dim, 0, return_vectors, confirm=True)
+    return finish(
+        op,
+        evecs[:, idx_t],
+        evals.cpu().numpy()[idx],
+        None,
+        tol,
+        scale,
+        which,
+        "dense",
+        op.dim,
+        0,
+        return_vectors,
+        confirm=True,
+    )
 
 
-def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float,
-                     ends: list[tuple[int, float]]) -> np.ndarray:
+def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float, ends: list[tuple[int, float]]) -> np.ndarray:
     """Residual norms ``‖H y − θ y‖`` of the Ritz pairs ``y = Q s`` (columns of ``S``).
 
     The basis is one or more Lanczos chains (a new chain starts from a random direction after an
@@ -299,7 +433,7 @@ def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float,
     j = S.shape[0]
     res = beta * np.abs(S[j - 1])
     for c, b in ends:
-        left = b * b - float((A[c + 1:j, c] ** 2).sum())
+        left = b * b - float((A[c + 1 : j, c] ** 2).sum())
         res = res + np.sqrt(max(left, 0.0)) * np.abs(S[c])
     return res
 
@@ -319,11 +453,21 @@ def converge_scale(wanted: np.ndarray, scale: float, which: str, tol: float) -> 
     return max(float(np.abs(wanted).max()), tol * floor)
 
 
-def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float, seed: int,
-                           v0: torch.Tensor | None, m: int, max_matvecs: int,
-                           return_vectors: bool, confirm: bool | str, check_multiplicity: bool,
-                           report: Callable[[int, float], None], n_extra: int = 0
-                           ) -> tuple[EigenResult, torch.Tensor]:
+def _thick_restart_lanczos(
+    op: CurvatureOperator,
+    k: int,
+    which: str,
+    tol: float,
+    seed: int,
+    v0: torch.Tensor | None,
+    m: int,
+    max_matvecs: int,
+    return_vectors: bool,
+    confirm: bool | str,
+    check_multiplicity: bool,
+    report: Callable[[int, float], None],
+    n_extra: int = 0,
+) -> tuple[EigenResult, torch.Tensor]:
     n, device = op.dim, op.device
     gen = torch.Generator().manual_seed(int(seed))
     # Rows are written before they are read, so the basis is not zero-filled: untouched rows of
@@ -344,16 +488,16 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
         w = None  # the previous product is freed before the next one is allocated
         w = op.matvec(Q[j])
         n_matvecs += 1
-        w, h = orthogonalise(w, Q[:j + 1])
+        w, h = orthogonalise(w, Q[: j + 1])
         h = h.cpu().numpy()
-        A[:j + 1, j] = h
-        A[j, :j + 1] = h
+        A[: j + 1, j] = h
+        A[j, : j + 1] = h
         beta = float(w.norm())
         j += 1
         theta, S = small_eigh(A[:j, :j])
         idx = select(theta, which)
         scale = max(scale, float(np.abs(theta).max()))
-        want = idx[:min(k, j)]
+        want = idx[: min(k, j)]
         floor = converge_scale(theta[want], scale, which, tol)
         est = _chain_residuals(A, S[:, want], beta, ends) + drift
         worst = float(est.max() / floor) if j >= k else math.inf
@@ -381,8 +525,12 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
         if j == n:  # the basis spans the whole space: the Ritz pairs are exact
             break
         if n_matvecs >= max_matvecs:
-            warnings.warn(f"Lanczos stopped after max_matvecs={max_matvecs} products with relative "
-                          f"residual {worst:.2e} > tol={tol:g}", RuntimeWarning, stacklevel=3)
+            warnings.warn(
+                f"Lanczos stopped after max_matvecs={max_matvecs} products with relative "
+                f"residual {worst:.2e} > tol={tol:g}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
             break
         if new_chain or beta <= 1e-12 * floor:
             # Start a new chain from a fresh direction orthogonal to the basis: after an invariant
@@ -404,7 +552,7 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
             # Thick restart: keep the best l Ritz vectors. H Y = Y Θ + β q sᵀ keeps the Krylov
             # form, so the next product continues the same decomposition; what earlier chain ends
             # left outside the basis is carried as a bound in ``drift``.
-            keep = idx[:min(m - 1, k + max((m - k) // 2, 1))]
+            keep = idx[: min(m - 1, k + max((m - k) // 2, 1))]
             l = len(keep)
             Sk = S[:, keep]
             drift += float(_chain_residuals(A, Sk, 0.0, ends).max()) if ends else 0.0
@@ -426,8 +574,19 @@ def _thick_restart_lanczos(op: CurvatureOperator, k: int, which: str, tol: float
     else:
         Y = Q.new_zeros(n, 0)
     residuals = _chain_residuals(A, S[:, want], beta, ends) + drift
-    more = idx[k:k + n_extra]  # the next Ritz vectors (not converged): a tracker's guards
-    extra = Q[:j].T @ torch.as_tensor(S[:, more].copy(), device=device) if len(more) \
-        else Q.new_zeros(n, 0)
-    return finish(op, Y, theta[want], residuals, tol, scale, which, "lanczos", n_matvecs,
-                  n_restarts, return_vectors, confirm), extra
+    more = idx[k : k + n_extra]  # the next Ritz vectors (not converged): a tracker's guards
+    extra = Q[:j].T @ torch.as_tensor(S[:, more].copy(), device=device) if len(more) else Q.new_zeros(n, 0)
+    return finish(
+        op,
+        Y,
+        theta[want],
+        residuals,
+        tol,
+        scale,
+        which,
+        "lanczos",
+        n_matvecs,
+        n_restarts,
+        return_vectors,
+        confirm,
+    ), extra

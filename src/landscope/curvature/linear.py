@@ -33,8 +33,9 @@ class CurvatureOperator(ABC):
     product and converts dtypes, so algorithms can pass float64 vectors to a float32 operator.
     """
 
-    def __init__(self, dim: int, dtype: torch.dtype = torch.float64,
-                 device: torch.device | str | None = None) -> None:
+    def __init__(
+        self, dim: int, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None
+    ) -> None:
         self.dim, self.dtype = dim, dtype
         self.device = torch.device("cpu") if device is None else device
 
@@ -43,9 +44,11 @@ class CurvatureOperator(ABC):
         try:
             return self.__dict__[f"_{name}"]
         except KeyError:
-            raise InputError(f"{type(self).__name__} is a CurvatureOperator without {name!r}: set "
-                             "self.dim, self.dtype and self.device in __init__ (or call "
-                             "super().__init__(dim, dtype, device))") from None
+            raise InputError(
+                f"{type(self).__name__} is a CurvatureOperator without {name!r}: set "
+                "self.dim, self.dtype and self.device in __init__ (or call "
+                "super().__init__(dim, dtype, device))"
+            ) from None
 
     @property
     def dim(self) -> int:
@@ -92,8 +95,7 @@ class CurvatureOperator(ABC):
         if not isinstance(v, torch.Tensor):
             raise InputError(f"matvec expects a torch.Tensor, got {type(v).__name__}")
         if v.dim() != 1 or v.numel() != self.dim:
-            raise InputError(f"matvec expects a vector of length {self.dim}, "
-                             f"got shape {tuple(v.shape)}")
+            raise InputError(f"matvec expects a vector of length {self.dim}, got shape {tuple(v.shape)}")
         if not v.is_floating_point():
             raise InputError(f"matvec expects a float32 or float64 vector, got {v.dtype}")
         out = self._matvec(v.to(device=self.device, dtype=self.dtype))
@@ -105,8 +107,7 @@ class CurvatureOperator(ABC):
         if not isinstance(V, torch.Tensor):
             raise InputError(f"matmat expects a torch.Tensor, got {type(V).__name__}")
         if V.dim() != 2 or V.shape[0] != self.dim:
-            raise InputError(f"matmat expects a matrix of shape ({self.dim}, b), "
-                             f"got shape {tuple(V.shape)}")
+            raise InputError(f"matmat expects a matrix of shape ({self.dim}, b), got shape {tuple(V.shape)}")
         if not V.is_floating_point():
             raise InputError(f"matmat expects a float32 or float64 matrix, got {V.dtype}")
         if V.shape[1] == 0:
@@ -168,6 +169,7 @@ class CurvatureOperator(ABC):
         operator's device and back.
         """
         from scipy.sparse.linalg import LinearOperator
+
         torch_dtype = torch.from_numpy(np.zeros(0, dtype=dtype)).dtype
 
         def mv(x: np.ndarray) -> np.ndarray:
@@ -177,6 +179,7 @@ class CurvatureOperator(ABC):
         def mm(X: np.ndarray) -> np.ndarray:
             V = torch.from_numpy(np.ascontiguousarray(X, dtype=dtype))
             return self.matmat(V).cpu().numpy()
+
         return LinearOperator(self.shape, matvec=mv, rmatvec=mv, matmat=mm, rmatmat=mm, dtype=dtype)
 
     def __repr__(self) -> str:
@@ -230,8 +233,7 @@ class DenseOperator(CurvatureOperator):
     """An explicit symmetric matrix as an operator: for tests, tiny models and closed forms."""
 
     def __init__(self, matrix: torch.Tensor, check_symmetric: bool = True) -> None:
-        if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or \
-                matrix.shape[0] != matrix.shape[1]:
+        if not isinstance(matrix, torch.Tensor) or matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
             shape = tuple(matrix.shape) if isinstance(matrix, torch.Tensor) else type(matrix).__name__
             raise InputError(f"DenseOperator needs a square matrix, got {shape}")
         if matrix.shape[0] == 0:
@@ -244,8 +246,10 @@ class DenseOperator(CurvatureOperator):
             asym = (matrix - matrix.T).abs().max().item()
             scale = matrix.abs().max().item()
             if asym > 1e-6 * max(scale, 1e-300):
-                raise InputError(f"DenseOperator matrix is not symmetric: max |A - Aᵀ| = {asym:.3g}"
-                                 f" (max |A| = {scale:.3g})")
+                raise InputError(
+                    f"DenseOperator matrix is not symmetric: max |A - Aᵀ| = {asym:.3g}"
+                    f" (max |A| = {scale:.3g})"
+                )
         super().__init__(matrix.shape[0], matrix.dtype, matrix.device)
         self.matrix = matrix
 
@@ -298,8 +302,13 @@ class MatvecOperator(CurvatureOperator):
     The function must be linear and symmetric; it gets 1-D tensors of ``dtype`` on ``device``.
     """
 
-    def __init__(self, matvec: Callable[[torch.Tensor], torch.Tensor], dim: int,
-                 dtype: torch.dtype = torch.float64, device: torch.device | str | None = None) -> None:
+    def __init__(
+        self,
+        matvec: Callable[[torch.Tensor], torch.Tensor],
+        dim: int,
+        dtype: torch.dtype = torch.float64,
+        device: torch.device | str | None = None,
+    ) -> None:
         if not callable(matvec):
             raise InputError(f"MatvecOperator needs a callable v -> H v, got {type(matvec).__name__}")
         super().__init__(dim, dtype, device)
@@ -325,11 +334,13 @@ class PreconditionedOperator(CurvatureOperator):
             raise InputError(f"PreconditionedOperator wraps a CurvatureOperator, got {type(op).__name__}")
         if not isinstance(P, torch.Tensor) or P.dim() != 1 or P.numel() != op.dim:
             shape = tuple(P.shape) if isinstance(P, torch.Tensor) else type(P).__name__
-            raise InputError(f"preconditioner must be a vector of length {op.dim} (the operator's "
-                             f"dimension), got {shape}")
+            raise InputError(
+                f"preconditioner must be a vector of length {op.dim} (the operator's dimension), got {shape}"
+            )
         if not torch.isfinite(P).all() or (P <= 0).any():
-            raise InputError(f"preconditioner must be finite and positive; its smallest entry is "
-                             f"{P.min().item():.3g}")
+            raise InputError(
+                f"preconditioner must be finite and positive; its smallest entry is {P.min().item():.3g}"
+            )
         super().__init__(op.dim, op.dtype, op.device)
         self.op = op
         self.P = P.to(device=op.device, dtype=torch.float64)

@@ -26,14 +26,21 @@ def math_attention() -> contextlib.AbstractContextManager:
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # torch < 2.3: the older switch
-        return torch.backends.cuda.sdp_kernel(enable_flash=False, enable_math=True,
-                                              enable_mem_efficient=False)
+        return torch.backends.cuda.sdp_kernel(
+            enable_flash=False, enable_math=True, enable_mem_efficient=False
+        )
     return sdpa_kernel([SDPBackend.MATH])
 
 
 @contextlib.contextmanager
-def model_mode(model: nn.Module, mode: Literal["eval", "train"], *, dropout: bool = False,
-               dropout_seed: int = 0, device: torch.device | None = None) -> Iterator[None]:
+def model_mode(
+    model: nn.Module,
+    mode: Literal["eval", "train"],
+    *,
+    dropout: bool = False,
+    dropout_seed: int = 0,
+    device: torch.device | None = None,
+) -> Iterator[None]:
     """Evaluate ``model`` in ``mode`` inside the block; restore it exactly afterwards.
 
     ``"eval"``: every module in eval mode. ``"train"`` without ``dropout`` turns training on *only*

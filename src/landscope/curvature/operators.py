@@ -65,8 +65,15 @@ from landscope.curvature.params import ParamSpec, resolve_params
 from landscope.errors import DataError, InputError, LandscopeError
 
 # the protocol's classes live in linear.py; re-exported for the imports that predate it
-__all__ = ["CurvatureOperator", "DenseOperator", "GGNOperator", "HessianOperator",
-           "ModelCurvatureOperator", "PreconditionedOperator", "adam_preconditioner"]
+__all__ = [
+    "CurvatureOperator",
+    "DenseOperator",
+    "GGNOperator",
+    "HessianOperator",
+    "ModelCurvatureOperator",
+    "PreconditionedOperator",
+    "adam_preconditioner",
+]
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -84,12 +91,13 @@ def _describe(batch: Batch) -> str:
         return f"inputs of shape {shapes[0]}, targets of shape {shapes[1]}"
     return f"a {type(batch).__name__} batch with tensors of shapes {shapes}"
 
+
 _MATMAT_COLUMNS = 16  # vectors per vmap call: bounds the memory of batched tangents
 
 
-def adam_preconditioner(optimizer: torch.optim.Optimizer,
-                        params: CurvatureOperator | Sequence[torch.Tensor] | None = None
-                        ) -> torch.Tensor:
+def adam_preconditioner(
+    optimizer: torch.optim.Optimizer, params: CurvatureOperator | Sequence[torch.Tensor] | None = None
+) -> torch.Tensor:
     """Adam's diagonal preconditioner ``P = √(v / (1 − β₂ᵗ)) + ε`` from the optimiser's state.
 
     Also RMSprop's, ``P = √v + ε`` (``v`` minus the squared mean gradient when centred).
@@ -122,8 +130,10 @@ def adam_preconditioner(optimizer: torch.optim.Optimizer,
             parts.append((v.sqrt() + group["eps"]).reshape(-1))
             continue
         if "exp_avg_sq" not in state:
-            raise InputError(f"optimizer has no Adam or RMSprop state for parameter {i} (shape "
-                             f"{tuple(p.shape)}): it is neither, or no step was taken yet")
+            raise InputError(
+                f"optimizer has no Adam or RMSprop state for parameter {i} (shape "
+                f"{tuple(p.shape)}): it is neither, or no step was taken yet"
+            )
         step = float(state["step"])
         beta2, eps = group["betas"][1], group["eps"]
         v_hat = state["exp_avg_sq"].detach().double() / (1.0 - beta2**step)
@@ -154,13 +164,24 @@ class ModelCurvatureOperator(CurvatureOperator):
 
     _apply_runs_model = True  # whether a product runs the model (then it needs the mode)
 
-    def __init__(self, model: nn.Module, loss_fn: LossFn | None = None, data: object = None,
-                 params: ParamSpec = None, model_mode: Literal["eval", "train"] = "eval",
-                 chunk_size: int | None = None, dtype: torch.dtype | None = None,
-                 dropout: bool = False, dropout_seed: int = 0,
-                 cache: bool | Literal["auto"] = "auto", check_deterministic: bool = True,
-                 vmap_matmat: bool = False, *, batch_loss: BatchLoss | None = None,
-                 batch_weight: BatchWeight | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn | None = None,
+        data: object = None,
+        params: ParamSpec = None,
+        model_mode: Literal["eval", "train"] = "eval",
+        chunk_size: int | None = None,
+        dtype: torch.dtype | None = None,
+        dropout: bool = False,
+        dropout_seed: int = 0,
+        cache: bool | Literal["auto"] = "auto",
+        check_deterministic: bool = True,
+        vmap_matmat: bool = False,
+        *,
+        batch_loss: BatchLoss | None = None,
+        batch_weight: BatchWeight | None = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         self._user_batch_loss = batch_loss is not None
@@ -170,8 +191,7 @@ class ModelCurvatureOperator(CurvatureOperator):
         self._check_loss_kind(loss_fn, batch_loss)
         if model_mode not in ("eval", "train"):
             raise InputError(f"model_mode must be 'eval' or 'train', got {model_mode!r}")
-        if dtype is not None and dtype not in (torch.float32, torch.float64, torch.float16,
-                                               torch.bfloat16):
+        if dtype is not None and dtype not in (torch.float32, torch.float64, torch.float16, torch.bfloat16):
             raise InputError(f"dtype must be a floating torch dtype, got {dtype!r}")
         if cache not in (True, False, "auto"):
             raise InputError(f"cache must be True, False or 'auto', got {cache!r}")
@@ -189,8 +209,9 @@ class ModelCurvatureOperator(CurvatureOperator):
         self.dim = sum(self._numels)
         self.dtype = dtype or named[self.names[0]].dtype
         self.device = named[self.names[0]].device
-        self.data = HessianSet(data, chunk_size=chunk_size, check_deterministic=check_deterministic,
-                               batch_weight=batch_weight)
+        self.data = HessianSet(
+            data, chunk_size=chunk_size, check_deterministic=check_deterministic, batch_weight=batch_weight
+        )
         self.n_samples = self.data.n_samples
         self.cache = (self.data.single and chunk_size is None) if cache == "auto" else bool(cache)
         self._cached: list[_Linearisation] | None = None
@@ -208,8 +229,10 @@ class ModelCurvatureOperator(CurvatureOperator):
         tensors = [named[n] for n in self.names]
         for n, t, shape in zip(self.names, tensors, self._shapes, strict=True):
             if t.shape != shape:
-                raise InputError(f"parameter {n!r} changed shape from {tuple(shape)} to "
-                                 f"{tuple(t.shape)}; build a new operator")
+                raise InputError(
+                    f"parameter {n!r} changed shape from {tuple(shape)} to "
+                    f"{tuple(t.shape)}; build a new operator"
+                )
         return tensors
 
     def parameters(self) -> list[torch.Tensor]:
@@ -223,8 +246,10 @@ class ModelCurvatureOperator(CurvatureOperator):
     def split(self, v: torch.Tensor) -> dict[str, torch.Tensor]:
         """A flat vector (or ``(b, dim)`` batch) as a dict of parameter-shaped views."""
         lead = v.shape[:-1]
-        return {n: t.reshape(*lead, *s) for n, t, s in
-                zip(self.names, torch.split(v, self._numels, dim=-1), self._shapes, strict=True)}
+        return {
+            n: t.reshape(*lead, *s)
+            for n, t, s in zip(self.names, torch.split(v, self._numels, dim=-1), self._shapes, strict=True)
+        }
 
     def flatten(self, d: dict[str, torch.Tensor], batched: bool = False) -> torch.Tensor:
         """Inverse of :meth:`split`."""
@@ -235,9 +260,11 @@ class ModelCurvatureOperator(CurvatureOperator):
 
     def _state(self) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         """Detached copies of the selected parameters, and everything else the forward pass needs."""
+
         def cast(t: torch.Tensor) -> torch.Tensor:
             t = t.detach()
             return t.to(self.dtype) if t.is_floating_point() else t
+
         chosen = set(self.names)
         p = {n: cast(t).clone() for n, t in zip(self.names, self._selected, strict=True)}
         fixed = {n: cast(t) for n, t in self.model.named_parameters() if n not in chosen}
@@ -245,17 +272,24 @@ class ModelCurvatureOperator(CurvatureOperator):
         return p, fixed
 
     def _version_key(self) -> tuple:
-        return tuple((id(t), t._version, t.data_ptr())
-                     for t in (*self.model.parameters(), *self.model.buffers()))
+        return tuple(
+            (id(t), t._version, t.data_ptr()) for t in (*self.model.parameters(), *self.model.buffers())
+        )
 
     # -- model mode -------------------------------------------------------------------------
     def _mode(self) -> contextlib.AbstractContextManager:
         """The operator's mode for one evaluation (:func:`~landscope.curvature.modes.model_mode`)."""
-        return model_mode(self.model, self.model_mode, dropout=self.dropout,
-                          dropout_seed=self.dropout_seed, device=self.device)
+        return model_mode(
+            self.model,
+            self.model_mode,
+            dropout=self.dropout,
+            dropout_seed=self.dropout_seed,
+            device=self.device,
+        )
 
-    def _loss_of(self, fixed: dict[str, torch.Tensor],
-                 batch: Batch) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
+    def _loss_of(
+        self, fixed: dict[str, torch.Tensor], batch: Batch
+    ) -> Callable[[dict[str, torch.Tensor]], torch.Tensor]:
         """The batch's mean loss as a function of the selected parameters.
 
         Evaluated through :class:`LossModule`, so the parameters are substituted wherever the
@@ -265,8 +299,10 @@ class ModelCurvatureOperator(CurvatureOperator):
         fixed_prefixed = {f"model.{n}": t for n, t in fixed.items()}
 
         def loss(p: dict[str, torch.Tensor]) -> torch.Tensor:
-            return functional_call(wrapper, ({f"model.{n}": t for n, t in p.items()}, fixed_prefixed),
-                                   (batch,))
+            return functional_call(
+                wrapper, ({f"model.{n}": t for n, t in p.items()}, fixed_prefixed), (batch,)
+            )
+
         return loss
 
     def _check_model_and_loss(self) -> None:
@@ -281,9 +317,11 @@ class ModelCurvatureOperator(CurvatureOperator):
         batch = self.data.first_chunk()
         if self.loss_fn is not None and not is_pair(batch):
             length = f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else ""
-            raise DataError(f"data batch 0 must be a pair (X, y) for loss_fn(outputs, targets), got "
-                            f"a {type(batch).__name__}{length}; for other batches pass "
-                            "batch_loss=f(model, batch)")
+            raise DataError(
+                f"data batch 0 must be a pair (X, y) for loss_fn(outputs, targets), got "
+                f"a {type(batch).__name__}{length}; for other batches pass "
+                "batch_loss=f(model, batch)"
+            )
         batch = to_device(batch, self.device, self.dtype)
         p, fixed = self._state()
         description = _describe(batch)
@@ -293,13 +331,15 @@ class ModelCurvatureOperator(CurvatureOperator):
         except LandscopeError:
             raise
         except (RuntimeError, ValueError, IndexError, TypeError, KeyError, AttributeError) as e:
-            raise DataError(f"the model or loss failed on the data ({description}): "
-                            f"{type(e).__name__}: {e}") from e
+            raise DataError(
+                f"the model or loss failed on the data ({description}): {type(e).__name__}: {e}"
+            ) from e
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             shape = tuple(loss.shape) if isinstance(loss, torch.Tensor) else type(loss).__name__
             what = "batch_loss" if self._user_batch_loss else "the loss"
-            raise InputError(f"{what} must return a scalar (the batch's mean loss), got {shape}; "
-                             "use reduction='mean'")
+            raise InputError(
+                f"{what} must return a scalar (the batch's mean loss), got {shape}; use reduction='mean'"
+            )
         if self.loss_fn is None or not is_pair(batch) or batch_size(batch) < 2:
             return
         # the outputs once (dropout masks, if any, are drawn once), the loss on them repeated twice
@@ -307,8 +347,10 @@ class ModelCurvatureOperator(CurvatureOperator):
             try:
                 out = outputs_of(_functional_model_call(self.model, (p, fixed), batch[0]))
                 single = self.loss_fn(out, batch[1])
-                doubled = self.loss_fn(torch.cat([out, out]), map_tensors(
-                    lambda t: torch.cat([t, t]) if t.dim() > 0 else t, batch[1]))
+                doubled = self.loss_fn(
+                    torch.cat([out, out]),
+                    map_tensors(lambda t: torch.cat([t, t]) if t.dim() > 0 else t, batch[1]),
+                )
             except (RuntimeError, ValueError, IndexError, TypeError):
                 return  # targets that cannot be repeated: nothing to compare
         if not (isinstance(doubled, torch.Tensor) and torch.isfinite(single) and single.abs() > 1e-12):
@@ -319,9 +361,11 @@ class ModelCurvatureOperator(CurvatureOperator):
             self.loss_reduction = "sum"
             self._loss = make_batch_loss(self._mean_loss_fn, None)
         elif abs(ratio - 1.0) > slack:
-            raise InputError(f"loss_fn does not look mean- or sum-reduced: on the batch repeated "
-                             f"twice it returns {ratio:.3f}× its value on the batch (a mean gives 1, "
-                             "a sum 2); use reduction='mean', or pass batch_loss=f(model, batch)")
+            raise InputError(
+                f"loss_fn does not look mean- or sum-reduced: on the batch repeated "
+                f"twice it returns {ratio:.3f}× its value on the batch (a mean gives 1, "
+                "a sum 2); use reduction='mean', or pass batch_loss=f(model, batch)"
+            )
 
     @property
     def _mean_loss_fn(self) -> LossFn | None:
@@ -330,8 +374,9 @@ class ModelCurvatureOperator(CurvatureOperator):
 
     # -- linearisation ----------------------------------------------------------------------
     @abstractmethod
-    def _linearise(self, p: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor],
-                   batch: Batch, weight: float) -> _Linearisation: ...
+    def _linearise(
+        self, p: dict[str, torch.Tensor], fixed: dict[str, torch.Tensor], batch: Batch, weight: float
+    ) -> _Linearisation: ...
 
     def _linearisations(self) -> Iterator[_Linearisation]:
         """Per-chunk linearisations at the current parameters (cached while parameters hold)."""
@@ -352,8 +397,10 @@ class ModelCurvatureOperator(CurvatureOperator):
                 with self._mode():
                     lin = self._linearise(p, fixed, c.batch, c.weight)
             except (RuntimeError, ValueError) as e:
-                raise DataError(f"the model or loss failed on chunk {i} ({batch_size(c.batch)} "
-                                f"samples, model_mode={self.model_mode!r}): {e}") from e
+                raise DataError(
+                    f"the model or loss failed on chunk {i} ({batch_size(c.batch)} "
+                    f"samples, model_mode={self.model_mode!r}): {e}"
+                ) from e
             yield lin
 
     def clear_cache(self) -> None:
@@ -379,10 +426,10 @@ class ModelCurvatureOperator(CurvatureOperator):
         for lin in self._linearisations():
             batched = vmap(lin.apply)
             for s in range(0, V.shape[1], _MATMAT_COLUMNS):
-                cols = V[:, s:s + _MATMAT_COLUMNS].T.contiguous()
+                cols = V[:, s : s + _MATMAT_COLUMNS].T.contiguous()
                 with self._mode():
                     res = self.flatten(batched(self.split(cols)), batched=True)
-                out[:, s:s + _MATMAT_COLUMNS].add_(res.T, alpha=lin.weight)
+                out[:, s : s + _MATMAT_COLUMNS].add_(res.T, alpha=lin.weight)
         return out
 
     def _check_loss_kind(self, loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> None:
@@ -423,9 +470,14 @@ class HessianOperator(ModelCurvatureOperator):
 
         def grad_and_value(q):
             return grad(lambda r: (loss_fn(r),) * 2, has_aux=True)(q)
+
         g, vjp_fn, value = vjp(grad_and_value, p, has_aux=True)
-        return _Linearisation(weight=weight, apply=lambda t: vjp_fn(t)[0],
-                              gradient={k: t.detach() for k, t in g.items()}, loss=value.detach())
+        return _Linearisation(
+            weight=weight,
+            apply=lambda t: vjp_fn(t)[0],
+            gradient={k: t.detach() for k, t in g.items()},
+            loss=value.detach(),
+        )
 
 
 class GGNOperator(ModelCurvatureOperator):
@@ -441,9 +493,11 @@ class GGNOperator(ModelCurvatureOperator):
 
     def _check_loss_kind(self, loss_fn: LossFn | None, batch_loss: BatchLoss | None) -> None:
         if loss_fn is None:
-            raise InputError("GGNOperator needs loss_fn(outputs, targets) and (X, y) batches: the "
-                             "GGN splits the loss into the model's outputs and a loss of them, "
-                             "which batch_loss (their composition) cannot give")
+            raise InputError(
+                "GGNOperator needs loss_fn(outputs, targets) and (X, y) batches: the "
+                "GGN splits the loss into the model's outputs and a loss of them, "
+                "which batch_loss (their composition) cannot give"
+            )
 
     def _linearise(self, p, fixed, batch, weight):
         model = self.model
@@ -454,11 +508,13 @@ class GGNOperator(ModelCurvatureOperator):
 
         def outputs(q):
             return outputs_of(_functional_model_call(model, (q, fixed), X))
+
         out, vjp_fn = vjp(outputs, p)
         out = out.detach()
 
         def loss_at(o):
             return loss_fn(o, y)
+
         dloss, value = grad(lambda o: (loss_at(o), loss_at(o)), has_aux=True)(out)
         g = vjp_fn(dloss)[0]
 
@@ -466,5 +522,7 @@ class GGNOperator(ModelCurvatureOperator):
             _, jv = jvp(outputs, (p,), (t,))
             _, hjv = jvp(grad(loss_at), (out,), (jv,))
             return vjp_fn(hjv)[0]
-        return _Linearisation(weight=weight, apply=apply,
-                              gradient={k: v.detach() for k, v in g.items()}, loss=value.detach())
+
+        return _Linearisation(
+            weight=weight, apply=apply, gradient={k: v.detach() for k, v in g.items()}, loss=value.detach()
+        )

@@ -63,16 +63,15 @@ def layers(model: nn.Module, first: int | None = None, last: int | None = None) 
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InputError(f"layers(): k must be a positive integer, got {k!r}")
     if k > len(groups):
-        raise InputError(f"layers(): k={k} exceeds the model's {len(groups)} layers "
-                         f"({', '.join(g for g, _ in groups)})")
+        raise InputError(
+            f"layers(): k={k} exceeds the model's {len(groups)} layers ({', '.join(g for g, _ in groups)})"
+        )
     chosen = groups[:k] if first is not None else groups[-k:]
     names = tuple(n for _, ns in chosen for n in ns)
     return LayerSelection(names=names, layer_names=tuple(g for g, _ in chosen))
 
 
-ParamSpec = (
-    None | str | nn.Module | torch.Tensor | LayerSelection | Sequence[str | nn.Module | torch.Tensor]
-)
+ParamSpec = None | str | nn.Module | torch.Tensor | LayerSelection | Sequence[str | nn.Module | torch.Tensor]
 
 
 def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
@@ -103,8 +102,10 @@ def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
         if isinstance(item, str):
             hits = [n for n in order if n == item or fnmatch.fnmatchcase(n, item)]
             if not hits:
-                raise InputError(f"params entry {item!r} matches no parameter of the model; "
-                                 f"its parameters are: {', '.join(order)}")
+                raise InputError(
+                    f"params entry {item!r} matches no parameter of the model; "
+                    f"its parameters are: {', '.join(order)}"
+                )
             chosen.update(hits)
         elif isinstance(item, nn.Module):
             ids = [id(p) for p in item.parameters()]
@@ -114,12 +115,15 @@ def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
             chosen.update(hits)
         elif isinstance(item, torch.Tensor):
             if id(item) not in by_id:
-                raise InputError(f"params tensor of shape {tuple(item.shape)} is not a parameter "
-                                 "of the model")
+                raise InputError(
+                    f"params tensor of shape {tuple(item.shape)} is not a parameter of the model"
+                )
             chosen.add(by_id[id(item)])
         else:
-            raise InputError(f"params entries must be names, glob patterns, modules or parameters, "
-                             f"got {type(item).__name__}")
+            raise InputError(
+                f"params entries must be names, glob patterns, modules or parameters, "
+                f"got {type(item).__name__}"
+            )
     if not chosen:
         raise InputError("params= selects no parameter")
     return [n for n in order if n in chosen]

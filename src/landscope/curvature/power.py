@@ -32,10 +32,16 @@ class _Shifted(CurvatureOperator):
         return self.op.matvec(v) + self.shift * v
 
 
-def power_iteration(op: CurvatureOperator | torch.Tensor, k: int = 1, tol: float = 1e-6,
-                    seed: int = 0, v0: torch.Tensor | None = None,
-                    max_matvecs: int | None = None, return_vectors: bool = True,
-                    which: str = "LM") -> EigenResult:
+def power_iteration(
+    op: CurvatureOperator | torch.Tensor,
+    k: int = 1,
+    tol: float = 1e-6,
+    seed: int = 0,
+    v0: torch.Tensor | None = None,
+    max_matvecs: int | None = None,
+    return_vectors: bool = True,
+    which: str = "LM",
+) -> EigenResult:
     """The ``k`` largest-magnitude (``"LM"``) or largest (``"LA"``) eigenpairs by power iteration.
 
     Args:
@@ -61,14 +67,27 @@ def power_iteration(op: CurvatureOperator | torch.Tensor, k: int = 1, tol: float
         shift = abs(float(top.values[0]))
         # Shifted eigenvalues are up to 2|λ_LM|: halve tol so residuals stay within tol·|λ_LM|.
         res = _power(_Shifted(op, shift), k, tol / 2, seed, v0, max_matvecs, return_vectors)
-        return EigenResult(**{**res.__dict__, "values": res.values - shift, "which": "LA",
-                              "scale": max(shift, float((res.values - shift).abs().max())),
-                              "n_matvecs": res.n_matvecs + top.n_matvecs})
+        return EigenResult(
+            **{
+                **res.__dict__,
+                "values": res.values - shift,
+                "which": "LA",
+                "scale": max(shift, float((res.values - shift).abs().max())),
+                "n_matvecs": res.n_matvecs + top.n_matvecs,
+            }
+        )
     return _power(op, k, tol, seed, v0, max_matvecs, return_vectors)
 
 
-def _power(op: CurvatureOperator, k: int, tol: float, seed: int, v0: torch.Tensor | None,
-           max_matvecs: int | None, return_vectors: bool) -> EigenResult:
+def _power(
+    op: CurvatureOperator,
+    k: int,
+    tol: float,
+    seed: int,
+    v0: torch.Tensor | None,
+    max_matvecs: int | None,
+    return_vectors: bool,
+) -> EigenResult:
     budget = max_matvecs if max_matvecs is not None else 1000 * k
     gen = torch.Generator().manual_seed(int(seed))
     n, device = op.dim, op.device
@@ -94,9 +113,12 @@ def _power(op: CurvatureOperator, k: int, tol: float, seed: int, v0: torch.Tenso
             if res <= tol * max(scale, 1e-300):
                 break
             if n_matvecs >= budget:
-                warnings.warn(f"power iteration stopped after max_matvecs={budget} with relative "
-                              f"residual {res / max(scale, 1e-300):.2e} > tol={tol:g}",
-                              RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"power iteration stopped after max_matvecs={budget} with relative "
+                    f"residual {res / max(scale, 1e-300):.2e} > tol={tol:g}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
                 ok = False
                 break
             nrm = Hv.norm()
@@ -113,6 +135,14 @@ def _power(op: CurvatureOperator, k: int, tol: float, seed: int, v0: torch.Tenso
     vectors = torch.stack(found_v, dim=1)[:, order.to(device)]
     residuals = torch.tensor(found_r, dtype=torch.float64)[order]
     converged = ok and bool((residuals <= tol * max(scale, 1e-300)).all()) and len(found_l) == k
-    return EigenResult(values=values[order], vectors=vectors if return_vectors else None,
-                       residuals=residuals, n_matvecs=n_matvecs, converged=converged, tol=tol,
-                       scale=scale, which="LM", method="power")
+    return EigenResult(
+        values=values[order],
+        vectors=vectors if return_vectors else None,
+        residuals=residuals,
+        n_matvecs=n_matvecs,
+        converged=converged,
+        tol=tol,
+        scale=scale,
+        which="LM",
+        method="power",
+    )

@@ -46,10 +46,16 @@ def beats(value: float, kth: float, which: str, margin: float) -> bool:
     return abs(value) > kth + margin
 
 
-def probe_complement(op: CurvatureOperator, Y: torch.Tensor, kth: float, which: str,
-                     margin: float, length: int, gen: torch.Generator,
-                     report: Callable[[int], None] | None = None
-                     ) -> tuple[torch.Tensor | None, int]:
+def probe_complement(
+    op: CurvatureOperator,
+    Y: torch.Tensor,
+    kth: float,
+    which: str,
+    margin: float,
+    length: int,
+    gen: torch.Generator,
+    report: Callable[[int], None] | None = None,
+) -> tuple[torch.Tensor | None, int]:
     """Look for a direction orthogonal to ``Y`` whose Ritz value beats ``kth``.
 
     Args:
@@ -77,8 +83,8 @@ def probe_complement(op: CurvatureOperator, Y: torch.Tensor, kth: float, which: 
         w = None
         w = op.matvec(Z[j])
         w, _ = orthogonalise(w, Yt)  # P H z: the product restricted to the complement
-        w, h = orthogonalise(w, Z[:j + 1])
-        T[:j + 1, j] = T[j, :j + 1] = h.cpu().numpy()
+        w, h = orthogonalise(w, Z[: j + 1])
+        T[: j + 1, j] = T[j, : j + 1] = h.cpu().numpy()
         j += 1
         if report is not None:
             report(j)

@@ -57,8 +57,9 @@ def check_k(k: object, dim: int) -> int:
 
 def check_max_basis(max_basis: int | None, k: int) -> int | None:
     """A Krylov basis size must be an integer larger than ``k`` (``None``: the solver's default)."""
-    if max_basis is not None and (not isinstance(max_basis, int) or isinstance(max_basis, bool)
-                                  or max_basis <= k):
+    if max_basis is not None and (
+        not isinstance(max_basis, int) or isinstance(max_basis, bool) or max_basis <= k
+    ):
         raise InputError(f"max_basis must be an integer larger than k={k}, got {max_basis!r}")
     return max_basis
 
@@ -95,10 +96,20 @@ def orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch
     return w, h + h2
 
 
-def finish(op: CurvatureOperator, Y: torch.Tensor, theta: np.ndarray,
-            residuals: np.ndarray | None, tol: float, scale: float, which: str, method: str,
-            n_matvecs: int, n_restarts: int, return_vectors: bool,
-            confirm: bool | str) -> EigenResult:
+def finish(
+    op: CurvatureOperator,
+    Y: torch.Tensor,
+    theta: np.ndarray,
+    residuals: np.ndarray | None,
+    tol: float,
+    scale: float,
+    which: str,
+    method: str,
+    n_matvecs: int,
+    n_restarts: int,
+    return_vectors: bool,
+    confirm: bool | str,
+) -> EigenResult:
     """Package Ritz pairs, values descending; measure residuals as ``confirm`` says.
 
     ``True`` (or no relation residuals): ``k`` explicit products. ``"probe"``: one explicit
@@ -124,9 +135,18 @@ def finish(op: CurvatureOperator, Y: torch.Tensor, theta: np.ndarray,
     converged = bool((residuals <= tol * max(scale, 1e-300)).all())
     if return_vectors and not bool((order == torch.arange(len(order))).all()):
         Y = Y[:, order.to(Y.device)]  # a copy: callers above pass Y already in order
-    return EigenResult(values=values, vectors=Y if return_vectors else None,
-                       residuals=residuals, n_matvecs=n_matvecs, converged=converged,
-                       tol=tol, scale=scale, which=which, method=method, n_restarts=n_restarts)
+    return EigenResult(
+        values=values,
+        vectors=Y if return_vectors else None,
+        residuals=residuals,
+        n_matvecs=n_matvecs,
+        converged=converged,
+        tol=tol,
+        scale=scale,
+        which=which,
+        method=method,
+        n_restarts=n_restarts,
+    )
 
 
 def default_max_matvecs(max_basis: int, dim: int) -> int:
@@ -162,4 +182,4 @@ def combine_rows(Q: torch.Tensor, C: torch.Tensor, rows: int) -> None:
     """
     l = C.shape[0]
     for c in range(0, Q.shape[1], _COMBINE_BLOCK):
-        Q[:l, c:c + _COMBINE_BLOCK] = C @ Q[:rows, c:c + _COMBINE_BLOCK]
+        Q[:l, c : c + _COMBINE_BLOCK] = C @ Q[:rows, c : c + _COMBINE_BLOCK]

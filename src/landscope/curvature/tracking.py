@@ -89,10 +89,19 @@ class EigenTracker:
             solves need no probe: their block (k + guards vectors) holds the copies.
     """
 
-    def __init__(self, k: int = 10, tol: float = 1e-6, which: str = "LA", seed: int = 0,
-                 random_part: float = 1e-4, max_basis: int | None = None,
-                 extrapolate: bool = True, method: str = "auto",
-                 guards: int = DEFAULT_GUARDS, check_multiplicity: bool | None = None) -> None:
+    def __init__(
+        self,
+        k: int = 10,
+        tol: float = 1e-6,
+        which: str = "LA",
+        seed: int = 0,
+        random_part: float = 1e-4,
+        max_basis: int | None = None,
+        extrapolate: bool = True,
+        method: str = "auto",
+        guards: int = DEFAULT_GUARDS,
+        check_multiplicity: bool | None = None,
+    ) -> None:
         if not isinstance(k, int) or isinstance(k, bool) or k < 1:
             raise InputError(f"EigenTracker: k must be a positive integer, got {k!r}")
         if which not in WHICH:
@@ -106,8 +115,9 @@ class EigenTracker:
         self.k, self.tol, self.which = k, tol, which
         self.method = auto_method(k, tol) if method == "auto" else method
         if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
-            raise InputError("EigenTracker: check_multiplicity must be True, False or None, got "
-                             f"{check_multiplicity!r}")
+            raise InputError(
+                f"EigenTracker: check_multiplicity must be True, False or None, got {check_multiplicity!r}"
+            )
         self.guards = guards
         self.check_multiplicity = check_multiplicity
         self._guard_vectors: torch.Tensor | None = None
@@ -132,14 +142,16 @@ class EigenTracker:
         if not self._history or self._history[-1].shape[0] != dim:
             return None
         U = self._history[-1].to(device)
-        smooth = self.previous is not None and self.previous.overlap is not None and \
-            self.previous.overlap > 0.9
+        smooth = (
+            self.previous is not None and self.previous.overlap is not None and self.previous.overlap > 0.9
+        )
         if not self.extrapolate or not smooth or len(self._history) < 2:
             return U
 
         def aligned(old: torch.Tensor) -> torch.Tensor:
             W, _, Zt = torch.linalg.svd(old.to(device).T @ U)
             return old.to(device) @ (W @ Zt)
+
         P = 2 * U - aligned(self._history[-2])
         return P / P.norm(dim=0, keepdim=True)
 
@@ -171,15 +183,30 @@ class EigenTracker:
         seed = self.seed + self.n_updates
         start = self.start_block(op.dim, op.device) if self.method == "block" else None
         if start is not None:
-            solve = block_solve(op, k, self.which, self.tol, start=start, guards=self.guards,
-                                seed=seed, max_basis=self.max_basis)
+            solve = block_solve(
+                op,
+                k,
+                self.which,
+                self.tol,
+                start=start,
+                guards=self.guards,
+                seed=seed,
+                max_basis=self.max_basis,
+            )
             res, self._guard_vectors = solve.result, solve.guards.cpu()
         else:
             # a block tracker's cold solve seeds its guards; a Lanczos tracker needs none
             res, guards = lanczos_with_guards(
-                op, k, self.which, self.tol, seed=seed, v0=self.start_vector(op.dim, op.device),
-                max_basis=self.max_basis, guards=self.guards if self.method == "block" else 0,
-                check_multiplicity=self.check_multiplicity)
+                op,
+                k,
+                self.which,
+                self.tol,
+                seed=seed,
+                v0=self.start_vector(op.dim, op.device),
+                max_basis=self.max_basis,
+                guards=self.guards if self.method == "block" else 0,
+                check_multiplicity=self.check_multiplicity,
+            )
             self._guard_vectors = guards.cpu()
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:
@@ -192,9 +219,13 @@ class EigenTracker:
 
     def state_dict(self) -> dict:
         """Everything the next update depends on, so a resumed run solves exactly as before."""
-        return {"history": [U.cpu() for U in self._history], "previous": self.previous,
-                "generator": self._gen.get_state(), "n_updates": self.n_updates,
-                "guards": self._guard_vectors}
+        return {
+            "history": [U.cpu() for U in self._history],
+            "previous": self.previous,
+            "generator": self._gen.get_state(),
+            "n_updates": self.n_updates,
+            "guards": self._guard_vectors,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         """Restore what :meth:`state_dict` returned."""

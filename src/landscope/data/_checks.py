@@ -27,7 +27,11 @@ def check_count(loader: str, name: str, value: object, available: int, where: ob
 
 def check_nonneg_float(loader: str, name: str, value: object) -> float:
     """``value`` as a finite float ``>= 0``."""
-    if (not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)
-            or value < 0):
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise DataError(f"{loader}: {name} must be a finite number >= 0, got {value!r}")
     return float(value)

@@ -46,8 +46,10 @@ def fetch(url: str, dest: Path, md5: str) -> Path:
                 digest.update(chunk)
                 out.write(chunk)
         if digest.hexdigest() != md5:
-            raise DataError(f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}; "
-                            f"the file was deleted (retry, or fetch it by hand into {dest.parent})")
+            raise DataError(
+                f"download of {url} has MD5 {digest.hexdigest()}, expected {md5}; "
+                f"the file was deleted (retry, or fetch it by hand into {dest.parent})"
+            )
         os.replace(tmp, dest)
     except (urllib.error.URLError, OSError) as e:
         raise DataError(f"could not download {url} to {dest}: {e}") from e

@@ -25,6 +25,7 @@ def data_dir() -> Path:
 
 def _generate(n_total: int, train_split: float, seed: int) -> dict:
     from mnist1d.data import get_dataset_args, make_dataset
+
     args = get_dataset_args()
     args.num_samples = n_total
     args.train_split = train_split
@@ -36,8 +37,7 @@ def _generate(n_total: int, train_split: float, seed: int) -> dict:
         np.random.set_state(state)
 
 
-def load_mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 42,
-                 cache: bool = True) -> Dataset:
+def load_mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 42, cache: bool = True) -> Dataset:
     """MNIST-1D with ``n_train`` training and ``n_test`` test samples (float32 inputs).
 
     The default sizes are the package's standard 4,000/1,000 split of 5,000 samples.

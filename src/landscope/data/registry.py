@@ -33,6 +33,7 @@ def load_dataset(name: str, **kwargs: object) -> Dataset:
     accepted = inspect.signature(loader).parameters
     unknown = [k for k in kwargs if k not in accepted]
     if unknown:
-        raise DataError(f"{name}: unknown argument {unknown[0]!r} for {loader.__name__}; "
-                        f"it takes {', '.join(accepted)}")
+        raise DataError(
+            f"{name}: unknown argument {unknown[0]!r} for {loader.__name__}; it takes {', '.join(accepted)}"
+        )
     return loader(**kwargs)

@@ -17,16 +17,19 @@ from landscope.data._checks import check_int, check_nonneg_float
 from landscope.data.dataset import Dataset
 
 
-def _random_teacher(g: torch.Generator, dim: int, out_dim: int, width: int,
-                    depth: int) -> Callable[[torch.Tensor], torch.Tensor]:
+def _random_teacher(
+    g: torch.Generator, dim: int, out_dim: int, width: int, depth: int
+) -> Callable[[torch.Tensor], torch.Tensor]:
     """A bias-free tanh MLP ``dim → width (×depth) → out_dim`` with weights N(0, 1/fan_in).
 
     The 1/fan_in variance keeps pre-activations O(1) at every layer, so tanh is neither linear
     nor saturated and the targets have O(1) scale whatever the width.
     """
     sizes = [dim, *([width] * depth), out_dim]
-    weights = [torch.randn(n_in, n_out, generator=g) / n_in ** 0.5
-               for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)]
+    weights = [
+        torch.randn(n_in, n_out, generator=g) / n_in**0.5
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
 
     def teacher(x: torch.Tensor) -> torch.Tensor:
         for W in weights[:-1]:
@@ -36,9 +39,16 @@ def _random_teacher(g: torch.Generator, dim: int, out_dim: int, width: int,
     return teacher
 
 
-def load_wreg(n_train: int = 1000, n_test: int = 1000, dim: int = 20, out_dim: int = 1,
-              teacher_width: int = 32, teacher_depth: int = 2, noise: float = 0.0,
-              seed: int = 0) -> Dataset:
+def load_wreg(
+    n_train: int = 1000,
+    n_test: int = 1000,
+    dim: int = 20,
+    out_dim: int = 1,
+    teacher_width: int = 32,
+    teacher_depth: int = 2,
+    noise: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
     """*Ours* W-reg: targets ``teacher(x) + noise·ε`` for x ~ N(0, I_dim), ε ~ N(0, 1).
 
     Args:
@@ -69,8 +79,14 @@ def load_wreg(n_train: int = 1000, n_test: int = 1000, dim: int = 20, out_dim: i
     n = n_train + n_test
     X = torch.randn(n, dim, generator=g)
     y = teacher(X) + noise * torch.randn(n, out_dim, generator=g)
-    return Dataset(name="wreg", X_train=X[:n_train], y_train=y[:n_train], X_test=X[n_train:],
-                   y_test=y[n_train:], n_classes=None)
+    return Dataset(
+        name="wreg",
+        X_train=X[:n_train],
+        y_train=y[:n_train],
+        X_test=X[n_train:],
+        y_test=y[n_train:],
+        n_classes=None,
+    )
 
 
 def _balanced_labels(g: torch.Generator, n: int, n_classes: int) -> torch.Tensor:
@@ -78,8 +94,14 @@ def _balanced_labels(g: torch.Generator, n: int, n_classes: int) -> torch.Tensor
     return (torch.arange(n) % n_classes)[torch.randperm(n, generator=g)]
 
 
-def load_src(n_train: int = 1000, n_test: int = 1000, dim: int = 20, n_classes: int = 10,
-             separation: float = 3.0, seed: int = 0) -> Dataset:
+def load_src(
+    n_train: int = 1000,
+    n_test: int = 1000,
+    dim: int = 20,
+    n_classes: int = 10,
+    separation: float = 3.0,
+    seed: int = 0,
+) -> Dataset:
     """*Ours* SRC: a Gaussian mixture, class c sampled as ``separation·u_c + N(0, I_dim)``.
 
     The class directions ``u_c`` are independent uniformly random unit vectors (normalised
@@ -115,5 +137,6 @@ def load_src(n_train: int = 1000, n_test: int = 1000, dim: int = 20, n_classes: 
 
     X_train, y_train = split(n_train)
     X_test, y_test = split(n_test)
-    return Dataset(name="src", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test,
-                   n_classes=n_classes)
+    return Dataset(
+        name="src", X_train=X_train, y_train=y_train, X_test=X_test, y_test=y_test, n_classes=n_classes
+    )

@@ -24,8 +24,12 @@ from landscope.data.download import CIFAR10_FOLDER, download_cifar10, download_f
 from landscope.data.mnist1d import data_dir
 from landscope.errors import DataError
 
-_FMNIST_FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                 "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+_FMNIST_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
 _IDX_IMAGES, _IDX_LABELS = 2051, 2049  # 0x0803: ubyte, 3 dims; 0x0801: ubyte, 1 dim
 _CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _CIFAR_TEST = "test_batch"
@@ -35,7 +39,7 @@ _HOW_TO_GET = "pass download=True, or set LANDSCOPE_DATA to the folder that hold
 def _read_idx(path: Path, magic: int) -> np.ndarray:
     """An IDX file (gzipped or plain) as a uint8 array of the shape its header states."""
     try:
-        with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError; a cut gzip is EOFError
         raise DataError(f"fashion_mnist: cannot read {path}: {e}") from e
@@ -51,13 +55,16 @@ def _read_idx(path: Path, magic: int) -> np.ndarray:
     shape = tuple(int(d) for d in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
     size = int(np.prod(shape))
     if len(raw) - header != size:
-        raise DataError(f"fashion_mnist: {path} holds {len(raw) - header} data bytes, its header "
-                        f"{shape} needs {size} (truncated or corrupt)")
+        raise DataError(
+            f"fashion_mnist: {path} holds {len(raw) - header} data bytes, its header "
+            f"{shape} needs {size} (truncated or corrupt)"
+        )
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(shape)
 
 
 def _find_idx(root: Path, download: bool) -> list[Path]:
     """The four IDX paths in ``root`` (plain preferred over ``.gz``), downloading if asked."""
+
     def find(name: str) -> Path | None:
         return next((p for p in (root / name, root / f"{name}.gz") if p.is_file()), None)
 
@@ -65,8 +72,9 @@ def _find_idx(root: Path, download: bool) -> list[Path]:
         download_fashion_mnist(root)
     missing = [n for n in _FMNIST_FILES if find(n) is None]
     if missing:
-        raise DataError(f"fashion_mnist: missing {', '.join(m + '[.gz]' for m in missing)} in {root}; "
-                        f"{_HOW_TO_GET}")
+        raise DataError(
+            f"fashion_mnist: missing {', '.join(m + '[.gz]' for m in missing)} in {root}; {_HOW_TO_GET}"
+        )
     return [find(n) for n in _FMNIST_FILES]
 
 
@@ -92,8 +100,9 @@ def _standardise(train: np.ndarray, test: np.ndarray, name: str) -> tuple[torch.
         mean[c] = p @ levels
         std[c] = np.sqrt(p @ (levels - mean[c]) ** 2)
     if np.any(std == 0):
-        raise DataError(f"{name}: training images are constant in channel {int(np.argmin(std))}; "
-                        "cannot standardise")
+        raise DataError(
+            f"{name}: training images are constant in channel {int(np.argmin(std))}; cannot standardise"
+        )
     shift = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
     scale = torch.as_tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
 
@@ -103,8 +112,12 @@ def _standardise(train: np.ndarray, test: np.ndarray, name: str) -> tuple[torch.
     return convert(train), convert(test)
 
 
-def load_fashion_mnist(root: str | os.PathLike | None = None, n_train: int | None = None,
-                       n_test: int | None = None, download: bool = False) -> Dataset:
+def load_fashion_mnist(
+    root: str | os.PathLike | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    download: bool = False,
+) -> Dataset:
     """Fashion-MNIST (Xiao et al. 2017): 28×28 grey images of 10 clothing classes.
 
     Args:
@@ -127,18 +140,29 @@ def load_fashion_mnist(root: str | os.PathLike | None = None, n_train: int | Non
     n_train = check_count("fashion_mnist", "n_train", n_train, len(X_tr), tr_x)
     n_test = check_count("fashion_mnist", "n_test", n_test, len(X_te), te_x)
     X_train, X_test = _standardise(X_tr[:n_train, None], X_te[:n_test, None], "fashion_mnist")
-    return Dataset(name="fashion_mnist", X_train=X_train,
-                   y_train=torch.from_numpy(y_tr[:n_train].astype(np.int64)),
-                   X_test=X_test, y_test=torch.from_numpy(y_te[:n_test].astype(np.int64)), n_classes=10)
+    return Dataset(
+        name="fashion_mnist",
+        X_train=X_train,
+        y_train=torch.from_numpy(y_tr[:n_train].astype(np.int64)),
+        X_test=X_test,
+        y_test=torch.from_numpy(y_te[:n_test].astype(np.int64)),
+        n_classes=10,
+    )
 
 
 class _ArrayUnpickler(pickle.Unpickler):
     """Unpickles only what CIFAR batches contain (dicts, lists, NumPy arrays), never arbitrary code."""
 
     # _codecs.encode appears in protocol-2 pickles of bytes written by Python 3
-    _ALLOWED = {("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
+    _ALLOWED = {
+        ("_codecs", "encode"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+    }
 
     def find_class(self, module: str, name: str) -> object:
         if (module, name) not in self._ALLOWED:
@@ -157,8 +181,9 @@ def _read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise DataError(f"cifar10: {path} is not a CIFAR batch (needs a dict with b'data' and b'labels')")
     X = np.asarray(batch[b"data"])
     if X.dtype != np.uint8 or X.ndim != 2 or X.shape[1] != 3072:
-        raise DataError(f"cifar10: {path} has data of dtype {X.dtype} and shape {X.shape}, "
-                        "expected uint8 (N, 3072)")
+        raise DataError(
+            f"cifar10: {path} has data of dtype {X.dtype} and shape {X.shape}, expected uint8 (N, 3072)"
+        )
     y = np.asarray(batch[b"labels"])
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (len(y) and y.min() < 0):
         raise DataError(f"cifar10: {path} has labels that are not a list of class indices")
@@ -178,12 +203,18 @@ def _find_cifar(root: Path, download: bool) -> Path:
             return folder
     if download:
         return download_cifar10(root)
-    raise DataError(f"cifar10: no complete set of batches ({', '.join(names)}) in {root / CIFAR10_FOLDER} "
-                    f"or {root}; {_HOW_TO_GET}")
+    raise DataError(
+        f"cifar10: no complete set of batches ({', '.join(names)}) in {root / CIFAR10_FOLDER} "
+        f"or {root}; {_HOW_TO_GET}"
+    )
 
 
-def load_cifar10(root: str | os.PathLike | None = None, n_train: int | None = None,
-                 n_test: int | None = None, download: bool = False) -> Dataset:
+def load_cifar10(
+    root: str | os.PathLike | None = None,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    download: bool = False,
+) -> Dataset:
     """CIFAR-10 (Krizhevsky 2009): 32×32 colour images of 10 classes, 50,000 train / 10,000 test.
 
     Args:
@@ -204,5 +235,11 @@ def load_cifar10(root: str | os.PathLike | None = None, n_train: int | None = No
     n_train = check_count("cifar10", "n_train", n_train, len(X_tr), folder)
     n_test = check_count("cifar10", "n_test", n_test, len(X_te), folder / _CIFAR_TEST)
     X_train, X_test = _standardise(X_tr[:n_train], X_te[:n_test], "cifar10")
-    return Dataset(name="cifar10", X_train=X_train, y_train=torch.from_numpy(y_tr[:n_train].astype(np.int64)),
-                   X_test=X_test, y_test=torch.from_numpy(y_te[:n_test].astype(np.int64)), n_classes=10)
+    return Dataset(
+        name="cifar10",
+        X_train=X_train,
+        y_train=torch.from_numpy(y_tr[:n_train].astype(np.int64)),
+        X_test=X_test,
+        y_test=torch.from_numpy(y_te[:n_test].astype(np.int64)),
+        n_classes=10,
+    )

@@ -42,14 +42,16 @@ class DistributedHessianOperator(CurvatureOperator):
     rank. Each product costs one local product and one all-reduce of ``dim`` floats.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable | None, local_data: Any, group: Any = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, model: nn.Module, loss_fn: Callable | None, local_data: Any, group: Any = None, **kwargs: Any
+    ) -> None:
         if not (dist.is_available() and dist.is_initialized()):
-            raise InputError("DistributedHessianOperator needs torch.distributed initialised "
-                             "(torchrun, or dist.init_process_group); use HessianOperator otherwise")
+            raise InputError(
+                "DistributedHessianOperator needs torch.distributed initialised "
+                "(torchrun, or dist.init_process_group); use HessianOperator otherwise"
+            )
         self.group = group
-        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) \
-            if _has_data(local_data) else None
+        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if _has_data(local_data) else None
         n_local = self.local.n_samples if self.local is not None else 0
         w_local = self.local.data.total_weight if self.local is not None else 0.0
         counts = torch.tensor([float(n_local), w_local], dtype=torch.float64)
@@ -80,8 +82,11 @@ class DistributedHessianOperator(CurvatureOperator):
 
     def gradient(self) -> torch.Tensor:
         """The gradient of the mean loss over all shards."""
-        g = self.local.gradient() * self.weight if self.local is not None else \
-            torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        g = (
+            self.local.gradient() * self.weight
+            if self.local is not None
+            else torch.zeros(self.dim, dtype=self.dtype, device=self.device)
+        )
         return self._reduce(g)
 
     def loss(self) -> float:

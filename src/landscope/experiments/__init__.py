@@ -20,7 +20,19 @@ from landscope.experiments.results import Claim, ExperimentResult, TableSpec
 from landscope.experiments.sweep import SweepPoint, run_sweep, sweep_points
 
 __all__ = [
-    "EXPERIMENTS", "PAPERS", "VARIANTS", "Context", "Experiment", "get_experiment", "list_experiments",
-    "run_experiment", "Claim", "ExperimentResult", "Figure", "TableSpec", "SweepPoint", "run_sweep",
+    "EXPERIMENTS",
+    "PAPERS",
+    "VARIANTS",
+    "Context",
+    "Experiment",
+    "get_experiment",
+    "list_experiments",
+    "run_experiment",
+    "Claim",
+    "ExperimentResult",
+    "Figure",
+    "TableSpec",
+    "SweepPoint",
+    "run_sweep",
     "sweep_points",
 ]

@@ -19,8 +19,11 @@ from landscope.training import Run
 from landscope.training.detector import SENSITIVITY_DELTAS
 
 # wang2023's learning-rate range is 0.01 to 0.30 ([W&R] §3)
-LR_GRID = {"smoke": [0.05, 0.5, 1.0], "quick": [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
-           "full": [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3]}
+LR_GRID = {
+    "smoke": [0.05, 0.5, 1.0],
+    "quick": [0.01, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
+    "full": [0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3],
+}
 
 
 AROUND = {"around_instabilities": True, "around_deltas": list(SENSITIVITY_DELTAS)}
@@ -33,20 +36,41 @@ def base_config(variant: str) -> dict[str, Any]:
     (``measure.around_instabilities``), so that "before" and "after" are one step away.
     """
     if variant == "smoke":
-        return {"seed": 0, "data": {"name": "mnist1d", "n_train": 200, "n_test": 200},
-                "model": {"name": "mlp", "width": 16, "depth": 2, "activation": "tanh"}, "loss": "mse",
-                "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 120},
-                "measure": {"every": 10, "k": 2, "save_params": True, "save_predictions": True, **AROUND}}
+        return {
+            "seed": 0,
+            "data": {"name": "mnist1d", "n_train": 200, "n_test": 200},
+            "model": {"name": "mlp", "width": 16, "depth": 2, "activation": "tanh"},
+            "loss": "mse",
+            "optimizer": {"name": "gd", "lr": 0.1},
+            "train": {"steps": 120},
+            "measure": {"every": 10, "k": 2, "save_params": True, "save_predictions": True, **AROUND},
+        }
     if variant == "quick":
-        return {"seed": 0, "data": {"name": "mnist1d", "n_train": 1000, "n_test": 500},
-                "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"}, "loss": "mse",
-                "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 2000},
-                "measure": {"every": 20, "k": 3, "save_params": True, "save_predictions": True, **AROUND}}
-    return {"seed": 0, "data": {"name": "fashion_mnist", "n_train": 10000, "n_test": 10000},
-            "model": {"name": "mlp", "width": 256, "depth": 2, "activation": "tanh"}, "loss": "mse",
-            "optimizer": {"name": "gd", "lr": 0.1}, "train": {"steps": 5000},
-            "measure": {"every": 50, "k": 10, "hessian_samples": 5000, "save_params": True,
-                        "save_predictions": True, **AROUND}}
+        return {
+            "seed": 0,
+            "data": {"name": "mnist1d", "n_train": 1000, "n_test": 500},
+            "model": {"name": "mlp", "width": 32, "depth": 2, "activation": "tanh"},
+            "loss": "mse",
+            "optimizer": {"name": "gd", "lr": 0.1},
+            "train": {"steps": 2000},
+            "measure": {"every": 20, "k": 3, "save_params": True, "save_predictions": True, **AROUND},
+        }
+    return {
+        "seed": 0,
+        "data": {"name": "fashion_mnist", "n_train": 10000, "n_test": 10000},
+        "model": {"name": "mlp", "width": 256, "depth": 2, "activation": "tanh"},
+        "loss": "mse",
+        "optimizer": {"name": "gd", "lr": 0.1},
+        "train": {"steps": 5000},
+        "measure": {
+            "every": 50,
+            "k": 10,
+            "hessian_samples": 5000,
+            "save_params": True,
+            "save_predictions": True,
+            **AROUND,
+        },
+    }
 
 
 def with_(config: dict[str, Any], **dotted: Any) -> dict[str, Any]:
@@ -112,6 +136,7 @@ def final_model(run: Run) -> tuple[Any, Any, Any]:
 
     from landscope.training import build_run
     from landscope.training.store import RunStore
+
     model, loss_fn, ds = build_run(run.config)
     state = RunStore(run.path).load_checkpoint()
     if state is not None:

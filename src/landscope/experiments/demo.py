@@ -46,9 +46,13 @@ def demo(ctx: Context) -> ExperimentResult:
     def preceded(delta: float) -> Claim:
         evs = find_instabilities(run, delta)
         hit = sum(e.crossing is not None for e in evs)
-        return Claim("Every instability is preceded by λ₁ above the threshold",
-                     f"{hit} of {len(evs)} instabilities", "fraction preceded by a crossing ≥ 1",
-                     hit / len(evs) if evs else None, at_least(1.0))
+        return Claim(
+            "Every instability is preceded by λ₁ above the threshold",
+            f"{hit} of {len(evs)} instabilities",
+            "fraction preceded by a crossing ≥ 1",
+            hit / len(evs) if evs else None,
+            at_least(1.0),
+        )
 
     claims = [
         Claim(

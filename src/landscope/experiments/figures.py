@@ -19,8 +19,15 @@ from landscope.curvature import Density
 from landscope.training import Run
 
 __all__ = [
-    "Figure", "LossAndSharpnessFigure", "FlatteningFigure", "ShiftMatrixFigure", "SpectrumFigure",
-    "OutliersOverTimeFigure", "SimilarityFigure", "SweepCurvesFigure", "MetricVsFigure",
+    "Figure",
+    "LossAndSharpnessFigure",
+    "FlatteningFigure",
+    "ShiftMatrixFigure",
+    "SpectrumFigure",
+    "OutliersOverTimeFigure",
+    "SimilarityFigure",
+    "SweepCurvesFigure",
+    "MetricVsFigure",
 ]
 
 

@@ -87,6 +87,7 @@ def largest_training(values: list[float], runs: list[Run], n_classes: int) -> fl
 def _n_classes(cfg: dict) -> int:
     from landscope.training import parse_config
     from landscope.training.run import build_dataset
+
     return int(build_dataset(parse_config(cfg)).n_classes or 2)
 
 
@@ -106,9 +107,11 @@ def _stable_sweeps(
     start = len(grid)
     while True:
         # one batch for every config (and seed), so the pool stays busy on a round of one new η
-        flat = ctx.train_many([with_(cfg, **{"optimizer.lr": lr}) for cfg in cfgs.values() for lr in grid],
-                              [f"{label}_lr{lr:g}" for label in cfgs for lr in grid])
-        runs = {label: flat[i * len(grid):(i + 1) * len(grid)] for i, label in enumerate(cfgs)}
+        flat = ctx.train_many(
+            [with_(cfg, **{"optimizer.lr": lr}) for cfg in cfgs.values() for lr in grid],
+            [f"{label}_lr{lr:g}" for label in cfgs for lr in grid],
+        )
+        runs = {label: flat[i * len(grid) : (i + 1) * len(grid)] for i, label in enumerate(cfgs)}
         censored = any(rs[-1].state != "diverged" for rs in runs.values())
         extensions = len(grid) - start
         if not censored or ctx.variant == "smoke" or extensions >= MAX_DOUBLINGS:
@@ -167,14 +170,18 @@ def warmup(ctx: Context) -> ExperimentResult:
             ratio,
             below(0.0),
         ),
-        C.larger_eta("Warmup raises the largest stable η", "with warmup", eta_warm, "without", eta_plain,
-                     grid),
+        C.larger_eta(
+            "Warmup raises the largest stable η", "with warmup", eta_warm, "without", eta_plain, grid
+        ),
     )
-    rows = tuple((lr, a.state, b.state, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
-                 for lr, a, b in zip(grid, plain, warm, strict=True))
-    largest = (("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_warm, grid)),
-               ("largest η that trains", _eta_text(trained["nowarm"], grid),
-                _eta_text(trained["warm"], grid)))
+    rows = tuple(
+        (lr, a.state, b.state, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
+        for lr, a, b in zip(grid, plain, warm, strict=True)
+    )
+    largest = (
+        ("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_warm, grid)),
+        ("largest η that trains", _eta_text(trained["nowarm"], grid), _eta_text(trained["warm"], grid)),
+    )
     return ExperimentResult(
         claims=claims,
         figures=(
@@ -193,9 +200,14 @@ def warmup(ctx: Context) -> ExperimentResult:
                 ratio=True,
             ),
         ),
-        tables=(TableSpec("Outcome per η", ("η", "without warmup", f"with {wsteps}-step warmup",
-                                            "trains without", "trains with"), rows),
-                TableSpec("Largest η", ("", "without warmup", "with warmup"), largest)),
+        tables=(
+            TableSpec(
+                "Outcome per η",
+                ("η", "without warmup", f"with {wsteps}-step warmup", "trains without", "trains with"),
+                rows,
+            ),
+            TableSpec("Largest η", ("", "without warmup", "with warmup"), largest),
+        ),
         runs=tuple(r.path for r in plain + warm),
         settings={"base": cfg, "grid": grid, "warmup_steps": wsteps},
     )
@@ -239,8 +251,17 @@ def init_norm(ctx: Context) -> ExperimentResult:
     for name in [*names, "warmup"]:
         runs, eta = sweeps[f"init_{name}"], stable[f"init_{name}"]
         l0, lmax, lN = lambda_at(runs[0], 0), _lambda_max(runs[0], early), lambda_at(runs[0], early)
-        rows.append((name, fmt(l0), fmt(lmax), fmt(lN), _eta_text(eta, grid),
-                     _eta_text(trained[f"init_{name}"], grid), ", ".join(r.state[0] for r in runs)))
+        rows.append(
+            (
+                name,
+                fmt(l0),
+                fmt(lmax),
+                fmt(lN),
+                _eta_text(eta, grid),
+                _eta_text(trained[f"init_{name}"], grid),
+                ", ".join(r.state[0] for r in runs),
+            )
+        )
         if name != "warmup":
             lam_max.append(lmax)
             etas.append(eta)
@@ -267,11 +288,16 @@ def init_norm(ctx: Context) -> ExperimentResult:
         C.larger_eta(
             "Warmup alone lets a model without normalisation reach a stable η as large as normalisation "
             "or a better initialisation does",
-            f"default init + {early}-step warmup", stable["init_warmup"], f"the best other ({best_name})",
-            best_other, grid, region=at_least(0.0),
+            f"default init + {early}-step warmup",
+            stable["init_warmup"],
+            f"the best other ({best_name})",
+            best_other,
+            grid,
+            region=at_least(0.0),
         ),
-        Claim("Each choice against the default (which way, measured)", direction or "n/a", REPORTED,
-              None, None),
+        Claim(
+            "Each choice against the default (which way, measured)", direction or "n/a", REPORTED, None, None
+        ),
     )
     return ExperimentResult(
         claims=claims,
@@ -290,8 +316,15 @@ def init_norm(ctx: Context) -> ExperimentResult:
         tables=(
             TableSpec(
                 "Variants",
-                ("variant", "λ₁ at init", f"max λ₁, steps 0–{early}", f"λ₁ at step {early}",
-                 "largest non-divergent η", "largest η that trains", "status per η (c/d)"),
+                (
+                    "variant",
+                    "λ₁ at init",
+                    f"max λ₁, steps 0–{early}",
+                    f"λ₁ at step {early}",
+                    "largest non-divergent η",
+                    "largest η that trains",
+                    "status per η (c/d)",
+                ),
                 tuple(rows),
             ),
         ),
@@ -315,15 +348,21 @@ def clipping(ctx: Context) -> ExperimentResult:
     )
     (plain, clipped), (eta_plain, eta_clip) = (runs["noclip"], runs["clip"]), (etas["noclip"], etas["clip"])
     fired = [r.status.get("clip_count", 0) for r in clipped]
-    claims = (C.larger_eta("Clipping keeps training stable at larger η", "clipped", eta_clip, "unclipped",
-                           eta_plain, grid),)
+    claims = (
+        C.larger_eta(
+            "Clipping keeps training stable at larger η", "clipped", eta_clip, "unclipped", eta_plain, grid
+        ),
+    )
     n = _n_classes(cfg)
     trained = _trained_etas(grid, runs, n)
-    rows = tuple((lr, a.state, b.state, f, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
-                 for lr, a, b, f in zip(grid, plain, clipped, fired, strict=True))
-    largest = (("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_clip, grid)),
-               ("largest η that trains", _eta_text(trained["noclip"], grid),
-                _eta_text(trained["clip"], grid)))
+    rows = tuple(
+        (lr, a.state, b.state, f, "yes" if trains(a, n) else "no", "yes" if trains(b, n) else "no")
+        for lr, a, b, f in zip(grid, plain, clipped, fired, strict=True)
+    )
+    largest = (
+        ("largest non-divergent η", _eta_text(eta_plain, grid), _eta_text(eta_clip, grid)),
+        ("largest η that trains", _eta_text(trained["noclip"], grid), _eta_text(trained["clip"], grid)),
+    )
     return ExperimentResult(
         claims=claims,
         figures=(
@@ -335,9 +374,21 @@ def clipping(ctx: Context) -> ExperimentResult:
                 ratio=True,
             ),
         ),
-        tables=(TableSpec("Outcome per η", ("η", "unclipped", "clipped (norm 1)", "clipping fired",
-                                            "trains unclipped", "trains clipped"), rows),
-                TableSpec("Largest η", ("", "unclipped", "clipped"), largest)),
+        tables=(
+            TableSpec(
+                "Outcome per η",
+                (
+                    "η",
+                    "unclipped",
+                    "clipped (norm 1)",
+                    "clipping fired",
+                    "trains unclipped",
+                    "trains clipped",
+                ),
+                rows,
+            ),
+            TableSpec("Largest η", ("", "unclipped", "clipped"), largest),
+        ),
         runs=tuple(r.path for r in plain + clipped),
         settings={"base": cfg, "grid": grid},
     )
@@ -412,8 +463,11 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
     eta_trains = _trained_etas(grid, sweeps, n)["opt"]
     test = [final(r, "test_loss") if trains(r, n) else math.inf for r in runs]
     best = grid[int(np.argmin(test))] if np.isfinite(min(test)) else math.nan
-    apart = (abs(grid.index(best) - grid.index(eta_trains))
-             if np.isfinite(eta_trains) and np.isfinite(best) else None)
+    apart = (
+        abs(grid.index(best) - grid.index(eta_trains))
+        if np.isfinite(eta_trains) and np.isfinite(best)
+        else None
+    )
     claims = (
         Claim(
             "The best η lies within one grid step of the largest η that trains",
@@ -435,16 +489,21 @@ def optimal_lr(ctx: Context) -> ExperimentResult:
                 xlabel="η",
                 ylabel="test loss",
                 logx=True,
-                marks={k: v for k, v in (("largest non-divergent", eta_max),
-                                         ("largest that trains", eta_trains)) if np.isfinite(v)},
+                marks={
+                    k: v
+                    for k, v in (("largest non-divergent", eta_max), ("largest that trains", eta_trains))
+                    if np.isfinite(v)
+                },
             ),
         ),
         tables=(
             TableSpec(
                 "Runs",
                 ("η", "status", "trains", "final test loss"),
-                tuple((g, r.state, "yes" if trains(r, n) else "no", fmt(final(r, "test_loss")))
-                      for g, r in zip(grid, runs, strict=True)),
+                tuple(
+                    (g, r.state, "yes" if trains(r, n) else "no", fmt(final(r, "test_loss")))
+                    for g, r in zip(grid, runs, strict=True)
+                ),
             ),
         ),
         runs=tuple(r.path for r in runs),
@@ -473,8 +532,14 @@ def adam(ctx: Context) -> ExperimentResult:
         for lr in grid
     ]
     runs = ctx.train_many(cfgs, [f"adam_lr{lr:g}" for lr in grid])
-    claims = (C.eos_hover([f"η={lr:g}" for lr in grid], runs, preconditioned=True,
-                          what="Adam's preconditioned λ₁ hovers near 38/η"),)
+    claims = (
+        C.eos_hover(
+            [f"η={lr:g}" for lr in grid],
+            runs,
+            preconditioned=True,
+            what="Adam's preconditioned λ₁ hovers near 38/η",
+        ),
+    )
     return ExperimentResult(
         claims=claims,
         figures=(

@@ -23,13 +23,18 @@ from landscope.experiments.sweep import SweepPoint, run_points
 from landscope.training import Run, load_run, parse_config
 
 VARIANTS = ("smoke", "quick", "full")
-PAPERS = {"wang2023": "Wang & Roberts (2023), The instabilities of large learning rate training: "
-                      "a loss landscape view",
-          "gilmer2021": "Gilmer et al. (2021), A loss curvature perspective on training instability "
-                        "in deep learning",
-          "landscope": "landscope"}
-_MODULES = ("landscope.experiments.demo", "landscope.experiments.wang2023",
-            "landscope.experiments.gilmer2021")
+PAPERS = {
+    "wang2023": "Wang & Roberts (2023), The instabilities of large learning rate training: "
+    "a loss landscape view",
+    "gilmer2021": "Gilmer et al. (2021), A loss curvature perspective on training instability "
+    "in deep learning",
+    "landscope": "landscope",
+}
+_MODULES = (
+    "landscope.experiments.demo",
+    "landscope.experiments.wang2023",
+    "landscope.experiments.gilmer2021",
+)
 
 
 @dataclass(frozen=True)
@@ -51,12 +56,15 @@ class Experiment:
 EXPERIMENTS: dict[str, Experiment] = {}
 
 
-def experiment(name: str, title: str, what: str, beyond_paper: bool = False
-               ) -> Callable[[Callable[[Context], ExperimentResult]], Callable[[Context], ExperimentResult]]:
+def experiment(
+    name: str, title: str, what: str, beyond_paper: bool = False
+) -> Callable[[Callable[[Context], ExperimentResult]], Callable[[Context], ExperimentResult]]:
     """Register the decorated function as experiment ``name``."""
+
     def register(fn: Callable[[Context], ExperimentResult]) -> Callable[[Context], ExperimentResult]:
         EXPERIMENTS[name] = Experiment(name, title, what, fn, beyond_paper)
         return fn
+
     return register
 
 
@@ -77,8 +85,9 @@ def get_experiment(name: str) -> Experiment:
     """The experiment called ``name`` (``paper.experiment``)."""
     _load()
     if name not in EXPERIMENTS:
-        raise InputError(f"unknown experiment {name!r}; `landscope list` shows them: "
-                         f"{', '.join(EXPERIMENTS)}")
+        raise InputError(
+            f"unknown experiment {name!r}; `landscope list` shows them: {', '.join(EXPERIMENTS)}"
+        )
     return EXPERIMENTS[name]
 
 
@@ -94,8 +103,9 @@ DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "full": 5}
 def check_seeds(seeds: object) -> int:
     """A seed count, or one :class:`InputError` naming the value."""
     if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InputError(f"seeds must be a positive integer (how many seeds each experiment runs), "
-                         f"got {seeds!r}")
+        raise InputError(
+            f"seeds must be a positive integer (how many seeds each experiment runs), got {seeds!r}"
+        )
     return seeds
 
 
@@ -108,9 +118,15 @@ class Context:
     calls for later seeds find them done.
     """
 
-    def __init__(self, variant: str, out: str | Path, workers: int = 1,
-                 log: Callable[[str], None] | None = None, seeds: Sequence[int] = (0,),
-                 **backend: Any) -> None:
+    def __init__(
+        self,
+        variant: str,
+        out: str | Path,
+        workers: int = 1,
+        log: Callable[[str], None] | None = None,
+        seeds: Sequence[int] = (0,),
+        **backend: Any,
+    ) -> None:
         if variant not in VARIANTS:
             raise InputError(f"variant must be one of {VARIANTS}, got {variant!r}")
         self.variant, self.root, self.workers = variant, Path(out), workers
@@ -148,12 +164,15 @@ class Context:
                     mine.append(point)
         todo = [p for p in points if not _finished(p.folder)]
         if todo:
-            self.log(f"{len(todo)} run(s) to train ({len(self.seeds)} seed(s)): "
-                     f"{', '.join(p.folder.name.rsplit('-', 1)[0] for p in todo[:8])}"
-                     + (" …" if len(todo) > 8 else ""))
+            self.log(
+                f"{len(todo)} run(s) to train ({len(self.seeds)} seed(s)): "
+                f"{', '.join(p.folder.name.rsplit('-', 1)[0] for p in todo[:8])}"
+                + (" …" if len(todo) > 8 else "")
+            )
 
             def done(p: SweepPoint, r: Run) -> None:
                 self.log(f"  done {p.folder.name}: {r.state}")
+
             run_points(todo, self.workers, on_done=done, **self.backend)
         return [load_run(p.folder) for p in mine]
 
@@ -167,9 +186,15 @@ def _finished(folder: Path) -> bool:
         return False
 
 
-def run_experiment(name: str, variant: str = "quick", out: str | Path = "results", workers: int = 1,
-                   log: Callable[[str], None] | None = None, seeds: int | None = None,
-                   **backend: Any) -> ExperimentResult:
+def run_experiment(
+    name: str,
+    variant: str = "quick",
+    out: str | Path = "results",
+    workers: int = 1,
+    log: Callable[[str], None] | None = None,
+    seeds: int | None = None,
+    **backend: Any,
+) -> ExperimentResult:
     """Run experiment ``name`` in ``variant`` under ``out``; returns its result (not yet rendered).
 
     ``seeds``: how many seeds (0 … seeds − 1: initialisation and data order) every claim is
@@ -188,5 +213,13 @@ def run_experiment(name: str, variant: str = "quick", out: str | Path = "results
         ctx.seed = s
         per_seed.append(exp.fn(ctx))
     result = combine_seeds(per_seed, ctx.seeds)
-    return replace(result, name=exp.name, title=exp.title, paper=PAPERS[exp.paper], variant=variant,
-                   folder=ctx.folder, what=exp.what, seconds=time.perf_counter() - tic)
+    return replace(
+        result,
+        name=exp.name,
+        title=exp.title,
+        paper=PAPERS[exp.paper],
+        variant=variant,
+        folder=ctx.folder,
+        what=exp.what,
+        seconds=time.perf_counter() - tic,
+    )

@@ -61,7 +61,12 @@ def at_least(x: float) -> Region:
 
 
 PASS, FAIL, INCONCLUSIVE, REPORTED_VERDICT, NOT_MEASURED = (
-    "pass", "fail", "inconclusive", "reported", "not measured")
+    "pass",
+    "fail",
+    "inconclusive",
+    "reported",
+    "not measured",
+)
 REPORTED = "reported, no criterion"  # the criterion of a claim measured only to be reported
 
 
@@ -169,11 +174,20 @@ def verdict(passed: bool | None, criterion: str) -> str:
 def claim_doc(c: Claim) -> dict[str, Any]:
     """A claim as ``claims.json`` stores it."""
     ci = c.interval
-    return {"text": c.text, "measured": c.measured, "criterion": c.criterion, "passed": c.passed,
-            "value": c.mean, "seeds": list(c.seeds), "interval": list(ci) if ci else None,
-            "verdict": c.verdict,
-            "sensitivity": [{"delta": d, "seeds": list(v), "interval": list(i) if i else None, "verdict": w}
-                            for d, v, i, w in c.sensitivity()]}
+    return {
+        "text": c.text,
+        "measured": c.measured,
+        "criterion": c.criterion,
+        "passed": c.passed,
+        "value": c.mean,
+        "seeds": list(c.seeds),
+        "interval": list(ci) if ci else None,
+        "verdict": c.verdict,
+        "sensitivity": [
+            {"delta": d, "seeds": list(v), "interval": list(i) if i else None, "verdict": w}
+            for d, v, i, w in c.sensitivity()
+        ],
+    }
 
 
 @dataclass(frozen=True)
@@ -189,7 +203,7 @@ class TableSpec:
 class ExperimentResult:
     """Everything an experiment measured, for its report and for ``docs/RESULTS.md``."""
 
-    name: str = ""            # name, title, paper, variant, folder, what: filled in by run_experiment
+    name: str = ""  # name, title, paper, variant, folder, what: filled in by run_experiment
     title: str = ""
     paper: str = ""
     variant: str = ""
@@ -225,12 +239,18 @@ def combine_seeds(results: Sequence[ExperimentResult], seeds: Sequence[int]) -> 
         by_delta = tuple((d, tuple(_delta_value(c, d) for c in found)) for d in deltas)
         claims.append(replace(first, seeds=values, by_delta=by_delta))
     head = results[0]
-    per_seed = TableSpec("Claims per seed", ("claim", *(f"seed {s}" for s in seeds)),
-                         tuple((c.text, *c.seeds) for c in claims))
+    per_seed = TableSpec(
+        "Claims per seed", ("claim", *(f"seed {s}" for s in seeds)), tuple((c.text, *c.seeds) for c in claims)
+    )
     tables = (*head.tables, per_seed) if len(seeds) > 1 else head.tables
-    return replace(head, claims=tuple(claims), tables=tables,
-                   runs=tuple(p for r in results for p in r.runs), seeds=tuple(seeds),
-                   notes=(*head.notes, *(n for r in results[1:] for n in r.notes if n not in head.notes)))
+    return replace(
+        head,
+        claims=tuple(claims),
+        tables=tables,
+        runs=tuple(p for r in results for p in r.runs),
+        seeds=tuple(seeds),
+        notes=(*head.notes, *(n for r in results[1:] for n in r.notes if n not in head.notes)),
+    )
 
 
 def _delta_value(claim: Claim | None, delta: float) -> float | None:

@@ -100,9 +100,15 @@ class PointFailedError(LandscopeError, RuntimeError):
     """A sweep point's worker died before the point finished (run the sweep again to resume it)."""
 
 
-def run_points(points: Sequence[SweepPoint], workers: int = 1,
-               on_done: Callable[[SweepPoint, Run], None] | None = None, *, backend: str = "local",
-               address: str | None = None, gpus_per_point: float = 0.0) -> list[Run]:
+def run_points(
+    points: Sequence[SweepPoint],
+    workers: int = 1,
+    on_done: Callable[[SweepPoint, Run], None] | None = None,
+    *,
+    backend: str = "local",
+    address: str | None = None,
+    gpus_per_point: float = 0.0,
+) -> list[Run]:
     """Train every point and return their runs in order; ``on_done`` fires as each one finishes.
 
     Args:
@@ -160,8 +166,9 @@ def _import_ray() -> Any:
     try:
         import ray
     except ImportError:
-        raise InputError('the ray backend needs Ray, which is not installed: '
-                         'pip install "landscope[ray]"') from None
+        raise InputError(
+            'the ray backend needs Ray, which is not installed: pip install "landscope[ray]"'
+        ) from None
     return ray
 
 
@@ -189,9 +196,14 @@ def ray_session(workers: int = 1, address: str | None = None) -> Iterator[Any]:
         ray.shutdown()
 
 
-def run_points_ray(points: Sequence[SweepPoint], workers: int = 1,
-                   on_done: Callable[[SweepPoint, Run], None] | None = None, *,
-                   address: str | None = None, gpus_per_point: float = 0.0) -> list[Run]:
+def run_points_ray(
+    points: Sequence[SweepPoint],
+    workers: int = 1,
+    on_done: Callable[[SweepPoint, Run], None] | None = None,
+    *,
+    address: str | None = None,
+    gpus_per_point: float = 0.0,
+) -> list[Run]:
     """:func:`run_points` on Ray: one task a point, each calling :func:`run_point` on its folder."""
     if not isinstance(gpus_per_point, int | float) or gpus_per_point < 0:
         raise InputError(f"gpus_per_point must be a number ≥ 0, got {gpus_per_point!r}")
@@ -215,7 +227,8 @@ def run_points_ray(points: Sequence[SweepPoint], workers: int = 1,
                 reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 first_error = first_error or PointFailedError(
                     f"sweep point {point.folder} did not finish on Ray ({type(e).__name__}: "
-                    f"{reason}); run the sweep again to resume it from its checkpoint")
+                    f"{reason}); run the sweep again to resume it from its checkpoint"
+                )
                 continue
             if on_done:
                 on_done(point, load_run(point.folder))
@@ -224,9 +237,13 @@ def run_points_ray(points: Sequence[SweepPoint], workers: int = 1,
     return [load_run(p.folder) for p in points]
 
 
-def run_sweep(config: dict[str, Any] | str | Path, out: str | Path, workers: int = 1,
-              on_done: Callable[[SweepPoint, Run], None] | None = None,
-              **backend: Any) -> tuple[list[SweepPoint], list[Run]]:
+def run_sweep(
+    config: dict[str, Any] | str | Path,
+    out: str | Path,
+    workers: int = 1,
+    on_done: Callable[[SweepPoint, Run], None] | None = None,
+    **backend: Any,
+) -> tuple[list[SweepPoint], list[Run]]:
     """Run (or resume) a sweep into ``out``; returns its points and their runs.
 
     ``backend`` holds the keyword options of :func:`run_points` (``backend``, ``address``,

@@ -143,8 +143,14 @@ def flattening_exp(ctx: Context) -> ExperimentResult:
     labels = [f"η={lr:g}" for lr in grid]
     flats = {lab: flattening(r) for lab, r in zip(labels, runs, strict=True)}
     rows = tuple(
-        (k, len(f.index), fmt(f.median_drop), fmt(f.rho), fmt(f.below_threshold),
-         ", ".join(fmt(v) for v in f.lambda1))
+        (
+            k,
+            len(f.index),
+            fmt(f.median_drop),
+            fmt(f.rho),
+            fmt(f.below_threshold),
+            ", ".join(fmt(v) for v in f.lambda1),
+        )
         for k, f in flats.items()
     )
     claims = (C.flattening_drop(runs), C.flattening_trend(labels, runs), C.below_threshold_after(runs))
@@ -160,8 +166,14 @@ def flattening_exp(ctx: Context) -> ExperimentResult:
         tables=(
             TableSpec(
                 "Flattening per η",
-                ("run", "instabilities", "median λ₁ after/before", "Spearman ρ", "fraction ≤ threshold",
-                 "λ₁ after each"),
+                (
+                    "run",
+                    "instabilities",
+                    "median λ₁ after/before",
+                    "Spearman ρ",
+                    "fraction ≤ threshold",
+                    "λ₁ after each",
+                ),
                 rows,
             ),
         ),
@@ -217,9 +229,14 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
     """Heatmaps and the trend with η."""
     grid, runs = lr_sweep_runs(ctx)
     sim = trajectory_similarity(runs, runs[0], [f"η={lr:g}" for lr in grid])
-    claims = [C.similarity_falls(grid[1:], list(sim.final(what)[1:]), label)
-              for what, label in (("cosine", "cosine of θ − θ₀"), ("agreement", "test prediction agreement"),
-                                  ("overlap", "top-k subspace overlap"))]
+    claims = [
+        C.similarity_falls(grid[1:], list(sim.final(what)[1:]), label)
+        for what, label in (
+            ("cosine", "cosine of θ − θ₀"),
+            ("agreement", "test prediction agreement"),
+            ("overlap", "top-k subspace overlap"),
+        )
+    ]
     beyond = [(lr, c) for lr, c in zip(grid, sim.final("cosine"), strict=True) if lr >= 0.2]
     claims.append(
         Claim(
@@ -232,9 +249,7 @@ def similarity_exp(ctx: Context) -> ExperimentResult:
     )
     return ExperimentResult(
         claims=tuple(claims),
-        figures=(
-            SimilarityFigure("similarity", "Similarity to the η = 0.01 baseline.", sim=sim),
-        ),
+        figures=(SimilarityFigure("similarity", "Similarity to the η = 0.01 baseline.", sim=sim),),
         runs=tuple(r.path for r in runs),
         settings={"lr_grid": grid},
     )
@@ -280,7 +295,9 @@ def outliers(ctx: Context) -> ExperimentResult:
     n = min(2000 if ctx.variant != "smoke" else 200, ds.X_train.shape[0])
     op = HessianOperator(model, loss_fn, (ds.X_train[:n], ds.y_train[:n]))
     dens = spectral_density(
-        op, n_probes=4 if ctx.variant != "smoke" else 1, n_steps=60 if ctx.variant != "smoke" else 15,
+        op,
+        n_probes=4 if ctx.variant != "smoke" else 1,
+        n_steps=60 if ctx.variant != "smoke" else 15,
         seed=ctx.seed,
     )
     values = run.measurements[-1]["eigenvalues"]
@@ -319,8 +336,11 @@ def outliers(ctx: Context) -> ExperimentResult:
 
 
 SECOND_DATA = {"name": "src", "dim": 40, "n_classes": 10, "separation": 2.0}
-SECOND_GRID = {"smoke": [0.1, 0.6, 1.2], "quick": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
-               "full": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+SECOND_GRID = {
+    "smoke": [0.1, 0.6, 1.2],
+    "quick": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+    "full": [0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6],
+}
 
 
 @experiment(
@@ -336,8 +356,10 @@ def second_dataset(ctx: Context) -> ExperimentResult:
     n = base["data"]
     data = {**SECOND_DATA, "n_train": n["n_train"], "n_test": n["n_test"]}
     grid = SECOND_GRID[ctx.variant]
-    runs = ctx.train_many([with_(base, **{"data": data, "optimizer.lr": lr}) for lr in grid],
-                          [f"src_gd_lr{lr:g}" for lr in grid])
+    runs = ctx.train_many(
+        [with_(base, **{"data": data, "optimizer.lr": lr}) for lr in grid],
+        [f"src_gd_lr{lr:g}" for lr in grid],
+    )
     labels = [f"η={lr:g}" for lr in grid]
     sim = trajectory_similarity(runs, runs[0], labels)
     out_run = ctx.train(with_(_outlier_config(ctx), **{"data": data}), "src_ce_relu_sgd")
@@ -377,10 +399,16 @@ def second_dataset(ctx: Context) -> ExperimentResult:
                 run=out_run,
             ),
         ),
-        tables=(TableSpec("Runs", ("η", "status", "instabilities", "final λ₁", "2/η", "test acc"),
-                          tuple((lr, r.state, c, fmt(final(r, "lambda1")), fmt(2 / lr),
-                                 fmt(final(r, "test_acc")))
-                                for lr, r, c in zip(grid, runs, counts, strict=True))),),
+        tables=(
+            TableSpec(
+                "Runs",
+                ("η", "status", "instabilities", "final λ₁", "2/η", "test acc"),
+                tuple(
+                    (lr, r.state, c, fmt(final(r, "lambda1")), fmt(2 / lr), fmt(final(r, "test_acc")))
+                    for lr, r, c in zip(grid, runs, counts, strict=True)
+                ),
+            ),
+        ),
         runs=(*(r.path for r in runs), out_run.path),
         settings={"data": data, "lr_grid": grid},
     )
@@ -660,8 +688,10 @@ def cyclic(ctx: Context) -> ExperimentResult:
 
     claims = (
         C.over_deltas(recurring),
-        replace(C.shift_grows(ratios, runs, name="r"),
-                text="Open question 3: exploration (shift across instabilities) grows with the ratio r"),
+        replace(
+            C.shift_grows(ratios, runs, name="r"),
+            text="Open question 3: exploration (shift across instabilities) grows with the ratio r",
+        ),
     )
     return ExperimentResult(
         claims=claims,
@@ -704,9 +734,13 @@ def long_horizon(ctx: Context) -> ExperimentResult:
     def late(delta: float) -> Claim:
         events = find_instabilities(run, delta)
         quarters = [sum(steps * q / 4 <= e.start < steps * (q + 1) / 4 for e in events) for q in range(4)]
-        return Claim("Instabilities keep occurring late in training",
-                     f"instabilities per quarter: {quarters}", "instabilities in the last quarter ≥ 1",
-                     quarters[-1], at_least(1.0))
+        return Claim(
+            "Instabilities keep occurring late in training",
+            f"instabilities per quarter: {quarters}",
+            "instabilities in the last quarter ≥ 1",
+            quarters[-1],
+            at_least(1.0),
+        )
 
     s, lam = run.series("lambda1", run.cadence_measurements)
     _, thr = run.series("threshold", run.cadence_measurements)

@@ -29,7 +29,25 @@ from landscope.models.norms import NORMS
 from landscope.models.resnet import ResNetLite, resnet_lite
 
 __all__ = [
-    "mlp", "cnn1d", "cnn2d", "resnet_lite", "ResNetLite", "build_model", "MODELS", "NORMS",
-    "ACTIVATIONS", "INITS", "InitTrace", "apply_init", "scaled_init", "fixup_init", "metainit",
-    "gradinit", "gradient_quotient", "get_loss", "mse", "ce", "LOSSES",
+    "mlp",
+    "cnn1d",
+    "cnn2d",
+    "resnet_lite",
+    "ResNetLite",
+    "build_model",
+    "MODELS",
+    "NORMS",
+    "ACTIVATIONS",
+    "INITS",
+    "InitTrace",
+    "apply_init",
+    "scaled_init",
+    "fixup_init",
+    "metainit",
+    "gradinit",
+    "gradient_quotient",
+    "get_loss",
+    "mse",
+    "ce",
+    "LOSSES",
 ]

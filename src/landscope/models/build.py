@@ -34,17 +34,34 @@ def _one_of(key: str, value: object, valid: tuple[str, ...]) -> str:
 
 def _input_shape(input_shape: object) -> tuple[int, ...]:
     shape = tuple(input_shape) if isinstance(input_shape, (tuple, list, torch.Size)) else None
-    if not shape or len(shape) > 3 or any(not isinstance(d, int) or isinstance(d, bool) or d < 1
-                                          for d in shape):
-        raise InputError(f"model: input_shape must be (L,), (C, L) or (C, H, W) of positive integers "
-                         f"(no batch axis), got {input_shape!r}")
+    if (
+        not shape
+        or len(shape) > 3
+        or any(not isinstance(d, int) or isinstance(d, bool) or d < 1 for d in shape)
+    ):
+        raise InputError(
+            f"model: input_shape must be (L,), (C, L) or (C, H, W) of positive integers "
+            f"(no batch axis), got {input_shape!r}"
+        )
     return shape
 
 
-def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, *, width: int = 64,
-                depth: int = 2, activation: str = "tanh", norm: str = "none", init: str = "default",
-                init_scale: float = 1.0, seed: int = 0, loss_fn: str | LossFn | None = None,
-                init_batch: Batch | None = None, init_steps: int | None = None) -> nn.Module:
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    n_outputs: int,
+    *,
+    width: int = 64,
+    depth: int = 2,
+    activation: str = "tanh",
+    norm: str = "none",
+    init: str = "default",
+    init_scale: float = 1.0,
+    seed: int = 0,
+    loss_fn: str | LossFn | None = None,
+    init_batch: Batch | None = None,
+    init_steps: int | None = None,
+) -> nn.Module:
     """The network a run config names, initialised by ``init``, its parameters fixed by ``seed``.
 
     ``input_shape`` excludes the batch axis: ``(40,)`` for MNIST-1D, ``(1, 28, 28)`` for
@@ -72,8 +89,12 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, *, widt
     _one_of("activation", activation, tuple(ACTIVATIONS))
     _one_of("norm", norm, NORMS)
     _one_of("init", init, INITS)
-    if isinstance(init_scale, bool) or not isinstance(init_scale, (int, float)) \
-            or not math.isfinite(init_scale) or init_scale <= 0:
+    if (
+        isinstance(init_scale, bool)
+        or not isinstance(init_scale, (int, float))
+        or not math.isfinite(init_scale)
+        or init_scale <= 0
+    ):
         raise InputError(f"model: init_scale must be a positive finite number, got {init_scale!r}")
     if not isinstance(seed, int) or isinstance(seed, bool):
         raise InputError(f"model: seed must be an integer, got {seed!r}")
@@ -85,30 +106,53 @@ def build_model(name: str, input_shape: tuple[int, ...], n_outputs: int, *, widt
     if fixup and norm != "none":
         raise InputError(f"model: init 'fixup' replaces normalisation, so norm must be 'none', got {norm!r}")
 
-    if init in META_INITS and isinstance(init_batch, (tuple, list)) and init_batch \
-            and isinstance(init_batch[0], torch.Tensor) and tuple(init_batch[0].shape[1:]) != shape:
-        raise InputError(f"model: init_batch X has samples of shape {tuple(init_batch[0].shape[1:])}, "
-                         f"expected input_shape {shape}")
+    if (
+        init in META_INITS
+        and isinstance(init_batch, (tuple, list))
+        and init_batch
+        and isinstance(init_batch[0], torch.Tensor)
+        and tuple(init_batch[0].shape[1:]) != shape
+    ):
+        raise InputError(
+            f"model: init_batch X has samples of shape {tuple(init_batch[0].shape[1:])}, "
+            f"expected input_shape {shape}"
+        )
 
     # Only the CPU generator is seeded (not torch.manual_seed, which would also reseed CUDA's).
     with torch.random.fork_rng(devices=[]):
         torch.default_generator.manual_seed(seed)
         model = _architecture(name, shape, n_outputs, width, depth, activation, norm, fixup)
         init_seed = int(torch.randint(0, 2**62, ()))  # continues the seeded stream for the init
-    apply_init(model, init, init_scale=init_scale, loss_fn=loss_fn, init_batch=init_batch,
-               init_steps=init_steps, seed=init_seed)
+    apply_init(
+        model,
+        init,
+        init_scale=init_scale,
+        loss_fn=loss_fn,
+        init_batch=init_batch,
+        init_steps=init_steps,
+        seed=init_seed,
+    )
     return model
 
 
-def _architecture(name: str, shape: tuple[int, ...], n_outputs: int, width: int, depth: int,
-                  activation: str, norm: str, fixup: bool) -> nn.Module:
+def _architecture(
+    name: str,
+    shape: tuple[int, ...],
+    n_outputs: int,
+    width: int,
+    depth: int,
+    activation: str,
+    norm: str,
+    fixup: bool,
+) -> nn.Module:
     if name == "mlp":
         net = mlp(math.prod(shape), n_outputs, width=width, depth=depth, activation=activation, norm=norm)
         return nn.Sequential(nn.Flatten(), *net) if len(shape) > 1 else net
     if name == "cnn":
-        channels = tuple(width * 2 ** i for i in range(depth))
+        channels = tuple(width * 2**i for i in range(depth))
         in_channels = 1 if len(shape) == 1 else shape[0]
         make = cnn2d if len(shape) == 3 else cnn1d
         return make(in_channels, n_outputs, channels=channels, norm=norm, activation=activation)
-    return resnet_lite(shape, n_outputs, width=width, stages=depth, norm=norm, activation=activation,
-                       fixup=fixup)
+    return resnet_lite(
+        shape, n_outputs, width=width, stages=depth, norm=norm, activation=activation, fixup=fixup
+    )

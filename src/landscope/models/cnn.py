@@ -33,28 +33,47 @@ class Unsqueeze(nn.Module):
         return x.unsqueeze(1) if x.dim() == self.spatial_dims + 1 else x
 
 
-def _small_cnn(spatial_dims: int, in_channels: int, out_features: int, channels: tuple[int, ...],
-               kernel_size: int, norm: str, activation: str) -> nn.Sequential:
+def _small_cnn(
+    spatial_dims: int,
+    in_channels: int,
+    out_features: int,
+    channels: tuple[int, ...],
+    kernel_size: int,
+    norm: str,
+    activation: str,
+) -> nn.Sequential:
     check_norm(norm)
     check_activation(activation)
     if not channels or any(not isinstance(c, int) or c < 1 for c in channels):
         raise InputError(f"channels must be positive integers, got {channels!r}")
-    for name, v in (("in_channels", in_channels), ("out_features", out_features),
-                    ("kernel_size", kernel_size)):
+    for name, v in (
+        ("in_channels", in_channels),
+        ("out_features", out_features),
+        ("kernel_size", kernel_size),
+    ):
         if not isinstance(v, int) or v < 1:
             raise InputError(f"cnn: {name} must be a positive integer, got {v!r}")
     layers: list[nn.Module] = [Unsqueeze(spatial_dims)]
     c_in = in_channels
     for c in channels:
-        layers += [_CONVS[spatial_dims](c_in, c, kernel_size, stride=2, padding=kernel_size // 2),
-                   norm_layer(norm, c, spatial_dims), ACTIVATIONS[activation]()]
+        layers += [
+            _CONVS[spatial_dims](c_in, c, kernel_size, stride=2, padding=kernel_size // 2),
+            norm_layer(norm, c, spatial_dims),
+            ACTIVATIONS[activation](),
+        ]
         c_in = c
     layers += [_POOLS[spatial_dims](1), nn.Flatten(), nn.Linear(c_in, out_features)]
     return nn.Sequential(*layers)
 
 
-def cnn1d(in_channels: int = 1, out_features: int = 10, channels: tuple[int, ...] = (16, 32),
-          kernel_size: int = 5, norm: str = "none", activation: str = "relu") -> nn.Sequential:
+def cnn1d(
+    in_channels: int = 1,
+    out_features: int = 10,
+    channels: tuple[int, ...] = (16, 32),
+    kernel_size: int = 5,
+    norm: str = "none",
+    activation: str = "relu",
+) -> nn.Sequential:
     """``Conv1d → norm → act`` blocks with stride 2, global average pooling, then ``Linear``.
 
     Takes ``(N, C, L)``, or ``(N, L)`` when ``in_channels == 1``. ``norm="layer"`` is
@@ -63,8 +82,14 @@ def cnn1d(in_channels: int = 1, out_features: int = 10, channels: tuple[int, ...
     return _small_cnn(1, in_channels, out_features, channels, kernel_size, norm, activation)
 
 
-def cnn2d(in_channels: int = 1, out_features: int = 10, channels: tuple[int, ...] = (16, 32),
-          kernel_size: int = 3, norm: str = "none", activation: str = "relu") -> nn.Sequential:
+def cnn2d(
+    in_channels: int = 1,
+    out_features: int = 10,
+    channels: tuple[int, ...] = (16, 32),
+    kernel_size: int = 3,
+    norm: str = "none",
+    activation: str = "relu",
+) -> nn.Sequential:
     """``Conv2d → norm → act`` blocks with stride 2, global average pooling, then ``Linear``.
 
     For images ``(N, C, H, W)`` (Fashion-MNIST ``(1, 28, 28)``, CIFAR-10 ``(3, 32, 32)``), or

@@ -63,6 +63,7 @@ class InitTrace:
 
 # ----------------------------------------------------------------------------- simple schemes
 
+
 def scaled_init(model: nn.Module, scale: float) -> None:
     """Multiply every weight matrix and convolution kernel (tensors of ≥ 2 dims) by ``scale``.
 
@@ -89,8 +90,10 @@ def fixup_init(model: nn.Module, seed: int = 0) -> None:
     """
     if not isinstance(model, ResNetLite) or not model.fixup:
         got = f"resnet_lite(fixup={model.fixup})" if isinstance(model, ResNetLite) else type(model).__name__
-        raise InputError(f"init 'fixup' needs resnet_lite(..., fixup=True) (build_model('resnet_lite', "
-                         f"init='fixup') builds it), got {got}")
+        raise InputError(
+            f"init 'fixup' needs resnet_lite(..., fixup=True) (build_model('resnet_lite', "
+            f"init='fixup') builds it), got {got}"
+        )
     gen = torch.Generator().manual_seed(seed)
     blocks = model.residual_blocks
     branch_scale = len(blocks) ** (-1.0 / (2 * _BRANCH_LAYERS - 2))
@@ -134,6 +137,7 @@ def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.
     training mode the batch statistics are used (biased variance, as BatchNorm normalises) and
     the running statistics are left alone (the caller works on copies of the buffers anyway).
     """
+
     def forward(x: torch.Tensor) -> torch.Tensor:
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
         if m.training or m.running_mean is None:
@@ -146,6 +150,7 @@ def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.
         if m.affine:
             out = out * m.weight.view(shape) + m.bias.view(shape)
         return out
+
     return forward
 
 
@@ -172,8 +177,14 @@ def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Te
             m.__dict__.pop("forward", None)
 
 
-def _loss(model: nn.Module, loss_fn: LossFn, params: dict[str, torch.Tensor],
-          buffers: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _loss(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+) -> torch.Tensor:
     return loss_fn(functional_call(model, {**params, **buffers}, (X,)), y)
 
 
@@ -183,9 +194,16 @@ def _grads(out: torch.Tensor, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [torch.zeros_like(x) if g is None else g for g, x in zip(gs, inputs, strict=True)]
 
 
-def _gq(model: nn.Module, loss_fn: LossFn, params: dict[str, torch.Tensor],
-        buffers: dict[str, torch.Tensor], X: torch.Tensor, y: torch.Tensor, eps: float,
-        eps_rel: float = 0.0) -> torch.Tensor:
+def _gq(
+    model: nn.Module,
+    loss_fn: LossFn,
+    params: dict[str, torch.Tensor],
+    buffers: dict[str, torch.Tensor],
+    X: torch.Tensor,
+    y: torch.Tensor,
+    eps: float,
+    eps_rel: float = 0.0,
+) -> torch.Tensor:
     """GQ = (1/N)‖(g − Hg) ⊘ (g + ε·sign g) − 1‖₁ (MetaInit eq. 1), differentiable in ``params``.
 
     Hg is the gradient of ½‖g‖², the Hessian-vector product by double backward; ε keeps the
@@ -197,8 +215,10 @@ def _gq(model: nn.Module, loss_fn: LossFn, params: dict[str, torch.Tensor],
     if eps_rel > 0:
         mean_abs = sum(gi.detach().abs().sum() for gi in g) / sum(x.numel() for x in xs)
         eps = max(eps, eps_rel * float(mean_abs))
-    total = sum(((gi - hi) / (gi + eps * torch.where(gi >= 0, 1.0, -1.0).detach()) - 1).abs().sum()
-                for gi, hi in zip(g, hg, strict=True))
+    total = sum(
+        ((gi - hi) / (gi + eps * torch.where(gi >= 0, 1.0, -1.0).detach()) - 1).abs().sum()
+        for gi, hi in zip(g, hg, strict=True)
+    )
     return total / sum(x.numel() for x in xs)
 
 
@@ -222,14 +242,20 @@ def _resolve_loss(loss_fn: str | LossFn, init: str) -> LossFn:
 
 def _check_batch(batch: Batch, model: nn.Module, init: str, min_n: int = 1) -> Batch:
     """``(X, y)`` on the model's device, ``X`` in its dtype; the error names what is wrong."""
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2
-            and all(isinstance(t, torch.Tensor) for t in batch)):
-        raise InputError(f"init {init!r}: init_batch must be a tuple (X, y) of tensors, "
-                         f"got {type(batch).__name__}")
+    if not (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 2
+        and all(isinstance(t, torch.Tensor) for t in batch)
+    ):
+        raise InputError(
+            f"init {init!r}: init_batch must be a tuple (X, y) of tensors, got {type(batch).__name__}"
+        )
     X, y = batch
     if X.dim() == 0 or len(X) != len(y) or len(X) < min_n:
-        raise InputError(f"init {init!r}: init_batch needs X and y with the same number of samples "
-                         f"(at least {min_n}), got X {tuple(X.shape)} and y {tuple(y.shape)}")
+        raise InputError(
+            f"init {init!r}: init_batch needs X and y with the same number of samples "
+            f"(at least {min_n}), got X {tuple(X.shape)} and y {tuple(y.shape)}"
+        )
     p = next(model.parameters())
     X = X.to(device=p.device, dtype=p.dtype) if X.is_floating_point() else X.to(p.device)
     y = y.to(device=p.device, dtype=p.dtype) if y.is_floating_point() else y.to(p.device)
@@ -243,15 +269,21 @@ def _check_steps(steps: int, init: str) -> int:
 
 
 def _check_scale(scale: float) -> None:
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
-            or scale <= 0:
+    if (
+        isinstance(scale, bool)
+        or not isinstance(scale, (int, float))
+        or not math.isfinite(scale)
+        or scale <= 0
+    ):
         raise InputError(f"init_scale must be a positive finite number, got {scale!r}")
 
 
 # ----------------------------------------------------------------------------- MetaInit
 
-def gradient_quotient(model: nn.Module, loss_fn: str | LossFn, batch: Batch, eps: float = 1e-5,
-                      eps_rel: float = 0.0) -> float:
+
+def gradient_quotient(
+    model: nn.Module, loss_fn: str | LossFn, batch: Batch, eps: float = 1e-5, eps_rel: float = 0.0
+) -> float:
     """MetaInit's gradient quotient of ``model`` on ``batch`` (see :func:`metainit`).
 
     GQ(θ) = (1/N)‖(g − Hg) ⊘ (g + ε·sign g) − 1‖₁ over all N trainable parameters: the mean
@@ -267,9 +299,20 @@ def gradient_quotient(model: nn.Module, loss_fn: str | LossFn, batch: Batch, eps
         return _gq(model, loss_fn, params, buffers, X, y, eps, eps_rel).item()
 
 
-def metainit(model: nn.Module, loss_fn: str | LossFn, batch: Batch, *, steps: int = METAINIT_STEPS,
-             lr: float = 0.1, momentum: float = 0.9, eps: float = 1e-5, eps_rel: float = 0.0,
-             min_scale: float = 0.01, max_samples: int | None = 128, seed: int = 0) -> InitTrace:
+def metainit(
+    model: nn.Module,
+    loss_fn: str | LossFn,
+    batch: Batch,
+    *,
+    steps: int = METAINIT_STEPS,
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    eps: float = 1e-5,
+    eps_rel: float = 0.0,
+    min_scale: float = 0.01,
+    max_samples: int | None = 128,
+    seed: int = 0,
+) -> InitTrace:
     """MetaInit (Dauphin & Schoenholz 2019): rescale each weight tensor to lower the gradient quotient.
 
     The paper's algorithm (its Figure 2, "Basic Pytorch code for the MetaInit algorithm"): each
@@ -343,9 +386,21 @@ def metainit(model: nn.Module, loss_fn: str | LossFn, batch: Batch, *, steps: in
 
 # ----------------------------------------------------------------------------- GradInit
 
-def gradinit(model: nn.Module, loss_fn: str | LossFn, batch: Batch, *, steps: int = GRADINIT_STEPS,
-             lr: float = 0.05, eta: float = 0.1, gamma: float = 1.0, min_scale: float = 0.01,
-             grad_clip: float = 1.0, batch_size: int | None = None, seed: int = 0) -> InitTrace:
+
+def gradinit(
+    model: nn.Module,
+    loss_fn: str | LossFn,
+    batch: Batch,
+    *,
+    steps: int = GRADINIT_STEPS,
+    lr: float = 0.05,
+    eta: float = 0.1,
+    gamma: float = 1.0,
+    min_scale: float = 0.01,
+    grad_clip: float = 1.0,
+    batch_size: int | None = None,
+    seed: int = 0,
+) -> InitTrace:
     """GradInit (Zhu et al. 2021): per-tensor multipliers α that make the first SGD step effective.
 
     Every trainable tensor θᵢ becomes αᵢθᵢ (αᵢ = 1 at the start). ``batch`` is split in two: with
@@ -388,7 +443,7 @@ def gradinit(model: nn.Module, loss_fn: str | LossFn, batch: Batch, *, steps: in
         raise InputError(f"gradinit: batch_size must be a positive integer or None, got {batch_size!r}")
     gen = torch.Generator().manual_seed(seed)
     perm = torch.randperm(len(X), generator=gen).to(X.device)
-    halves = perm[: len(X) // 2], perm[len(X) // 2:]
+    halves = perm[: len(X) // 2], perm[len(X) // 2 :]
 
     def draw(half: torch.Tensor) -> torch.Tensor:
         if batch_size is None or batch_size >= len(half):
@@ -399,8 +454,9 @@ def gradinit(model: nn.Module, loss_fn: str | LossFn, batch: Batch, *, steps: in
     names = list(base)
     dtype = base[names[0]].dtype
     alpha = torch.ones(len(names), dtype=dtype, device=X.device, requires_grad=True)
-    floor = torch.tensor([0.0 if n.rsplit(".", 1)[-1] == "bias" else min_scale for n in names],
-                         dtype=dtype, device=X.device)
+    floor = torch.tensor(
+        [0.0 if n.rsplit(".", 1)[-1] == "bias" else min_scale for n in names], dtype=dtype, device=X.device
+    )
     # Two Adams on the same α: the constraint and the objective keep separate moments (reference code).
     opt_objective = torch.optim.Adam([alpha], lr=lr)
     opt_constraint = torch.optim.Adam([alpha], lr=lr)
@@ -441,9 +497,17 @@ def _rescale(model: nn.Module, factors: dict[str, float]) -> None:
 
 # ----------------------------------------------------------------------------- dispatch
 
-def apply_init(model: nn.Module, init: str, *, init_scale: float = 1.0,
-               loss_fn: str | LossFn | None = None, init_batch: Batch | None = None,
-               init_steps: int | None = None, seed: int = 0) -> InitTrace | None:
+
+def apply_init(
+    model: nn.Module,
+    init: str,
+    *,
+    init_scale: float = 1.0,
+    loss_fn: str | LossFn | None = None,
+    init_batch: Batch | None = None,
+    init_steps: int | None = None,
+    seed: int = 0,
+) -> InitTrace | None:
     """Apply the scheme named ``init`` (one of :data:`INITS`) to a freshly built ``model``.
 
     ``default`` leaves PyTorch's initialisation; ``scaled`` multiplies weights by ``init_scale``;
@@ -457,11 +521,15 @@ def apply_init(model: nn.Module, init: str, *, init_scale: float = 1.0,
         raise InputError(f"model: unknown init {init!r}; valid: {', '.join(sorted(INITS))}")
     _check_scale(init_scale)
     if init in ("default", "fixup") and init_scale != 1.0:
-        raise InputError(f"model: init_scale={init_scale!r} has no effect with init {init!r}; "
-                         f"use init 'scaled' (or leave init_scale at 1.0)")
+        raise InputError(
+            f"model: init_scale={init_scale!r} has no effect with init {init!r}; "
+            f"use init 'scaled' (or leave init_scale at 1.0)"
+        )
     if init_steps is not None and init not in META_INITS:
-        raise InputError(f"model: init_steps={init_steps!r} has no effect with init {init!r} "
-                         f"(only {' and '.join(META_INITS)} take steps)")
+        raise InputError(
+            f"model: init_steps={init_steps!r} has no effect with init {init!r} "
+            f"(only {' and '.join(META_INITS)} take steps)"
+        )
     if init == "fixup":
         fixup_init(model, seed=seed)
         return None

@@ -7,8 +7,14 @@ from torch import nn
 from landscope.errors import InputError
 from landscope.models.norms import check_norm, norm_layer
 
-ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "elu": nn.ELU,
-               "sigmoid": nn.Sigmoid, "identity": nn.Identity}
+ACTIVATIONS = {
+    "tanh": nn.Tanh,
+    "relu": nn.ReLU,
+    "gelu": nn.GELU,
+    "elu": nn.ELU,
+    "sigmoid": nn.Sigmoid,
+    "identity": nn.Identity,
+}
 
 
 def check_activation(activation: str) -> None:
@@ -17,8 +23,14 @@ def check_activation(activation: str) -> None:
         raise InputError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
 
 
-def mlp(in_features: int, out_features: int, width: int = 64, depth: int = 2,
-        activation: str = "tanh", norm: str = "none") -> nn.Sequential:
+def mlp(
+    in_features: int,
+    out_features: int,
+    width: int = 64,
+    depth: int = 2,
+    activation: str = "tanh",
+    norm: str = "none",
+) -> nn.Sequential:
     """``depth`` hidden layers of ``width`` units: ``Linear → norm → act`` repeated, then ``Linear``.
 
     ``norm`` is ``"none"``, ``"batch"`` (BatchNorm1d) or ``"layer"`` (LayerNorm), the normalisers
@@ -26,8 +38,7 @@ def mlp(in_features: int, out_features: int, width: int = 64, depth: int = 2,
     """
     check_activation(activation)
     check_norm(norm)
-    for name, v in (("in_features", in_features), ("out_features", out_features),
-                    ("width", width)):
+    for name, v in (("in_features", in_features), ("out_features", out_features), ("width", width)):
         if not isinstance(v, int) or v < 1:
             raise InputError(f"mlp: {name} must be a positive integer, got {v!r}")
     if not isinstance(depth, int) or depth < 0:

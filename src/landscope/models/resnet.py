@@ -61,8 +61,9 @@ class BasicBlock(nn.Module):
     and a projection shortcut sees ``x + b1a``, as in the paper's reference code.
     """
 
-    def __init__(self, c_in: int, c_out: int, stride: int, spatial_dims: int, norm: str,
-                 activation: str, fixup: bool):
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, spatial_dims: int, norm: str, activation: str, fixup: bool
+    ):
         super().__init__()
         conv = _CONVS[spatial_dims]
         bias = norm == "none" and not fixup
@@ -80,8 +81,9 @@ class BasicBlock(nn.Module):
         self.projects = stride != 1 or c_in != c_out
         self.shortcut: nn.Module = nn.Identity()
         if self.projects:
-            self.shortcut = nn.Sequential(conv(c_in, c_out, 1, stride=stride, bias=bias),
-                                          norm_layer(norm, c_out, spatial_dims))
+            self.shortcut = nn.Sequential(
+                conv(c_in, c_out, 1, stride=stride, bias=bias), norm_layer(norm, c_out, spatial_dims)
+            )
         self.act2 = ACTIVATIONS[activation]()
 
     def branch(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,18 +112,29 @@ class ResNetLite(nn.Sequential):
 
 def _spatial_dims(input_shape: tuple[int, ...]) -> tuple[int, int]:
     """``(in_channels, spatial_dims)`` of an input shape without the batch axis."""
-    if not isinstance(input_shape, (tuple, list)) or not 1 <= len(input_shape) <= 3 \
-            or any(not isinstance(d, int) or d < 1 for d in input_shape):
-        raise InputError(f"input_shape must be (L,), (C, L) or (C, H, W) of positive integers, "
-                         f"got {input_shape!r}")
+    if (
+        not isinstance(input_shape, (tuple, list))
+        or not 1 <= len(input_shape) <= 3
+        or any(not isinstance(d, int) or d < 1 for d in input_shape)
+    ):
+        raise InputError(
+            f"input_shape must be (L,), (C, L) or (C, H, W) of positive integers, got {input_shape!r}"
+        )
     if len(input_shape) == 1:
         return 1, 1
     return input_shape[0], len(input_shape) - 1
 
 
-def resnet_lite(input_shape: tuple[int, ...], out_features: int, width: int = 16, stages: int = 3,
-                blocks_per_stage: int = 1, norm: str = "none", activation: str = "relu",
-                fixup: bool = False) -> ResNetLite:
+def resnet_lite(
+    input_shape: tuple[int, ...],
+    out_features: int,
+    width: int = 16,
+    stages: int = 3,
+    blocks_per_stage: int = 1,
+    norm: str = "none",
+    activation: str = "relu",
+    fixup: bool = False,
+) -> ResNetLite:
     """A small basic-block ResNet: Conv1d for inputs ``(L,)`` or ``(C, L)``, Conv2d for ``(C, H, W)``.
 
     ``input_shape`` excludes the batch axis (MNIST-1D ``(40,)``, CIFAR-10 ``(3, 32, 32)``). Stage
@@ -133,24 +146,31 @@ def resnet_lite(input_shape: tuple[int, ...], out_features: int, width: int = 16
     in_channels, spatial_dims = _spatial_dims(input_shape)
     check_norm(norm)
     check_activation(activation)
-    for name, v in (("out_features", out_features), ("width", width), ("stages", stages),
-                    ("blocks_per_stage", blocks_per_stage)):
+    for name, v in (
+        ("out_features", out_features),
+        ("width", width),
+        ("stages", stages),
+        ("blocks_per_stage", blocks_per_stage),
+    ):
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise InputError(f"resnet_lite: {name} must be a positive integer, got {v!r}")
     if fixup and norm != "none":
-        raise InputError(f"resnet_lite: fixup=True replaces normalisation, so norm must be 'none', "
-                         f"got {norm!r}")
+        raise InputError(
+            f"resnet_lite: fixup=True replaces normalisation, so norm must be 'none', got {norm!r}"
+        )
     conv = _CONVS[spatial_dims]
     mods: OrderedDict[str, nn.Module] = OrderedDict()
     mods["unsqueeze"] = Unsqueeze(spatial_dims)
     mods["stem"] = nn.Sequential(
         conv(in_channels, width, 3, padding=1, bias=norm == "none" and not fixup),
-        norm_layer(norm, width, spatial_dims), _fixup_or_identity(fixup, ScalarBias),
-        ACTIVATIONS[activation]())
+        norm_layer(norm, width, spatial_dims),
+        _fixup_or_identity(fixup, ScalarBias),
+        ACTIVATIONS[activation](),
+    )
     blocks: list[nn.Module] = []
     c_in = width
     for s in range(stages):
-        c_out = width * 2 ** s
+        c_out = width * 2**s
         for b in range(blocks_per_stage):
             stride = 2 if s > 0 and b == 0 else 1
             blocks.append(BasicBlock(c_in, c_out, stride, spatial_dims, norm, activation, fixup))

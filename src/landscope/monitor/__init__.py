@@ -15,5 +15,14 @@ from landscope.monitor.lr_finder import LRFinderResult, Probe, find_max_stable_l
 from landscope.monitor.monitor import STATUSES, MonitorRecord, SharpnessMonitor, classify
 from landscope.monitor.range_test import RangeTestResult, lr_range_test
 
-__all__ = ["SharpnessMonitor", "MonitorRecord", "STATUSES", "classify", "find_max_stable_lr",
-           "LRFinderResult", "Probe", "lr_range_test", "RangeTestResult"]
+__all__ = [
+    "SharpnessMonitor",
+    "MonitorRecord",
+    "STATUSES",
+    "classify",
+    "find_max_stable_lr",
+    "LRFinderResult",
+    "Probe",
+    "lr_range_test",
+    "RangeTestResult",
+]

@@ -25,8 +25,10 @@ from torch import nn
 try:
     from transformers import TrainerCallback
 except ImportError as e:  # pragma: no cover
-    raise ImportError("landscope.monitor.huggingface needs transformers: "
-                      "pip install 'landscope[monitor]' (or pip install transformers accelerate)") from e
+    raise ImportError(
+        "landscope.monitor.huggingface needs transformers: "
+        "pip install 'landscope[monitor]' (or pip install transformers accelerate)"
+    ) from e
 
 from landscope.curvature.batches import map_tensors
 from landscope.errors import InputError
@@ -52,8 +54,9 @@ class _Outputs(nn.Module):
             return out
         if isinstance(out, dict) or hasattr(out, "keys"):
             if self.key not in out:
-                raise InputError(f"the model's output has no {self.key!r} (it has {list(out.keys())}); "
-                                 f"pass output_key=")
+                raise InputError(
+                    f"the model's output has no {self.key!r} (it has {list(out.keys())}); pass output_key="
+                )
             return out[self.key]
         if isinstance(out, (tuple, list)):
             return out[0]
@@ -73,20 +76,40 @@ class SharpnessCallback(TrainerCallback):
         output_key: which field of the model's output ``loss_fn`` takes.
     """
 
-    def __init__(self, loss_fn: Callable | None = None, batch: Any = None, every: int = 50,
-                 k: int = 1, tol: float = MONITOR_TOL, edge: float = 0.9, sinks: object = (),
-                 name: str = "sharpness", background: bool | str = False,
-                 output_key: str = "logits", *,
-                 batch_loss: Callable | None = None, batch_weight: Callable | None = None,
-                 strict: bool = False) -> None:
+    def __init__(
+        self,
+        loss_fn: Callable | None = None,
+        batch: Any = None,
+        every: int = 50,
+        k: int = 1,
+        tol: float = MONITOR_TOL,
+        edge: float = 0.9,
+        sinks: object = (),
+        name: str = "sharpness",
+        background: bool | str = False,
+        output_key: str = "logits",
+        *,
+        batch_loss: Callable | None = None,
+        batch_weight: Callable | None = None,
+        strict: bool = False,
+    ) -> None:
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn, self.output_key = loss_fn, output_key
-        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight,
-                        "strict": strict}
+        self.options = {
+            "every": every,
+            "k": k,
+            "tol": tol,
+            "edge": edge,
+            "sinks": sinks,
+            "name": name,
+            "background": background,
+            "batch_loss": batch_loss,
+            "batch_weight": batch_weight,
+            "strict": strict,
+        }
         self.monitor: SharpnessMonitor | None = None
-        self._pending: Any = None   # a record not yet in the Trainer's log
+        self._pending: Any = None  # a record not yet in the Trainer's log
         self.error: BaseException | None = None  # what turned monitoring off at set-up
         self._logged: Any = None
 
@@ -100,8 +123,11 @@ class SharpnessCallback(TrainerCallback):
             device = next(model.parameters()).device
             batch = map_tensors(lambda t: t.to(device), self.batch)
             # the operator takes the logits of a ModelOutput itself; another field needs the wrapper
-            watched = model if self.output_key == "logits" or self.loss_fn is None \
+            watched = (
+                model
+                if self.output_key == "logits" or self.loss_fn is None
                 else _Outputs(model, self.output_key)
+            )
             self.monitor, self.error = start_monitor(watched, self.loss_fn, batch, self.options)
             if self.monitor is None:
                 return control
@@ -117,8 +143,7 @@ class SharpnessCallback(TrainerCallback):
         r = self.monitor.last if self.monitor is not None else None
         return {} if r is None else r.scalars(self.options["name"])
 
-    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None,
-               **kwargs: Any) -> Any:
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> Any:
         """Add a new measurement to the Trainer's log.
 
         It lands in ``state.log_history`` and, when this callback runs before the reporters

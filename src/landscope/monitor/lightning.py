@@ -20,8 +20,10 @@ except ImportError:  # pragma: no cover - the older standalone package
     try:
         from pytorch_lightning.callbacks import Callback
     except ImportError as e:
-        raise ImportError("landscope.monitor.lightning needs PyTorch Lightning: "
-                          "pip install 'landscope[monitor]' (or pip install lightning)") from e
+        raise ImportError(
+            "landscope.monitor.lightning needs PyTorch Lightning: "
+            "pip install 'landscope[monitor]' (or pip install lightning)"
+        ) from e
 
 from landscope.curvature.batches import map_tensors
 from landscope.monitor.monitor import (
@@ -48,18 +50,39 @@ class SharpnessCallback(Callback):
     ``callback.monitor`` is the monitor (``None`` before fitting); its ``history`` holds the records.
     """
 
-    def __init__(self, loss_fn: Callable | None, batch: Any, every: int = 50, k: int = 1,
-                 tol: float = MONITOR_TOL, edge: float = 0.9, sinks: object = (), name: str = "sharpness",
-                 background: bool | str = False, log: bool = True, *,
-                 batch_loss: Callable | None = None,
-                 batch_weight: Callable | None = None, strict: bool = False) -> None:
+    def __init__(
+        self,
+        loss_fn: Callable | None,
+        batch: Any,
+        every: int = 50,
+        k: int = 1,
+        tol: float = MONITOR_TOL,
+        edge: float = 0.9,
+        sinks: object = (),
+        name: str = "sharpness",
+        background: bool | str = False,
+        log: bool = True,
+        *,
+        batch_loss: Callable | None = None,
+        batch_weight: Callable | None = None,
+        strict: bool = False,
+    ) -> None:
         super().__init__()
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn = loss_fn
-        self.options = {"every": every, "k": k, "tol": tol, "edge": edge, "sinks": sinks, "name": name,
-                        "background": background, "batch_loss": batch_loss, "batch_weight": batch_weight,
-                        "strict": strict}
+        self.options = {
+            "every": every,
+            "k": k,
+            "tol": tol,
+            "edge": edge,
+            "sinks": sinks,
+            "name": name,
+            "background": background,
+            "batch_loss": batch_loss,
+            "batch_weight": batch_weight,
+            "strict": strict,
+        }
         self.log_metrics, self.name = log, name
         self.monitor: SharpnessMonitor | None = None
         self._last_step: int | None = None
@@ -72,8 +95,9 @@ class SharpnessCallback(Callback):
             return
         self._last_step = trainer.global_step
 
-    def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if self.monitor is None or trainer.global_step == self._last_step:
             return  # no optimiser step since the last call (gradient accumulation)
         self._last_step = trainer.global_step

@@ -50,12 +50,12 @@ RULES = ("catapult", "curvature")
 # non-divergent η of a 2^(1/4) grid): tanh MLP 1.70, BN ReLU MLP 3.40, ReLU CNN 3.59, BN ReLU CNN
 # 3.75. rule="curvature" uses the smallest (safe on all four; 2.2× too low on the CNN with BN).
 CATAPULT_FACTOR = 1.70
-START_FACTOR = 2.0        # first catapult probe, in units of η_thr
-MAX_FACTOR = 1024.0       # the search gives up above / below these; wide, because the
-MIN_FACTOR = 1.0 / 64.0   # early preconditioned sharpness of RMSprop (whose v has no bias
+START_FACTOR = 2.0  # first catapult probe, in units of η_thr
+MAX_FACTOR = 1024.0  # the search gives up above / below these; wide, because the
+MIN_FACTOR = 1.0 / 64.0  # early preconditioned sharpness of RMSprop (whose v has no bias
 #                           correction) puts η_thr 10³× below what trains (benchmarks/lr_finder.py)
-BISECTIONS = 2            # resolution of the catapult factor: 2^(1/4) ≈ 1.19
-CLEARLY_BELOW = 0.9       # a probe trains when its loss ends at most this × the initial loss
+BISECTIONS = 2  # resolution of the catapult factor: 2^(1/4) ≈ 1.19
+CLEARLY_BELOW = 0.9  # a probe trains when its loss ends at most this × the initial loss
 
 
 @dataclass(frozen=True)
@@ -64,10 +64,10 @@ class Probe:
 
     lr: float
     factor: float
-    survived: bool        # no divergence, loss ≤ 0.9 × initial, network alive and not at chance
-    steps: int            # steps run (fewer when it diverged)
-    loss_ratio: float     # final / initial loss on the Hessian set (inf when it diverged)
-    dead: bool = False    # the outputs no longer depended on the inputs
+    survived: bool  # no divergence, loss ≤ 0.9 × initial, network alive and not at chance
+    steps: int  # steps run (fewer when it diverged)
+    loss_ratio: float  # final / initial loss on the Hessian set (inf when it diverged)
+    dead: bool = False  # the outputs no longer depended on the inputs
     at_chance: bool = False  # no better than its mean output (a stunned network)
 
 
@@ -98,8 +98,8 @@ class LRFinderResult:
     n_matvecs: int
     n_train_steps: int
     seconds: float
-    preconditioned: bool = False      # λ1 is the preconditioned sharpness (Adam, RMSprop)
-    notes: tuple[str, ...] = ()       # where the model did not fit the finder's assumptions
+    preconditioned: bool = False  # λ1 is the preconditioned sharpness (Adam, RMSprop)
+    notes: tuple[str, ...] = ()  # where the model did not fit the finder's assumptions
     range_test: RangeTestResult | None = None  # a curve to draw the bound over (plot)
 
     @property
@@ -110,11 +110,13 @@ class LRFinderResult:
     @property
     def history(self) -> dict[str, list]:
         """How the prediction was reached: the early λ1 and every probe, in order."""
-        return {"lambda1_steps": list(self.lambda1_steps),
-                "lambda1": list(self.lambda1_trajectory),
-                "probe_lr": [p.lr for p in self.probes],
-                "probe_loss_ratio": [p.loss_ratio for p in self.probes],
-                "probe_survived": [p.survived for p in self.probes]}
+        return {
+            "lambda1_steps": list(self.lambda1_steps),
+            "lambda1": list(self.lambda1_trajectory),
+            "probe_lr": [p.lr for p in self.probes],
+            "probe_loss_ratio": [p.loss_ratio for p in self.probes],
+            "probe_survived": [p.survived for p in self.probes],
+        }
 
     def apply(self, optimizer: torch.optim.Optimizer, fraction: float = 1.0) -> float:
         """Set every parameter group's learning rate to ``fraction`` × the prediction."""
@@ -130,44 +132,55 @@ class LRFinderResult:
     def table(self, title: str = "Largest stable learning rate") -> Any:
         """A rich ``Table`` of the estimate and how it was reached."""
         from rich.table import Table
+
         t = Table(title=title, show_header=False)
         t.add_column("", style="bold")
         t.add_column("", justify="right")
         a = self.threshold_constant
         t.add_row("optimizer", self.optimizer + (f" (momentum {self.momentum:g})" if self.momentum else ""))
         t.add_row("λ1 at init", f"{self.lambda1_init:.4g}")
-        t.add_row(f"λ1 after {self.lambda1_steps[-1]} steps at η={self.early_lr:.3g}",
-                  f"{self.lambda1_early:.4g}")
+        t.add_row(
+            f"λ1 after {self.lambda1_steps[-1]} steps at η={self.early_lr:.3g}", f"{self.lambda1_early:.4g}"
+        )
         t.add_row(f"threshold η = {a:.3g}/λ1", f"{self.threshold_lr:.4g}")
         t.add_row("catapult factor", f"{self.catapult_factor:.3g}")
         t.add_row("[green]predicted largest stable η", f"[green]{self.lr:.4g}")
         if self.probes:
-            ok = ", ".join(f"{p.lr:.3g}{'✓' if p.survived else '✗'}"
-                           for p in sorted(self.probes, key=lambda p: p.lr))
+            ok = ", ".join(
+                f"{p.lr:.3g}{'✓' if p.survived else '✗'}" for p in sorted(self.probes, key=lambda p: p.lr)
+            )
             t.add_row(f"probes ({self.probe_steps} steps)", ok)
         t.add_row("rule", self.rule)
-        t.add_row("cost", f"{self.n_matvecs} Hessian-vector products, {self.n_train_steps} training steps, "
-                          f"{self.seconds:.2f} s")
+        t.add_row(
+            "cost",
+            f"{self.n_matvecs} Hessian-vector products, {self.n_train_steps} training steps, "
+            f"{self.seconds:.2f} s",
+        )
         return t
 
     def plot(self, path: str | Path) -> Path:
         """PNG: λ1 over the first steps with the predicted limit, and the probes' outcomes."""
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         second = bool(self.probes) or self.range_test is not None
-        fig, axes = plt.subplots(1, 2 if second else 1, figsize=(10 if second else 5.5, 3.8),
-                                 squeeze=False)
+        fig, axes = plt.subplots(1, 2 if second else 1, figsize=(10 if second else 5.5, 3.8), squeeze=False)
         ax = axes[0, 0]
         a = self.threshold_constant
-        ax.plot(self.lambda1_steps, self.lambda1_trajectory, "o-", color="k",
-                label=f"λ1 at η={self.early_lr:.3g}")
-        ax.axhline(a / self.threshold_lr, color="tab:orange", ls="--",
-                   label=f"threshold at η_thr={self.threshold_lr:.3g}")
-        ax.axhline(a / self.lr, color="tab:red", ls="-",
-                   label=f"threshold at predicted η={self.lr:.3g}")
+        ax.plot(
+            self.lambda1_steps, self.lambda1_trajectory, "o-", color="k", label=f"λ1 at η={self.early_lr:.3g}"
+        )
+        ax.axhline(
+            a / self.threshold_lr,
+            color="tab:orange",
+            ls="--",
+            label=f"threshold at η_thr={self.threshold_lr:.3g}",
+        )
+        ax.axhline(a / self.lr, color="tab:red", ls="-", label=f"threshold at predicted η={self.lr:.3g}")
         ax.set_xlabel("training step")
         ax.set_ylabel("top Hessian eigenvalue λ1")
         ax.set_title("early curvature")
@@ -178,16 +191,25 @@ class LRFinderResult:
             rt = self.range_test
             if rt is not None and rt.smoothed and rt.smoothed[0] > 0:
                 # the loss-vs-lr curve of the range test, as a ratio to its first value
-                ax.plot(rt.lrs, [v / rt.smoothed[0] for v in rt.smoothed], color="0.4",
-                        label="range test (smoothed loss / first)")
+                ax.plot(
+                    rt.lrs,
+                    [v / rt.smoothed[0] for v in rt.smoothed],
+                    color="0.4",
+                    label="range test (smoothed loss / first)",
+                )
                 for name, lr in rt.suggestions.items():
                     if lr is not None:
                         ax.axvline(lr, color="tab:purple", ls=":", lw=0.9, label=f"range {name}")
             for survived, colour, label in ((True, "tab:green", "survived"), (False, "tab:red", "failed")):
                 ps = [p for p in self.probes if p.survived == survived]
                 if ps:
-                    ax.scatter([p.lr for p in ps], [min(p.loss_ratio, 1e3) for p in ps], color=colour,
-                               label=label, zorder=3)
+                    ax.scatter(
+                        [p.lr for p in ps],
+                        [min(p.loss_ratio, 1e3) for p in ps],
+                        color=colour,
+                        label=label,
+                        zorder=3,
+                    )
             ax.axvline(self.threshold_lr, color="tab:orange", ls="--", label="η_thr")
             ax.axvline(self.lr, color="tab:red", label="predicted η")
             ax.axhline(1.0, color="grey", lw=0.8)
@@ -195,8 +217,11 @@ class LRFinderResult:
             ax.set_yscale("log")
             ax.set_xlabel("learning rate η")
             ax.set_ylabel(f"loss after {self.probe_steps} steps / initial (capped at 1e3)")
-            ax.set_title("probes and the curvature bound" if rt is None else
-                         "the curvature bound over the loss-vs-lr curve")
+            ax.set_title(
+                "probes and the curvature bound"
+                if rt is None
+                else "the curvature bound over the loss-vs-lr curve"
+            )
             ax.legend(fontsize=8)
         fig.tight_layout()
         fig.savefig(path, dpi=120)
@@ -204,8 +229,9 @@ class LRFinderResult:
         return path
 
 
-def _check(model: object, rule: object, early_steps: object, probe_steps: object,
-           steps: object, warmup_steps: object) -> None:
+def _check(
+    model: object, rule: object, early_steps: object, probe_steps: object, steps: object, warmup_steps: object
+) -> None:
     if not isinstance(model, nn.Module):
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if rule not in RULES:
@@ -229,17 +255,30 @@ def default_probe_steps(steps: int | None) -> int:
     return 10 if steps is None else int(min(max(10, steps // 8), 100))
 
 
-def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
-                       data: object = None, optimizer: str = "sgd", momentum: float = 0.0,
-                       *, batch_size: int | None = None,
-                       batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-                       batch_weight: Callable[[Any], float] | None = None, steps: int | None = None,
-                       rule: str = "catapult", early_steps: int = 5, probe_steps: int | None = None,
-                       warmup_steps: int = 10, hessian_samples: int | str | None = "auto",
-                       tol: float = 1e-3,
-                       diverge_factor: float = 1000.0, betas: tuple[float, float] = (0.9, 0.999),
-                       eps: float = 1e-8, weight_decay: float = 0.0, range_test: bool = False,
-                       seed: int = 0) -> LRFinderResult:
+def find_max_stable_lr(
+    model: nn.Module,
+    loss_fn: Callable[[Any, Any], torch.Tensor] | None = None,
+    data: object = None,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    *,
+    batch_size: int | None = None,
+    batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
+    batch_weight: Callable[[Any], float] | None = None,
+    steps: int | None = None,
+    rule: str = "catapult",
+    early_steps: int = 5,
+    probe_steps: int | None = None,
+    warmup_steps: int = 10,
+    hessian_samples: int | str | None = "auto",
+    tol: float = 1e-3,
+    diverge_factor: float = 1000.0,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    range_test: bool = False,
+    seed: int = 0,
+) -> LRFinderResult:
     """Predict the largest learning rate at which training ``model`` on ``data`` does not diverge.
 
     Works on a copy: ``model``, its gradients, BN statistics and the global RNG are untouched.
@@ -310,11 +349,14 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         seed: seeds the subset, the batches, dropout and the eigensolver.
     """
     _check(model, rule, early_steps, probe_steps, steps, warmup_steps)
-    if hessian_samples != "auto" and hessian_samples is not None and (
-            not isinstance(hessian_samples, int) or isinstance(hessian_samples, bool)
-            or hessian_samples < 1):
-        raise InputError(f"hessian_samples must be a positive integer, None (all) or 'auto', got "
-                         f"{hessian_samples!r}")
+    if (
+        hessian_samples != "auto"
+        and hessian_samples is not None
+        and (not isinstance(hessian_samples, int) or isinstance(hessian_samples, bool) or hessian_samples < 1)
+    ):
+        raise InputError(
+            f"hessian_samples must be a positive integer, None (all) or 'auto', got {hessian_samples!r}"
+        )
     choice = optimizer_choice(optimizer, momentum, betas, eps, weight_decay)
     f_loss = make_batch_loss(loss_fn, batch_loss)
     batches = Batches(data, batch_size, seed)
@@ -325,10 +367,12 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
     with working_copy(model, seed) as work:
         work.train()
         theta0 = copy.deepcopy(work.state_dict())
-        evaluation = batches.evaluation_set(batches.training_batch_samples()
-                                            if hessian_samples == "auto" else hessian_samples)
-        op = HessianOperator(work, loss_fn, evaluation, batch_loss=batch_loss,
-                             batch_weight=batch_weight, model_mode="train")
+        evaluation = batches.evaluation_set(
+            batches.training_batch_samples() if hessian_samples == "auto" else hessian_samples
+        )
+        op = HessianOperator(
+            work, loss_fn, evaluation, batch_loss=batch_loss, batch_weight=batch_weight, model_mode="train"
+        )
         tracker = EigenTracker(k=1, tol=tol, seed=seed)
         stream = iter(batches)
         n_steps = 0
@@ -339,8 +383,7 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
             n_steps += run.steps
 
         def sharpness() -> float:
-            o = PreconditionedOperator(op, adam_preconditioner(opt, op)) if choice.preconditioned \
-                else op
+            o = PreconditionedOperator(op, adam_preconditioner(opt, op)) if choice.preconditioned else op
             res = tracker.update(o)
             nonlocal n_matvecs
             n_matvecs += res.n_matvecs
@@ -349,8 +392,9 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
         n_matvecs = 0
         lam0 = sharpness()
         if not lam0 > 0:
-            raise LandscopeError(f"λ1 at initialisation is {lam0:.4g}: no positive curvature whose "
-                                 "threshold could be inverted")
+            raise LandscopeError(
+                f"λ1 at initialisation is {lam0:.4g}: no positive curvature whose threshold could be inverted"
+            )
         early_lr = 0.5 * a / (lam0 + wd)
         for g in opt.param_groups:
             g["lr"] = early_lr
@@ -386,46 +430,84 @@ def find_max_stable_lr(model: nn.Module, loss_fn: Callable[[Any, Any], torch.Ten
                 dead = outputs_collapsed(work, evaluation, custom)
                 chance = at_chance(work, None if custom else loss_fn, evaluation, chance0)
             ok = not r.diverged and ratio <= CLEARLY_BELOW and not dead and not chance
-            probes.append(Probe(lr=f * thr_lr, factor=f, survived=ok, steps=r.steps,
-                                loss_ratio=ratio, dead=bool(dead), at_chance=bool(chance)))
+            probes.append(
+                Probe(
+                    lr=f * thr_lr,
+                    factor=f,
+                    survived=ok,
+                    steps=r.steps,
+                    loss_ratio=ratio,
+                    dead=bool(dead),
+                    at_chance=bool(chance),
+                )
+            )
             return ok
 
         notes: list[str] = []
         if rule == "curvature":
             factor = CATAPULT_FACTOR
-            rule_text = (f"curvature: η = {CATAPULT_FACTOR} × {a:.3g}/λ1 after {early_steps} steps "
-                         f"(a measured catapult factor)")
+            rule_text = (
+                f"curvature: η = {CATAPULT_FACTOR} × {a:.3g}/λ1 after {early_steps} steps "
+                f"(a measured catapult factor)"
+            )
         else:
             lo, hi = _search(survives)
             for _ in range(BISECTIONS if hi > lo else 0):
                 mid = math.sqrt(lo * hi)
                 lo, hi = (mid, hi) if survives(mid) else (lo, mid)
             factor = lo
-            rule_text = (f"catapult: η = f × {a:.3g}/λ1 after {early_steps} steps, f the largest that "
-                         f"survived {probe_len}-step probes (loss ≤ {CLEARLY_BELOW} × initial, "
-                         "network alive)")
+            rule_text = (
+                f"catapult: η = f × {a:.3g}/λ1 after {early_steps} steps, f the largest that "
+                f"survived {probe_len}-step probes (loss ≤ {CLEARLY_BELOW} × initial, "
+                "network alive)"
+            )
             if factor < 1:
-                notes.append(f"the catapult factor is {factor:.3g} < 1: training failed below the "
-                             f"curvature threshold η_thr = {thr_lr:.3g}, so the early curvature "
-                             "does not bound what this model tolerates; the prediction rests on "
-                             "the probes alone")
+                notes.append(
+                    f"the catapult factor is {factor:.3g} < 1: training failed below the "
+                    f"curvature threshold η_thr = {thr_lr:.3g}, so the early curvature "
+                    "does not bound what this model tolerates; the prediction rests on "
+                    "the probes alone"
+                )
     for note in notes:
         warnings.warn(note, RuntimeWarning, stacklevel=2)
     curve = None
     if range_test:
-        curve = lr_range_test(model, loss_fn, data, optimizer=optimizer, momentum=momentum,
-                              batch_size=batch_size, batch_loss=batch_loss, betas=betas, eps=eps,
-                              weight_decay=weight_decay, seed=seed)
+        curve = lr_range_test(
+            model,
+            loss_fn,
+            data,
+            optimizer=optimizer,
+            momentum=momentum,
+            batch_size=batch_size,
+            batch_loss=batch_loss,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            seed=seed,
+        )
         n_steps += curve.n_train_steps
-    return LRFinderResult(lr=factor * thr_lr, rule=rule_text, optimizer=choice.name,
-                          momentum=choice.momentum, lambda1_init=lam0,
-                          lambda1_steps=tuple(steps_seen), lambda1_trajectory=tuple(traj),
-                          lambda1_early=lam_early, early_lr=early_lr, threshold_constant=a,
-                          threshold_lr=thr_lr, catapult_factor=factor, probes=tuple(probes),
-                          probe_steps=probe_len, n_matvecs=n_matvecs, n_train_steps=n_steps,
-                          seconds=time.perf_counter() - tic,
-                          preconditioned=choice.preconditioned, notes=tuple(notes),
-                          range_test=curve)
+    return LRFinderResult(
+        lr=factor * thr_lr,
+        rule=rule_text,
+        optimizer=choice.name,
+        momentum=choice.momentum,
+        lambda1_init=lam0,
+        lambda1_steps=tuple(steps_seen),
+        lambda1_trajectory=tuple(traj),
+        lambda1_early=lam_early,
+        early_lr=early_lr,
+        threshold_constant=a,
+        threshold_lr=thr_lr,
+        catapult_factor=factor,
+        probes=tuple(probes),
+        probe_steps=probe_len,
+        n_matvecs=n_matvecs,
+        n_train_steps=n_steps,
+        seconds=time.perf_counter() - tic,
+        preconditioned=choice.preconditioned,
+        notes=tuple(notes),
+        range_test=curve,
+    )
 
 
 def _search(survives: Callable[[float], bool]) -> tuple[float, float]:
@@ -441,7 +523,9 @@ def _search(survives: Callable[[float], bool]) -> tuple[float, float]:
         f /= 2
         if survives(f):
             return f, 2 * f
-    raise LandscopeError(f"no probe survived, down to {MIN_FACTOR:g} × the threshold η: at every "
-                         f"learning rate tried, training diverged, died, or did not bring the loss "
-                         f"to {CLEARLY_BELOW} × its initial value within the probe (longer probes: "
-                         f"probe_steps=, or steps= for the planned run)")
+    raise LandscopeError(
+        f"no probe survived, down to {MIN_FACTOR:g} × the threshold η: at every "
+        f"learning rate tried, training diverged, died, or did not bring the loss "
+        f"to {CLEARLY_BELOW} × its initial value within the probe (longer probes: "
+        f"probe_steps=, or steps= for the planned run)"
+    )

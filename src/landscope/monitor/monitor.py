@@ -37,9 +37,9 @@ from landscope.training import is_preconditioned, stability_threshold
 
 Status = Literal["stable", "edge", "unstable", "warming_up", "dead", "off"]
 STATUSES: tuple[str, ...] = ("stable", "edge", "unstable", "warming_up", "dead", "off")
-HYSTERESIS = 0.1       # a status is left only once the ratio is this far back below its entry
-RETHRESHOLD = 1.5      # an lr rise by more than this factor triggers a measurement at once
-CHANCE_MARGIN = 0.02   # loss within this of the constant-output loss: at chance
+HYSTERESIS = 0.1  # a status is left only once the ratio is this far back below its entry
+RETHRESHOLD = 1.5  # an lr rise by more than this factor triggers a measurement at once
+CHANCE_MARGIN = 0.02  # loss within this of the constant-output loss: at chance
 # The eigensolver's relative residual: λ1 to a few 0.1 % (a verdict needs a percent), 15–30 % fewer
 # products than 1e-2 (benchmarks/results/monitor_tolerance.md)
 MONITOR_TOL = 3e-2
@@ -67,9 +67,9 @@ class MonitorRecord:
     preconditioned: bool
     n_matvecs: int
     seconds: float
-    loss: float | None = None        # the loss on the monitor's batch
-    chance: float | None = None      # loss / loss of the model's mean output (≥ 0.98: at chance)
-    collapsed: bool | None = None    # the outputs no longer depend on the inputs
+    loss: float | None = None  # the loss on the monitor's batch
+    chance: float | None = None  # loss / loss of the model's mean output (≥ 0.98: at chance)
+    collapsed: bool | None = None  # the outputs no longer depend on the inputs
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-safe dict (non-finite numbers as ``None``)."""
@@ -81,8 +81,9 @@ class MonitorRecord:
         return {k: v for k, v in out.items() if math.isfinite(v)}
 
 
-def classify(lambda1: float, threshold: float, edge: float, previous: str | None = None,
-             hysteresis: float = 0.0) -> str:
+def classify(
+    lambda1: float, threshold: float, edge: float, previous: str | None = None, hysteresis: float = 0.0
+) -> str:
     """``unstable`` above the threshold, ``edge`` above ``edge`` × it, else ``stable``.
 
     A non-finite λ1 (NaN parameters after a blow-up) is ``unstable``. With a ``previous`` status
@@ -139,6 +140,7 @@ def spare_core(model: nn.Module) -> bool:
     """
     import multiprocessing
     import os
+
     if not sys.platform.startswith("linux") or "fork" not in multiprocessing.get_all_start_methods():
         return False
     if any(p.device.type != "cpu" for p in model.parameters()):
@@ -150,8 +152,9 @@ def spare_core(model: nn.Module) -> bool:
     return cores > torch.get_num_threads()
 
 
-def start_monitor(model: nn.Module, loss_fn: Callable | None, batch: Any, options: dict[str, Any]
-                  ) -> tuple[SharpnessMonitor | None, BaseException | None]:
+def start_monitor(
+    model: nn.Module, loss_fn: Callable | None, batch: Any, options: dict[str, Any]
+) -> tuple[SharpnessMonitor | None, BaseException | None]:
     """A framework callback's monitor, or the error that kept it from starting (reported once).
 
     The monitor never stops the user's training: unless ``options["strict"]``, a set-up error
@@ -169,8 +172,10 @@ def start_monitor(model: nn.Module, loss_fn: Callable | None, batch: Any, option
 
 def report_failure(name: str, what: str, e: BaseException) -> None:
     """Log and warn, once per failure, that monitoring stopped and training goes on."""
-    msg = (f"{name}: {what} failed ({type(e).__name__}: {e}); the monitor is off and training "
-           "goes on (strict=True raises instead)")
+    msg = (
+        f"{name}: {what} failed ({type(e).__name__}: {e}); the monitor is off and training "
+        "goes on (strict=True raises instead)"
+    )
     logger.error(msg)
     warnings.warn(msg, RuntimeWarning, stacklevel=4)
 
@@ -178,9 +183,12 @@ def report_failure(name: str, what: str, e: BaseException) -> None:
 def unwrap_optimizer(optimizer: object) -> torch.optim.Optimizer:
     """The ``torch.optim`` optimiser inside wrappers (Lightning's, Accelerate's ``.optimizer``)."""
     seen = 0
-    while type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW,
-                                  torch.optim.RMSprop) and seen < 5 \
-            and hasattr(optimizer, "optimizer") and hasattr(optimizer.optimizer, "param_groups"):
+    while (
+        type(optimizer) not in (torch.optim.SGD, torch.optim.Adam, torch.optim.AdamW, torch.optim.RMSprop)
+        and seen < 5
+        and hasattr(optimizer, "optimizer")
+        and hasattr(optimizer.optimizer, "param_groups")
+    ):
         optimizer = optimizer.optimizer
         seen += 1
     if not isinstance(optimizer, torch.optim.Optimizer):
@@ -191,15 +199,17 @@ def unwrap_optimizer(optimizer: object) -> torch.optim.Optimizer:
 def check_options(every: object, k: object, tol: object, edge: object, name: object) -> None:
     """The monitor's scalar options, checked before any model is needed (the adapters call it)."""
     if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise InputError(f"every must be a positive integer (optimizer steps between measurements), "
-                         f"got {every!r}")
+        raise InputError(
+            f"every must be a positive integer (optimizer steps between measurements), got {every!r}"
+        )
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
         raise InputError(f"k must be a positive integer (top eigenvalues to track), got {k!r}")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
         raise InputError(f"tol must be in (0, 1) (relative residual of the eigensolver), got {tol!r}")
     if isinstance(edge, bool) or not isinstance(edge, (int, float)) or not 0 < edge < 1:
-        raise InputError(f"edge must be in (0, 1) (fraction of the threshold that counts as the edge), "
-                         f"got {edge!r}")
+        raise InputError(
+            f"edge must be in (0, 1) (fraction of the threshold that counts as the edge), got {edge!r}"
+        )
     if not isinstance(name, str) or not name:
         raise InputError(f"name must be a non-empty string, got {name!r}")
 
@@ -209,18 +219,23 @@ def check_batch(batch: object) -> Any:
 
     Other structures (tuple or dict parts) pass to the operator, which checks them.
     """
-    if isinstance(batch, Mapping) or (is_pair(batch) and not all(isinstance(t, torch.Tensor)
-                                                                 for t in batch)):
+    if isinstance(batch, Mapping) or (is_pair(batch) and not all(isinstance(t, torch.Tensor) for t in batch)):
         return batch
-    if not (isinstance(batch, (tuple, list)) and len(batch) == 2
-            and all(isinstance(t, torch.Tensor) for t in batch)):
+    if not (
+        isinstance(batch, (tuple, list))
+        and len(batch) == 2
+        and all(isinstance(t, torch.Tensor) for t in batch)
+    ):
         what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-        raise InputError(f"batch must be a tuple (X, y) or a dict batch (a fixed batch to measure on), "
-                         f"got {what}")
+        raise InputError(
+            f"batch must be a tuple (X, y) or a dict batch (a fixed batch to measure on), got {what}"
+        )
     X, y = batch
     if X.dim() == 0 or y.dim() == 0 or len(X) != len(y) or len(X) == 0:
-        raise InputError(f"batch: X has shape {tuple(X.shape)} and y {tuple(y.shape)}; they need the same "
-                         f"positive number of samples along the first axis")
+        raise InputError(
+            f"batch: X has shape {tuple(X.shape)} and y {tuple(y.shape)}; they need the same "
+            f"positive number of samples along the first axis"
+        )
     return X, y
 
 
@@ -231,13 +246,28 @@ class _Probe:
     model and is given a snapshot of the parameters (and buffers) with each request.
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable | None, batch: Any, k: int, tol: float,
-                 batch_loss: Callable | None = None, batch_weight: Callable | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable | None,
+        batch: Any,
+        k: int,
+        tol: float,
+        batch_loss: Callable | None = None,
+        batch_weight: Callable | None = None,
+    ) -> None:
         self.model, self.loss_fn, self.batch = model, loss_fn, batch
         self.custom_loss = batch_loss is not None
         # "train": the function the optimiser moves (BN with batch statistics); dropout stays off.
-        self.op = HessianOperator(model, loss_fn, batch, model_mode="train", cache=True,
-                                  batch_loss=batch_loss, batch_weight=batch_weight)
+        self.op = HessianOperator(
+            model,
+            loss_fn,
+            batch,
+            model_mode="train",
+            cache=True,
+            batch_loss=batch_loss,
+            batch_weight=batch_weight,
+        )
         if k > self.op.dim:
             raise InputError(f"k={k} exceeds the number of parameters {self.op.dim}")
         self.tracker = EigenTracker(k=k, tol=float(tol), seed=0)
@@ -297,8 +327,9 @@ class _Probe:
             self.op.clear_cache()  # the graph holds the batch's activations until the next measurement
         return values, n_matvecs, time.perf_counter() - tic, self.health()
 
-    def measure_snapshot(self, state: dict[str, torch.Tensor], P: torch.Tensor | None
-                         ) -> tuple[tuple[float, ...], int, float, dict[str, Any]]:
+    def measure_snapshot(
+        self, state: dict[str, torch.Tensor], P: torch.Tensor | None
+    ) -> tuple[tuple[float, ...], int, float, dict[str, Any]]:
         """:meth:`measure` at the parameters and buffers ``state`` (a background copy's request)."""
         self.model.load_state_dict(state)
         return self.measure(P)
@@ -378,18 +409,34 @@ class SharpnessMonitor:
         error: the exception that turned the monitor off (``None`` while it is on).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable | None = None, batch: Any = None,
-                 every: int = 50, k: int = 1, tol: float = MONITOR_TOL, edge: float = 0.9,
-                 sinks: object = (), name: str = "sharpness", background: bool | str = False, *,
-                 batch_loss: Callable | None = None, batch_weight: Callable | None = None,
-                 hysteresis: float = HYSTERESIS, strict: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable | None = None,
+        batch: Any = None,
+        every: int = 50,
+        k: int = 1,
+        tol: float = MONITOR_TOL,
+        edge: float = 0.9,
+        sinks: object = (),
+        name: str = "sharpness",
+        background: bool | str = False,
+        *,
+        batch_loss: Callable | None = None,
+        batch_weight: Callable | None = None,
+        hysteresis: float = HYSTERESIS,
+        strict: bool = False,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if loss_fn is not None and not callable(loss_fn):
             raise InputError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
         check_options(every, k, tol, edge, name)
-        if isinstance(hysteresis, bool) or not isinstance(hysteresis, (int, float)) \
-                or not 0 <= hysteresis < edge:
+        if (
+            isinstance(hysteresis, bool)
+            or not isinstance(hysteresis, (int, float))
+            or not 0 <= hysteresis < edge
+        ):
             raise InputError(f"hysteresis must be in [0, edge={edge}), got {hysteresis!r}")
         batch = check_batch(batch)
         self.model, self.loss_fn = model, loss_fn
@@ -406,9 +453,9 @@ class SharpnessMonitor:
         self.status: str | None = None
         self.error: BaseException | None = None
         self.n_steps = 0
-        self._base: str | None = None     # stable / edge / unstable, with hysteresis
+        self._base: str | None = None  # stable / edge / unstable, with hysteresis
         self._dead = False
-        self._learned = False             # the loss was once clearly below chance
+        self._learned = False  # the loss was once clearly below chance
         self._submitted_threshold: float | None = None  # of the last measurement asked for
         self._submitted_warming = False
 
@@ -491,9 +538,11 @@ class SharpnessMonitor:
     def _threshold(self, optimizer: torch.optim.Optimizer) -> float:
         threshold = stability_threshold(optimizer)
         if threshold is None:
-            raise InputError(f"no stability threshold is known for {type(optimizer).__name__}; the monitor "
-                             f"supports torch.optim.SGD (with or without momentum, Nesterov), Adam, "
-                             f"AdamW and RMSprop")
+            raise InputError(
+                f"no stability threshold is known for {type(optimizer).__name__}; the monitor "
+                f"supports torch.optim.SGD (with or without momentum, Nesterov), Adam, "
+                f"AdamW and RMSprop"
+            )
         return float(threshold)
 
     def _lr_jumped(self, threshold: float) -> bool:
@@ -527,9 +576,15 @@ class SharpnessMonitor:
     def _set_status(self, status: str | None) -> None:
         if status is not None and status != self.status and self.status is not None:
             last = self.last
-            logger.warning("%s: %s -> %s at step %d: lambda1 = %.4g, ratio %s", self.name,
-                           self.status, status, self.n_steps, last.lambda1 if last else math.nan,
-                           f"{self._ratio_now:.3f}" if self._ratio_now is not None else "-")
+            logger.warning(
+                "%s: %s -> %s at step %d: lambda1 = %.4g, ratio %s",
+                self.name,
+                self.status,
+                status,
+                self.n_steps,
+                last.lambda1 if last else math.nan,
+                f"{self._ratio_now:.3f}" if self._ratio_now is not None else "-",
+            )
         self.status = status
 
     def _turn_off(self, e: BaseException) -> None:
@@ -564,8 +619,11 @@ class SharpnessMonitor:
         for done_tag, result in self._actor.ready():
             self._record(done_tag, result)
 
-    def _record(self, tag: tuple[int, float, float, bool, bool],
-                result: tuple[tuple[float, ...], int, float, dict[str, Any]]) -> MonitorRecord:
+    def _record(
+        self,
+        tag: tuple[int, float, float, bool, bool],
+        result: tuple[tuple[float, ...], int, float, dict[str, Any]],
+    ) -> MonitorRecord:
         step, threshold, lr, pre, warming = tag
         values, n_matvecs, seconds, health = result
         lam1 = values[0]
@@ -573,18 +631,30 @@ class SharpnessMonitor:
         chance, collapsed = health.get("chance"), health.get("collapsed")
         if chance is not None and chance <= 0.9:
             self._learned = True
-        self._dead = bool(collapsed) or (self._learned and chance is not None
-                                         and chance >= 1.0 - CHANCE_MARGIN)
+        self._dead = bool(collapsed) or (
+            self._learned and chance is not None and chance >= 1.0 - CHANCE_MARGIN
+        )
         if self._dead:
             status = "dead"
         elif warming:
             status = "warming_up"
         else:
             status = classify(lam1, threshold, self.edge, self._base, self.hysteresis)
-        record = MonitorRecord(step=step, lambda1=lam1, threshold=threshold, ratio=ratio, status=status,
-                               eigenvalues=values, lr=lr, preconditioned=pre, n_matvecs=n_matvecs,
-                               seconds=seconds, loss=health.get("loss"), chance=chance,
-                               collapsed=collapsed)
+        record = MonitorRecord(
+            step=step,
+            lambda1=lam1,
+            threshold=threshold,
+            ratio=ratio,
+            status=status,
+            eigenvalues=values,
+            lr=lr,
+            preconditioned=pre,
+            n_matvecs=n_matvecs,
+            seconds=seconds,
+            loss=health.get("loss"),
+            chance=chance,
+            collapsed=collapsed,
+        )
         self.history.append(record)
         for sink in self.sinks:
             sink(record)
@@ -596,5 +666,7 @@ class SharpnessMonitor:
         return self.history[-1] if self.history else None
 
     def __repr__(self) -> str:
-        return (f"SharpnessMonitor(every={self.every}, k={self.k}, status={self.status!r}, "
-                f"measurements={len(self.history)})")
+        return (
+            f"SharpnessMonitor(every={self.every}, k={self.k}, status={self.status!r}, "
+            f"measurements={len(self.history)})"
+        )

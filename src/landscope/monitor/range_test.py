@@ -37,12 +37,12 @@ class RangeTestResult:
     """The range test's curve and suggestions; ``suggestion`` is the one asked for."""
 
     lrs: tuple[float, ...]
-    losses: tuple[float, ...]      # the raw loss of each step's batch
-    smoothed: tuple[float, ...]    # bias-corrected exponential average of ``losses``
+    losses: tuple[float, ...]  # the raw loss of each step's batch
+    smoothed: tuple[float, ...]  # bias-corrected exponential average of ``losses``
     suggestions: dict[str, float | None] = field(default_factory=dict)
     rule: str = "steepest"
     optimizer: str = "sgd"
-    diverged: bool = False         # stopped early because the loss blew up
+    diverged: bool = False  # stopped early because the loss blew up
     n_train_steps: int = 0
     seconds: float = 0.0
 
@@ -56,23 +56,31 @@ class RangeTestResult:
         return apply_lr(optimizer, self.suggestion if lr is None else lr)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"lrs": list(self.lrs), "losses": list(self.losses), "smoothed": list(self.smoothed),
-                "suggestions": dict(self.suggestions), "rule": self.rule,
-                "optimizer": self.optimizer, "diverged": self.diverged,
-                "n_train_steps": self.n_train_steps, "seconds": self.seconds}
+        return {
+            "lrs": list(self.lrs),
+            "losses": list(self.losses),
+            "smoothed": list(self.smoothed),
+            "suggestions": dict(self.suggestions),
+            "rule": self.rule,
+            "optimizer": self.optimizer,
+            "diverged": self.diverged,
+            "n_train_steps": self.n_train_steps,
+            "seconds": self.seconds,
+        }
 
     def plot(self, path: str | Path, ax: Any = None) -> Path | None:
         """The smoothed loss against η (log axis) with the suggestions; PNG at ``path``."""
         import matplotlib
+
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+
         own = ax is None
         if own:
             fig, ax = plt.subplots(figsize=(6, 4))
         ax.plot(self.lrs, self.losses, color="0.75", lw=0.8, label="batch loss")
         ax.plot(self.lrs, self.smoothed, color="k", label="smoothed")
-        for (name, lr), colour in zip(self.suggestions.items(), ("tab:blue", "tab:purple"),
-                                      strict=False):
+        for (name, lr), colour in zip(self.suggestions.items(), ("tab:blue", "tab:purple"), strict=False):
             if lr is not None:
                 ax.axvline(lr, color=colour, ls="--", label=f"{name}: {lr:.3g}")
         ax.set_xscale("log")
@@ -105,8 +113,9 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float | None) -> float:
     return float(lr)
 
 
-def suggest(lrs: np.ndarray, smoothed: np.ndarray, skip_start: int = 10,
-            skip_end: int = 5) -> dict[str, float | None]:
+def suggest(
+    lrs: np.ndarray, smoothed: np.ndarray, skip_start: int = 10, skip_end: int = 5
+) -> dict[str, float | None]:
     """The steepest-descent and min/10 suggestions of a smoothed range-test curve."""
     out: dict[str, float | None] = {"steepest": None, "min/10": None}
     ok = np.isfinite(smoothed)
@@ -120,13 +129,26 @@ def suggest(lrs: np.ndarray, smoothed: np.ndarray, skip_start: int = 10,
     return out
 
 
-def lr_range_test(model: nn.Module, loss_fn: LossFn | None = None, data: object = None,
-                  optimizer: str = "sgd", momentum: float = 0.0, *,
-                  batch_size: int | None = None, batch_loss: BatchLoss | None = None,
-                  min_lr: float = 1e-7, max_lr: float = 10.0, num_steps: int = 100,
-                  smooth: float = 0.05, diverge_threshold: float = 5.0, rule: str = "steepest",
-                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                  weight_decay: float = 0.0, seed: int = 0) -> RangeTestResult:
+def lr_range_test(
+    model: nn.Module,
+    loss_fn: LossFn | None = None,
+    data: object = None,
+    optimizer: str = "sgd",
+    momentum: float = 0.0,
+    *,
+    batch_size: int | None = None,
+    batch_loss: BatchLoss | None = None,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    num_steps: int = 100,
+    smooth: float = 0.05,
+    diverge_threshold: float = 5.0,
+    rule: str = "steepest",
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+) -> RangeTestResult:
     """The exponential LR range test on a copy of ``model`` (see the module docstring).
 
     Args:
@@ -194,9 +216,14 @@ def lr_range_test(model: nn.Module, loss_fn: LossFn | None = None, data: object 
     if len(smoothed) < n:  # the last step's loss was not finite
         smoothed.append(math.inf)
     lrs = tuple(lr_at(t) for t in range(n))
-    return RangeTestResult(lrs=lrs, losses=losses, smoothed=tuple(smoothed),
-                           suggestions=suggest(np.array(lrs), np.array(smoothed)), rule=rule,
-                           optimizer=choice.name, diverged=run.diverged or run.steps < num_steps,
-                           n_train_steps=n, seconds=time.perf_counter() - tic)
-
-
+    return RangeTestResult(
+        lrs=lrs,
+        losses=losses,
+        smoothed=tuple(smoothed),
+        suggestions=suggest(np.array(lrs), np.array(smoothed)),
+        rule=rule,
+        optimizer=choice.name,
+        diverged=run.diverged or run.steps < num_steps,
+        n_train_steps=n,
+        seconds=time.perf_counter() - tic,
+    )

@@ -49,11 +49,23 @@ class OptimizerChoice:
 
     def build(self, params: Iterable[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         if self.name == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr, alpha=self.alpha, eps=self.eps,
-                                       momentum=self.momentum, weight_decay=self.weight_decay)
+            return torch.optim.RMSprop(
+                params,
+                lr=lr,
+                alpha=self.alpha,
+                eps=self.eps,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+            )
         name = "sgd" if self.name == "gd" else self.name
-        spec = OptimizerSpec(name=name, lr=1.0, momentum=self.momentum or 0.9, betas=self.betas,
-                             eps=self.eps, weight_decay=self.weight_decay)
+        spec = OptimizerSpec(
+            name=name,
+            lr=1.0,
+            momentum=self.momentum or 0.9,
+            betas=self.betas,
+            eps=self.eps,
+            weight_decay=self.weight_decay,
+        )
         opt = make_optimizer(params, spec)
         for g in opt.param_groups:  # η = 0 is allowed here: it fills Adam's state in place
             g["lr"] = float(lr)
@@ -76,8 +88,13 @@ class OptimizerChoice:
         return float(a)
 
 
-def optimizer_choice(optimizer: object, momentum: object, betas: object = (0.9, 0.999),
-                     eps: object = 1e-8, weight_decay: object = 0.0) -> OptimizerChoice:
+def optimizer_choice(
+    optimizer: object,
+    momentum: object,
+    betas: object = (0.9, 0.999),
+    eps: object = 1e-8,
+    weight_decay: object = 0.0,
+) -> OptimizerChoice:
     """Check the optimiser arguments; ``"sgd"`` with momentum > 0 becomes ``"momentum"``."""
     if optimizer not in OPTIMIZERS:
         raise InputError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
@@ -88,10 +105,14 @@ def optimizer_choice(optimizer: object, momentum: object, betas: object = (0.9, 
     if optimizer == "momentum" and momentum == 0:
         raise InputError("optimizer 'momentum' needs momentum > 0, got 0 (use 'sgd')")
     if optimizer in ("adam", "adamw") and momentum != 0:
-        raise InputError(f"momentum={momentum!r} is for SGD, Nesterov and RMSprop; Adam's first-moment "
-                         "decay is betas[0]")
-    if not (isinstance(betas, (tuple, list)) and len(betas) == 2
-            and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)):
+        raise InputError(
+            f"momentum={momentum!r} is for SGD, Nesterov and RMSprop; Adam's first-moment decay is betas[0]"
+        )
+    if not (
+        isinstance(betas, (tuple, list))
+        and len(betas) == 2
+        and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
+    ):
         raise InputError(f"betas must be two numbers in [0, 1), got {betas!r}")
     for key, v in (("eps", eps), ("weight_decay", weight_decay)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
@@ -101,9 +122,13 @@ def optimizer_choice(optimizer: object, momentum: object, betas: object = (0.9, 
         name = "momentum"
     if name == "gd":
         name = "sgd"
-    return OptimizerChoice(name=name, momentum=float(momentum),
-                           betas=(float(betas[0]), float(betas[1])), eps=float(eps),
-                           weight_decay=float(weight_decay))
+    return OptimizerChoice(
+        name=name,
+        momentum=float(momentum),
+        betas=(float(betas[0]), float(betas[1])),
+        eps=float(eps),
+        weight_decay=float(weight_decay),
+    )
 
 
 class Batches:
@@ -121,27 +146,34 @@ class Batches:
         if self.tensors:
             X, y = data  # type: ignore[misc]
             if len(X) != len(y) or len(X) == 0:
-                raise InputError(f"data: X has {len(X)} samples and y {len(y)}; they need the same "
-                                 "positive number")
+                raise InputError(
+                    f"data: X has {len(X)} samples and y {len(y)}; they need the same positive number"
+                )
             n = len(X)
-            if batch_size_ is not None and not (isinstance(batch_size_, int)
-                                                and not isinstance(batch_size_, bool)
-                                                and 1 <= batch_size_ <= n):
-                raise InputError(f"batch_size must be None (full batch) or an integer in [1, {n}], "
-                                 f"got {batch_size_!r}")
+            if batch_size_ is not None and not (
+                isinstance(batch_size_, int) and not isinstance(batch_size_, bool) and 1 <= batch_size_ <= n
+            ):
+                raise InputError(
+                    f"batch_size must be None (full batch) or an integer in [1, {n}], got {batch_size_!r}"
+                )
             self.data: Any = (X, y)
         else:
             if isinstance(data, (str, bytes, torch.Tensor)) or not isinstance(data, Iterable):
-                raise InputError(f"data must be an (X, y) pair of tensors or a re-iterable of batches "
-                                 f"(a DataLoader, a list), got {type(data).__name__}")
+                raise InputError(
+                    f"data must be an (X, y) pair of tensors or a re-iterable of batches "
+                    f"(a DataLoader, a list), got {type(data).__name__}"
+                )
             if batch_size_ is not None:
-                raise InputError("batch_size is for (X, y) tensors; with an iterable of batches the "
-                                 "batches are given")
+                raise InputError(
+                    "batch_size is for (X, y) tensors; with an iterable of batches the batches are given"
+                )
             with torch.random.fork_rng():  # a DataLoader's iterator draws a seed from the RNG
                 it = iter(data)
                 if it is data:
-                    raise InputError("data is an iterator, which a second run could not read again: "
-                                     "pass a re-iterable (a list, a DataLoader)")
+                    raise InputError(
+                        "data is an iterator, which a second run could not read again: "
+                        "pass a re-iterable (a list, a DataLoader)"
+                    )
                 first = next(it, None)
             if first is None:
                 raise InputError("data yields no batches")
@@ -161,7 +193,7 @@ class Batches:
         while True:
             perm = torch.randperm(len(X), generator=gen).to(X.device)
             for s in range(0, len(X) - self.batch_size + 1, self.batch_size):  # type: ignore[operator]
-                idx = perm[s:s + self.batch_size]
+                idx = perm[s : s + self.batch_size]
                 yield X[idx], y[idx]
 
     def training_batch_samples(self) -> int:
@@ -185,7 +217,7 @@ class Batches:
         if self.tensors:
             X, y = hessian_subset(*self.data, samples, self.seed)
             step = self.batch_size or len(X)
-            return [(X[s:s + step], y[s:s + step]) for s in range(0, len(X), step)]
+            return [(X[s : s + step], y[s : s + step]) for s in range(0, len(X), step)]
         out, seen = [], 0
         for b in self.data:
             out.append(b)
@@ -212,8 +244,9 @@ def working_copy(model: nn.Module, seed: int) -> Iterator[nn.Module]:
 
 
 @torch.no_grad()
-def mean_loss(model: nn.Module, batch_loss: BatchLoss, batches: list[Batch],
-              batch_weight: BatchWeight | None = None) -> float:
+def mean_loss(
+    model: nn.Module, batch_loss: BatchLoss, batches: list[Batch], batch_weight: BatchWeight | None = None
+) -> float:
     """Weighted mean loss over ``batches`` as trained (BatchNorm batch statistics, dropout off)."""
     total = weight = 0.0
     with model_mode(model, "train"):
@@ -264,8 +297,13 @@ def own_and_mean_output_loss(loss_fn: Callable, out: torch.Tensor, y: Any) -> tu
 CHANCE_MARGIN = 0.02
 
 
-def at_chance(model: nn.Module, loss_fn: Callable | None, batches: list[Batch],
-              started: float | None = None, margin: float = CHANCE_MARGIN) -> bool | None:
+def at_chance(
+    model: nn.Module,
+    loss_fn: Callable | None,
+    batches: list[Batch],
+    started: float | None = None,
+    margin: float = CHANCE_MARGIN,
+) -> bool | None:
     """Whether the model has learned nothing beyond a constant prediction (its mean output).
 
     A network that a large step has stunned can sit at the loss of predicting the class
@@ -310,15 +348,21 @@ def chance_ratio(model: nn.Module, loss_fn: Callable | None, batches: list[Batch
 class RunOutcome:
     """One short run: the per-step training losses and how it ended."""
 
-    losses: tuple[float, ...]   # the loss of each step's batch, before its update
-    diverged: bool              # NaN/inf, or above ``diverge_factor`` × the first loss
+    losses: tuple[float, ...]  # the loss of each step's batch, before its update
+    diverged: bool  # NaN/inf, or above ``diverge_factor`` × the first loss
     steps: int
 
 
-def train_steps(model: nn.Module, optimizer: torch.optim.Optimizer, batch_loss: BatchLoss,
-                batches: Iterator[Batch], steps: int, diverge_factor: float,
-                lr_at: Callable[[int], float] | None = None,
-                stop: Callable[[list[float]], bool] | None = None) -> RunOutcome:
+def train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch_loss: BatchLoss,
+    batches: Iterator[Batch],
+    steps: int,
+    diverge_factor: float,
+    lr_at: Callable[[int], float] | None = None,
+    stop: Callable[[list[float]], bool] | None = None,
+) -> RunOutcome:
     """Train ``steps`` steps (``lr_at(t)`` sets the learning rate of step ``t`` when given)."""
     losses: list[float] = []
     model.train()

@@ -19,8 +19,18 @@ from landscope.errors import InputError
 from landscope.monitor.records import Record
 
 Sink = Callable[[Record], None]
-CSV_FIELDS = ("step", "lr", "lambda1", "threshold", "ratio", "status", "preconditioned", "n_matvecs",
-              "seconds", "eigenvalues")
+CSV_FIELDS = (
+    "step",
+    "lr",
+    "lambda1",
+    "threshold",
+    "ratio",
+    "status",
+    "preconditioned",
+    "n_matvecs",
+    "seconds",
+    "eigenvalues",
+)
 
 
 class _CsvSink:
@@ -72,8 +82,9 @@ def make_sink(sink: object, name: str) -> Sink:
         return _TensorBoardSink(sink, name)
     if callable(sink):
         return sink  # type: ignore[return-value]
-    raise InputError(f"a sink must be a SummaryWriter, a .csv/.jsonl path or a callable(record), got "
-                     f"{type(sink).__name__}")
+    raise InputError(
+        f"a sink must be a SummaryWriter, a .csv/.jsonl path or a callable(record), got {type(sink).__name__}"
+    )
 
 
 def make_sinks(sinks: object, name: str) -> list[Sink]:

@@ -42,8 +42,10 @@ def plot_function(spec: Figure) -> Callable[..., Path]:
         if fn is not None:
             return fn
     known = ", ".join(sorted(c.__name__ for c in PLOTS))
-    raise TypeError(f"no plot function is registered for figure spec type {type(spec).__qualname__!r} "
-                    f"({type(spec).__module__}); add it to landscope.report.figures.PLOTS (known: {known})")
+    raise TypeError(
+        f"no plot function is registered for figure spec type {type(spec).__qualname__!r} "
+        f"({type(spec).__module__}); add it to landscope.report.figures.PLOTS (known: {known})"
+    )
 
 
 def draw(spec: Figure, folder: str | Path) -> Path:

@@ -42,10 +42,12 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 def _shade(ax: plt.Axes, events: list[Instability], last_step: float, legend: bool = False) -> None:
     for i, ev in enumerate(events):
         end = ev.end if ev.end is not None else last_step
-        ax.axvspan(ev.start, ev.peak, color=HEATING, alpha=0.18, lw=0,
-                   label="heating" if legend and i == 0 else None)
-        ax.axvspan(ev.peak, end, color=COOLING, alpha=0.18, lw=0,
-                   label="cooling" if legend and i == 0 else None)
+        ax.axvspan(
+            ev.start, ev.peak, color=HEATING, alpha=0.18, lw=0, label="heating" if legend and i == 0 else None
+        )
+        ax.axvspan(
+            ev.peak, end, color=COOLING, alpha=0.18, lw=0, label="cooling" if legend and i == 0 else None
+        )
 
 
 def _title(run: Run) -> str:
@@ -53,12 +55,15 @@ def _title(run: Run) -> str:
     if c is None:
         return str(run.path.name)
     batch = f" · batch {c.train.batch_size}" if c.train.batch_size else " · full batch"
-    return (f"{c.model.name} {c.model.activation} · {c.data.name} · {c.loss} · {c.optimizer.name} "
-            f"η={c.optimizer.lr:g}{batch}")
+    return (
+        f"{c.model.name} {c.model.activation} · {c.data.name} · {c.loss} · {c.optimizer.name} "
+        f"η={c.optimizer.lr:g}{batch}"
+    )
 
 
-def loss_and_sharpness(run: Run, path: str | Path, instabilities: list[Instability] | None = None,
-                       delta: float = DEFAULT_DELTA) -> Path:
+def loss_and_sharpness(
+    run: Run, path: str | Path, instabilities: list[Instability] | None = None, delta: float = DEFAULT_DELTA
+) -> Path:
     """Training loss (log) and λ₁ against the stability threshold, instabilities shaded by phase."""
     tr = trace(run)
     events = find_instabilities(tr, delta) if instabilities is None else instabilities
@@ -73,8 +78,14 @@ def loss_and_sharpness(run: Run, path: str | Path, instabilities: list[Instabili
     _shade(ax1, events, last, legend=True)
     peaks = [ev for ev in events if np.isfinite(ev.peak_loss)]
     if peaks:  # short spikes are thin bands: mark their peaks too
-        ax1.plot([ev.peak for ev in peaks], [ev.peak_loss for ev in peaks], "v", color=HEATING, ms=5,
-                 label=f"instability peaks ({len(events)})")
+        ax1.plot(
+            [ev.peak for ev in peaks],
+            [ev.peak_loss for ev in peaks],
+            "v",
+            color=HEATING,
+            ms=5,
+            label=f"instability peaks ({len(events)})",
+        )
     ax1.legend(loc="upper right", fontsize=8)
     meas = run.measurements
     k = max((len(r["eigenvalues"]) for r in meas if r.get("eigenvalues")), default=0)
@@ -100,7 +111,7 @@ def flattening(results: Flattening | dict[str, Flattening], path: str | Path) ->
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, f in series.items():
         name = f"{label} (ρ = {f.rho:.2f})" if np.isfinite(f.rho) else f"{label} (ρ: < 3 points)"
-        line, = ax.plot(f.index, f.lambda1, marker="o", label=name.strip())
+        (line,) = ax.plot(f.index, f.lambda1, marker="o", label=name.strip())
         if len(f.threshold):
             ax.hlines(f.threshold, f.index - 0.3, f.index + 0.3, color=line.get_color(), ls="--", lw=0.8)
     ax.set_xlabel("instability index")
@@ -131,8 +142,9 @@ def shift_matrix(run: Run, path: str | Path, instabilities: list[Instability] | 
     return _save(fig, path)
 
 
-def spectrum_plot(values: np.ndarray, path: str | Path, density: Density | None = None,
-                  title: str = "") -> Path:
+def spectrum_plot(
+    values: np.ndarray, path: str | Path, density: Density | None = None, title: str = ""
+) -> Path:
     """Top-m eigenvalues with the outliers marked, and the SLQ density of the whole spectrum."""
     values = np.asarray(values, dtype=float)
     s = spectrum(values)
@@ -170,8 +182,12 @@ def outliers_over_time(run: Run, path: str | Path) -> Path:
     m = max((len(r["eigenvalues"]) for r in meas), default=0)
     for i in range(m):
         vals = [r["eigenvalues"][i] if len(r["eigenvalues"]) > i else np.nan for r in meas]
-        ax1.plot(steps, np.clip(vals, 1e-12, None), lw=0.8,
-                 color="tab:red" if i < (np.median(ks) if len(ks) else 0) else "0.65")
+        ax1.plot(
+            steps,
+            np.clip(vals, 1e-12, None),
+            lw=0.8,
+            color="tab:red" if i < (np.median(ks) if len(ks) else 0) else "0.65",
+        )
     ax1.set_yscale("log")
     ax1.set_ylabel("top eigenvalues λᵢ")
     ax1.set_title(f"top-{m} Hessian eigenvalues (red: the median k* outliers)", fontsize=10)
@@ -187,10 +203,24 @@ def outliers_over_time(run: Run, path: str | Path) -> Path:
 def similarity(sim: Similarity, path: str | Path) -> Path:
     """Heatmaps over run × time of the three similarity measures to the low-η baseline."""
     fig, axes = plt.subplots(1, 3, figsize=(14, 0.45 * len(sim.labels) + 2.2), sharey=True)
-    for ax, (name, M) in zip(axes, (("cosine of θ − θ₀", sim.cosine), ("top-k overlap", sim.overlap),
-                                    ("test prediction agreement", sim.agreement)), strict=True):
-        im = ax.imshow(M, aspect="auto", cmap="magma", vmin=0, vmax=1, interpolation="nearest",
-                       extent=(sim.steps[0], sim.steps[-1], len(sim.labels) - 0.5, -0.5))
+    for ax, (name, M) in zip(
+        axes,
+        (
+            ("cosine of θ − θ₀", sim.cosine),
+            ("top-k overlap", sim.overlap),
+            ("test prediction agreement", sim.agreement),
+        ),
+        strict=True,
+    ):
+        im = ax.imshow(
+            M,
+            aspect="auto",
+            cmap="magma",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
+            extent=(sim.steps[0], sim.steps[-1], len(sim.labels) - 0.5, -0.5),
+        )
         ax.set_title(name, fontsize=10)
         ax.set_xlabel("step")
         fig.colorbar(im, ax=ax, fraction=0.046)
@@ -200,8 +230,9 @@ def similarity(sim: Similarity, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def schedule(steps: np.ndarray, lr: np.ndarray, path: str | Path,
-             threshold: np.ndarray | None = None) -> Path:
+def schedule(
+    steps: np.ndarray, lr: np.ndarray, path: str | Path, threshold: np.ndarray | None = None
+) -> Path:
     """η over the run (and, if given, the stability threshold it implies)."""
     fig, ax = plt.subplots(figsize=(7, 3.2))
     ax.plot(steps, lr, color="k", lw=1.2, label="learning rate η")
@@ -222,13 +253,15 @@ def run_figures(run: Run, folder: str | Path, delta: float = DEFAULT_DELTA) -> d
     events = find_instabilities(run, delta)
     out = {"loss_sharpness": loss_and_sharpness(run, folder / "loss_sharpness.png", events)}
     from landscope.analysis import flattening as flat
+
     out["flattening"] = flattening(flat(run, events), folder / "flattening.png")
     if any(run.eigen(s).vectors is not None for s in run.eigen_steps[:1]):
         out["shift_matrix"] = shift_matrix(run, folder / "shift_matrix.png", events)
     meas = [r for r in run.measurements if r.get("eigenvalues")]
     if meas and len(meas[-1]["eigenvalues"]) >= 3:
-        out["spectrum"] = spectrum_plot(meas[-1]["eigenvalues"], folder / "spectrum.png",
-                                        title=f"step {meas[-1]['step']}")
+        out["spectrum"] = spectrum_plot(
+            meas[-1]["eigenvalues"], folder / "spectrum.png", title=f"step {meas[-1]['step']}"
+        )
         out["outliers"] = outliers_over_time(run, folder / "outliers.png")
     steps, lr = run.series("lr")
     out["schedule"] = schedule(steps, lr, folder / "schedule.png")
@@ -264,9 +297,17 @@ def sweep_curves(runs: list[Run], labels: list[str], path: str | Path, ratio: bo
     return _save(fig, path)
 
 
-def metric_vs(x: list[float], series: dict[str, list[float]], path: str | Path, xlabel: str, ylabel: str,
-              logx: bool = False, logy: bool = False, title: str = "",
-              marks: dict[str, float] | None = None) -> Path:
+def metric_vs(
+    x: list[float],
+    series: dict[str, list[float]],
+    path: str | Path,
+    xlabel: str,
+    ylabel: str,
+    logx: bool = False,
+    logy: bool = False,
+    title: str = "",
+    marks: dict[str, float] | None = None,
+) -> Path:
     """One or more measured quantities against a swept parameter; ``marks`` draws labelled verticals."""
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for name, ys in series.items():

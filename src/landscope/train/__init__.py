@@ -20,8 +20,11 @@ import landscope.training as _training
 from landscope.training import *  # noqa: F403 - the old namespace, as it was
 from landscope.training import __all__  # noqa: F401
 
-warnings.warn("landscope.train (the package) is now landscope.training; ls.train is the function "
-              "that trains a config", DeprecationWarning, stacklevel=2)
+warnings.warn(
+    "landscope.train (the package) is now landscope.training; ls.train is the function that trains a config",
+    DeprecationWarning,
+    stacklevel=2,
+)
 
 for _info in pkgutil.iter_modules(_training.__path__):  # landscope.train.store is training.store
     _module = importlib.import_module(f"landscope.training.{_info.name}")

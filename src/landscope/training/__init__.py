@@ -23,10 +23,30 @@ from landscope.training.store import EigenSnapshot, Run, RunLockedError, RunStor
 from landscope.training.trainer import Checkpoint, Trainer, TrainResult
 
 __all__ = [
-    "DataConfig", "MeasureConfig", "ModelConfig", "OptimizerSpec", "RunConfig",
-    "ScheduleConfig", "TrainConfig", "load_config", "parse_config", "evaluate", "is_preconditioned",
-    "make_optimizer", "stability_threshold", "build_run", "train", "Schedule", "make_schedule",
-    "EigenSnapshot", "Run", "RunLockedError", "RunStore", "load_run", "Checkpoint", "Trainer",
+    "DataConfig",
+    "MeasureConfig",
+    "ModelConfig",
+    "OptimizerSpec",
+    "RunConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+    "evaluate",
+    "is_preconditioned",
+    "make_optimizer",
+    "stability_threshold",
+    "build_run",
+    "train",
+    "Schedule",
+    "make_schedule",
+    "EigenSnapshot",
+    "Run",
+    "RunLockedError",
+    "RunStore",
+    "load_run",
+    "Checkpoint",
+    "Trainer",
     "TrainResult",
 ]
 
@@ -35,5 +55,6 @@ def __getattr__(name: str) -> object:
     """Deprecated names (see :mod:`landscope.training.config`)."""
     if name == "OptimizerConfig":
         from landscope.training import config
+
         return config.OptimizerConfig
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

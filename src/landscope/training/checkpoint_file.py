@@ -28,8 +28,9 @@ from landscope.errors import InputError
 _TAG = "__landscope_type__"
 _DATACLASSES: dict[str, type] = {"EigenResult": EigenResult}
 _ATOMS = (torch.Tensor, torch.dtype, torch.device, torch.Size)
-_CHECKPOINT_KEYS = frozenset({"step", "model", "optimizer", "measurer", "theta0", "initial_loss",
-                              "clip_count", "metrics_offset"})
+_CHECKPOINT_KEYS = frozenset(
+    {"step", "model", "optimizer", "measurer", "theta0", "initial_loss", "clip_count", "metrics_offset"}
+)
 
 
 def _same(new: list[Any], old: Any) -> bool:
@@ -66,14 +67,19 @@ def to_plain(obj: Any, where: str = "state") -> Any:
         except TypeError:
             pass
     elif dataclasses.is_dataclass(obj) and _DATACLASSES.get(type(obj).__name__) is type(obj):
-        return {_TAG: type(obj).__name__,
-                "fields": {f.name: to_plain(getattr(obj, f.name), f"{where}.{f.name}")
-                           for f in dataclasses.fields(obj)}}
+        return {
+            _TAG: type(obj).__name__,
+            "fields": {
+                f.name: to_plain(getattr(obj, f.name), f"{where}.{f.name}") for f in dataclasses.fields(obj)
+            },
+        }
     elif isinstance(obj, bool | int | float | str):  # subclasses such as torch's TorchVersion
         return next(t for t in (int, float, str) if isinstance(obj, t))(obj)
-    raise InputError(f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
-                     f"torch.load(weights_only=True) cannot read back; checkpoints hold tensors and plain "
-                     f"Python values only")
+    raise InputError(
+        f"checkpoint entry {where} is a {type(obj).__module__}.{type(obj).__qualname__}, which "
+        f"torch.load(weights_only=True) cannot read back; checkpoints hold tensors and plain "
+        f"Python values only"
+    )
 
 
 def from_plain(obj: Any) -> Any:
@@ -119,8 +125,9 @@ class CheckpointError(Exception):
 
 def checkpoint_advice(run: Path) -> str:
     """What the user can do when no checkpoint of ``run`` can be used."""
-    return f"remove {run / 'checkpoints'} to restart this run from step 0, or start a new run in another " \
-           f"folder"
+    return (
+        f"remove {run / 'checkpoints'} to restart this run from step 0, or start a new run in another folder"
+    )
 
 
 def load_failure(path: Path, e: Exception) -> CheckpointError:
@@ -130,19 +137,30 @@ def load_failure(path: Path, e: Exception) -> CheckpointError:
     if text.startswith("Weights only load failed"):
         # torch's message: paragraphs on weights_only, the reason, a pointer to its docs
         given = re.search(r"WeightsUnpickler error:\s*(.*?)(?:\n\n|$)", text, re.DOTALL)
-        parts = [given.group(1)] if given else [q for q in (p.strip() for p in text.split("\n\n")[1:])
-                                                if q and not q.startswith("Check the doc")]
+        parts = (
+            [given.group(1)]
+            if given
+            else [
+                q
+                for q in (p.strip() for p in text.split("\n\n")[1:])
+                if q and not q.startswith("Check the doc")
+            ]
+        )
         text = " ".join(parts)
     reason = " ".join(text.split())[:200]
     if found is not None:
         name = found.group(1)
         if name.startswith("landscope."):
-            return CheckpointError(f"was written by an older landscope: it holds {name} objects, which "
-                                    f"cannot be loaded safely (landscope reads checkpoints with "
-                                    f"torch.load(weights_only=True) only)")
-        return CheckpointError(f"holds {name}, which is neither a tensor nor a plain Python value: "
-                                f"unpickling it could run code, so landscope does not load it (was the file "
-                                f"replaced?)")
+            return CheckpointError(
+                f"was written by an older landscope: it holds {name} objects, which "
+                f"cannot be loaded safely (landscope reads checkpoints with "
+                f"torch.load(weights_only=True) only)"
+            )
+        return CheckpointError(
+            f"holds {name}, which is neither a tensor nor a plain Python value: "
+            f"unpickling it could run code, so landscope does not load it (was the file "
+            f"replaced?)"
+        )
     try:
         size = path.stat().st_size
     except OSError:
@@ -160,11 +178,20 @@ def read_checkpoint(path: Path, map_location: str | torch.device) -> dict[str, A
     except Exception as e:  # whatever a damaged file makes torch raise: one message, no traceback
         raise load_failure(path, e) from None
     if not isinstance(state, dict) or not set(state) >= _CHECKPOINT_KEYS:
-        kind = type(state).__name__ if not isinstance(state, dict) else \
-            f"dict without {sorted(_CHECKPOINT_KEYS - set(state))}"
+        kind = (
+            type(state).__name__
+            if not isinstance(state, dict)
+            else f"dict without {sorted(_CHECKPOINT_KEYS - set(state))}"
+        )
         raise CheckpointError(f"does not hold a landscope checkpoint (it holds a {kind})")
-    if not (isinstance(state["step"], int) and isinstance(state["metrics_offset"], int)
-            and state["step"] >= 0 and state["metrics_offset"] >= 0):
-        raise CheckpointError(f"holds step {state['step']!r} and metrics_offset "
-                               f"{state['metrics_offset']!r}, not non-negative integers")
+    if not (
+        isinstance(state["step"], int)
+        and isinstance(state["metrics_offset"], int)
+        and state["step"] >= 0
+        and state["metrics_offset"] >= 0
+    ):
+        raise CheckpointError(
+            f"holds step {state['step']!r} and metrics_offset "
+            f"{state['metrics_offset']!r}, not non-negative integers"
+        )
     return from_plain(state)

@@ -39,11 +39,14 @@ class DataConfig(BaseModel):
         if not extra:
             return self
         from landscope.data import registry
+
         allowed = set(inspect.signature(registry.LOADERS[self.name]).parameters) - {"n_train", "n_test"}
         for key in extra:
             if key not in allowed:
-                raise ValueError(f"unknown key {key!r} for data set {self.name!r} "
-                                 f"(its keys: {', '.join(sorted(allowed)) or 'none'})")
+                raise ValueError(
+                    f"unknown key {key!r} for data set {self.name!r} "
+                    f"(its keys: {', '.join(sorted(allowed)) or 'none'})"
+                )
         return self
 
     def loader_kwargs(self) -> dict[str, Any]:
@@ -87,7 +90,6 @@ class OptimizerSpec(_Section):
         return self
 
 
-
 class ScheduleConfig(_Section):
     """``schedule:``: η as a pure function of the step (see :mod:`landscope.training.schedules`).
 
@@ -96,14 +98,14 @@ class ScheduleConfig(_Section):
 
     name: Literal["constant", "step", "delayed_decay", "cosine", "cyclic"] = "constant"
     warmup_steps: int = Field(0, ge=0)
-    milestones: tuple[int, ...] = ()          # step: multiply η by gamma at each milestone
+    milestones: tuple[int, ...] = ()  # step: multiply η by gamma at each milestone
     gamma: float = Field(0.1, gt=0)
-    delay: int | None = Field(None, ge=0)     # delayed_decay: hold η₀ for `delay` steps (T_d)
+    delay: int | None = Field(None, ge=0)  # delayed_decay: hold η₀ for `delay` steps (T_d)
     decay: Literal["step", "linear", "cosine"] = "step"  # delayed_decay: shape after the delay
-    final_factor: float = Field(0.1, ge=0)    # delayed_decay / cosine: final η = final_factor·η₀
+    final_factor: float = Field(0.1, ge=0)  # delayed_decay / cosine: final η = final_factor·η₀
     lr_low: float | None = Field(None, gt=0)  # cyclic: η_low (default η_high / ratio)
-    ratio: float | None = Field(None, ge=1)   # cyclic: r = η_high / η_low
-    period: int | None = Field(None, gt=1)    # cyclic: steps of one low → high → low cycle
+    ratio: float | None = Field(None, ge=1)  # cyclic: r = η_high / η_low
+    period: int | None = Field(None, gt=1)  # cyclic: steps of one low → high → low cycle
 
     @model_validator(mode="after")
     def _needed_keys(self) -> ScheduleConfig:
@@ -123,7 +125,7 @@ class TrainConfig(_Section):
     """``train:``: length, batch size, clipping, divergence and checkpointing."""
 
     steps: int = Field(800, gt=0)
-    batch_size: int | None = Field(None, gt=0)   # None: full batch
+    batch_size: int | None = Field(None, gt=0)  # None: full batch
     clip_norm: float | None = Field(None, gt=0)
     clip_value: float | None = Field(None, gt=0)
     diverge_factor: float = Field(1000.0, gt=1)  # diverged when loss > factor × initial loss
@@ -160,20 +162,20 @@ class MeasureConfig(_Section):
     model_mode: Literal["train", "eval"] = "train"
     chunk_size: int | None = Field(None, gt=0)
     preconditioned: bool | None = None
-    check_multiplicity: bool | None = None       # None: the probe of ls.eigenpairs
-    params: tuple[str, ...] | None = None        # names or glob patterns (default: all)
+    check_multiplicity: bool | None = None  # None: the probe of ls.eigenpairs
+    params: tuple[str, ...] | None = None  # names or glob patterns (default: all)
     last_layers: int | None = Field(None, gt=0)  # the k-layer approximation of [W&R]
     first_layers: int | None = Field(None, gt=0)
-    cache: bool = True                           # keep the linearisation between products
+    cache: bool = True  # keep the linearisation between products
     save_vectors: bool = True
-    save_params: bool = False                    # θ at each measurement (trajectory analyses)
-    save_predictions: bool = False               # test-set predictions at each measurement
-    test: bool = True                            # test loss/accuracy at measurements
-    background: bool = False                     # measure snapshots in a worker process
-    around_instabilities: bool = False           # also measure every step around each instability
+    save_params: bool = False  # θ at each measurement (trajectory analyses)
+    save_predictions: bool = False  # test-set predictions at each measurement
+    test: bool = True  # test loss/accuracy at measurements
+    background: bool = False  # measure snapshots in a worker process
+    around_instabilities: bool = False  # also measure every step around each instability
     around_deltas: tuple[float, ...] | None = None  # δ of the online detectors (None: the default δ)
-    around_before: int = Field(1, ge=1)          # steps measured before each start (ring buffer)
-    around_after: int = Field(1, ge=1)           # steps measured after each end
+    around_before: int = Field(1, ge=1)  # steps measured before each start (ring buffer)
+    around_after: int = Field(1, ge=1)  # steps measured after each end
 
     @model_validator(mode="after")
     def _around_deltas_positive(self) -> MeasureConfig:
@@ -206,17 +208,21 @@ class RunConfig(_Section):
     device: Literal["auto", "cpu", "cuda"] | str = "auto"
     dtype: Literal["float32", "float64"] = "float32"
     name: str | None = None
-    versions: dict[str, str] | None = None   # filled in by the run store; informational
+    versions: dict[str, str] | None = None  # filled in by the run store; informational
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         if self.optimizer.name == "gd" and self.train.batch_size is not None:
-            raise ValueError(f"optimizer 'gd' is full-batch, so train.batch_size must be null "
-                             f"(got {self.train.batch_size}); use 'sgd' for minibatches")
+            raise ValueError(
+                f"optimizer 'gd' is full-batch, so train.batch_size must be null "
+                f"(got {self.train.batch_size}); use 'sgd' for minibatches"
+            )
         if self.measure.around_instabilities and self.train.batch_size is not None:
-            raise ValueError(f"measure.around_instabilities needs full-batch training (train.batch_size "
-                             f"null), got batch_size {self.train.batch_size}: a minibatch loss fluctuates "
-                             f"by more than δ")
+            raise ValueError(
+                f"measure.around_instabilities needs full-batch training (train.batch_size "
+                f"null), got batch_size {self.train.batch_size}: a minibatch loss fluctuates "
+                f"by more than δ"
+            )
         if self.loss == "ce" and self.data.name == "wreg":
             raise ValueError("loss 'ce' needs class labels; data set 'wreg' is a regression (use mse)")
         return self
@@ -282,8 +288,7 @@ def load_config(source: RunConfig | dict | str | Path) -> RunConfig:
         return parse_config(source)
     data = read_yaml(source)
     if isinstance(data, dict) and "sweep" in data:
-        raise ConfigError(f"{source} is a sweep config (it has a 'sweep' key): run it with "
-                          f"`landscope sweep`")
+        raise ConfigError(f"{source} is a sweep config (it has a 'sweep' key): run it with `landscope sweep`")
     return parse_config(data if data is not None else {}, source=str(source))
 
 
@@ -291,7 +296,11 @@ def __getattr__(name: str) -> object:
     """``OptimizerConfig``: the optimiser section's second name, kept for old imports."""
     if name == "OptimizerConfig":
         import warnings
-        warnings.warn("OptimizerConfig is OptimizerSpec (the pinned name); import OptimizerSpec",
-                      DeprecationWarning, stacklevel=2)
+
+        warnings.warn(
+            "OptimizerConfig is OptimizerSpec (the pinned name); import OptimizerSpec",
+            DeprecationWarning,
+            stacklevel=2,
+        )
         return OptimizerSpec
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -39,7 +39,7 @@ class Spell:
     start: int
     peak: int
     end: int | None
-    base_loss: float   # running minimum before the start
+    base_loss: float  # running minimum before the start
     peak_loss: float
 
 
@@ -87,8 +87,14 @@ class InstabilityDetector:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue the same detection."""
-        return {"delta": self.delta, "running_min": self.running_min, "start": self._start,
-                "peak": self._peak, "peak_loss": self._peak_loss, "base": self._base}
+        return {
+            "delta": self.delta,
+            "running_min": self.running_min,
+            "start": self._start,
+            "peak": self._peak,
+            "peak_loss": self._peak_loss,
+            "base": self._base,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""

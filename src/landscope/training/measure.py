@@ -31,8 +31,9 @@ from landscope.training.config import MeasureConfig
 EVAL_CHUNK = 4096
 
 
-def hessian_subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+def hessian_subset(
+    X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed Hessian set: ``n`` training samples drawn without replacement (seeded)."""
     if n is None or n >= X.shape[0]:
         return X, y
@@ -42,16 +43,17 @@ def hessian_subset(X: torch.Tensor, y: torch.Tensor, n: int | None, seed: int
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor
-             ) -> tuple[float, float | None]:
+def evaluate(
+    model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor
+) -> tuple[float, float | None]:
     """Mean loss and accuracy (``None`` for regression targets) in eval mode, in chunks."""
     flags = {m: m.training for m in model.modules()}
     model.eval()
     try:
         total, correct, n = 0.0, 0, X.shape[0]
         for i in range(0, n, EVAL_CHUNK):
-            out = model(X[i:i + EVAL_CHUNK])
-            yb = y[i:i + EVAL_CHUNK]
+            out = model(X[i : i + EVAL_CHUNK])
+            yb = y[i : i + EVAL_CHUNK]
             total += float(loss_fn(out, yb)) * yb.shape[0]
             if not yb.is_floating_point():
                 correct += int((out.argmax(-1) == yb).sum())
@@ -67,7 +69,7 @@ def predictions(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     flags = {m: m.training for m in model.modules()}
     model.eval()
     try:
-        return torch.cat([model(X[i:i + EVAL_CHUNK]).argmax(-1) for i in range(0, X.shape[0], EVAL_CHUNK)])
+        return torch.cat([model(X[i : i + EVAL_CHUNK]).argmax(-1) for i in range(0, X.shape[0], EVAL_CHUNK)])
     finally:
         for m, f in flags.items():
             m.training = f
@@ -83,17 +85,25 @@ class Measurement:
 
     row: dict[str, Any]
     eigen: EigenResult | None
-    arrays: dict[str, Any]          # params / test_predictions, when the config asks for them
+    arrays: dict[str, Any]  # params / test_predictions, when the config asks for them
 
 
 class Measurer:
     """Builds the curvature operator once and measures the model when asked."""
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, hessian_set: tuple[torch.Tensor, torch.Tensor],
-                 config: MeasureConfig, *, batch_size: int | None, seed: int,
-                 test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 train_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 preconditioned: bool = False) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        hessian_set: tuple[torch.Tensor, torch.Tensor],
+        config: MeasureConfig,
+        *,
+        batch_size: int | None,
+        seed: int,
+        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        train_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        preconditioned: bool = False,
+    ) -> None:
         self.model, self.loss_fn, self.config = model, loss_fn, config
         self.test_data, self.train_data = test_data, train_data
         self.preconditioned = preconditioned
@@ -109,17 +119,33 @@ class Measurer:
             chunk = batch_size  # BN statistics of the batches the model trains on
         # The Hessian set is fixed and modest, so the linearisation (activations of the whole
         # set) is kept between products: each product is then one backward pass.
-        self.op = HessianOperator(model, loss_fn, hessian_set, params=params,
-                                  model_mode=config.model_mode, chunk_size=chunk, cache=config.cache)
-        self.tracker = EigenTracker(k=min(config.k, self.op.dim), tol=config.tol, seed=seed,
-                                    check_multiplicity=config.check_multiplicity) \
-            if config.k > 0 else None
+        self.op = HessianOperator(
+            model,
+            loss_fn,
+            hessian_set,
+            params=params,
+            model_mode=config.model_mode,
+            chunk_size=chunk,
+            cache=config.cache,
+        )
+        self.tracker = (
+            EigenTracker(
+                k=min(config.k, self.op.dim),
+                tol=config.tol,
+                seed=seed,
+                check_multiplicity=config.check_multiplicity,
+            )
+            if config.k > 0
+            else None
+        )
         self.tracked_preconditioned: bool | None = None
 
     def state_dict(self) -> dict[str, Any]:
         """The tracker's state (what a resumed run needs to measure identically)."""
-        return {"tracker": self.tracker.state_dict() if self.tracker else None,
-                "tracked_preconditioned": self.tracked_preconditioned}
+        return {
+            "tracker": self.tracker.state_dict() if self.tracker else None,
+            "tracked_preconditioned": self.tracked_preconditioned,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
@@ -145,16 +171,20 @@ class Measurer:
         self.tracked_preconditioned = pre
         return self.tracker.update(op), pre
 
-    def measure(self, optimizer: torch.optim.Optimizer, threshold: float | None,
-                theta0: torch.Tensor) -> Measurement:
+    def measure(
+        self, optimizer: torch.optim.Optimizer, threshold: float | None, theta0: torch.Tensor
+    ) -> Measurement:
         """Losses, accuracies, gradient, distance from init and the top-k eigenpairs."""
         return self._measure(self.preconditioner(optimizer), threshold, theta0)
 
     def snapshot(self, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
         """What :meth:`measure_snapshot` needs of the live model: copies, so training can go on."""
         P = self.preconditioner(optimizer)
-        return {"state": state_copy(self.model),
-                "P": P, "training": {n: m.training for n, m in self.model.named_modules()}}
+        return {
+            "state": state_copy(self.model),
+            "P": P,
+            "training": {n: m.training for n, m in self.model.named_modules()},
+        }
 
     def _load(self, snapshot: dict[str, Any]) -> None:
         """Put the model at a snapshot's parameters, buffers and training flags."""
@@ -162,14 +192,16 @@ class Measurer:
         for n, m in self.model.named_modules():
             m.training = snapshot["training"][n]
 
-    def measure_snapshot(self, snapshot: dict[str, Any], threshold: float | None,
-                         theta0: torch.Tensor) -> Measurement:
+    def measure_snapshot(
+        self, snapshot: dict[str, Any], threshold: float | None, theta0: torch.Tensor
+    ) -> Measurement:
         """:meth:`measure` at a :meth:`snapshot` (in a background copy of this measurer)."""
         self._load(snapshot)
         return self._measure(snapshot["P"], threshold, theta0)
 
-    def measure_past(self, snapshot: dict[str, Any], threshold: float | None,
-                     theta0: torch.Tensor) -> Measurement:
+    def measure_past(
+        self, snapshot: dict[str, Any], threshold: float | None, theta0: torch.Tensor
+    ) -> Measurement:
         """:meth:`measure_snapshot` on the live model, which is put back exactly as it was."""
         flags = {n: m.training for n, m in self.model.named_modules()}
         now = {"state": state_copy(self.model), "training": flags}
@@ -178,8 +210,7 @@ class Measurer:
         finally:
             self._load(now)
 
-    def _measure(self, P: torch.Tensor | None, threshold: float | None,
-                 theta0: torch.Tensor) -> Measurement:
+    def _measure(self, P: torch.Tensor | None, threshold: float | None, theta0: torch.Tensor) -> Measurement:
         row: dict[str, Any] = {}
         if self.train_data is not None:
             loss, acc = evaluate(self.model, self.loss_fn, *self.train_data)

@@ -35,14 +35,25 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], spec: OptimizerSpec) ->
     if spec.name in ("gd", "sgd"):
         return torch.optim.SGD(params, lr=spec.lr, weight_decay=spec.weight_decay)
     if spec.name in ("momentum", "nesterov"):
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum,
-                               nesterov=spec.name == "nesterov", weight_decay=spec.weight_decay)
+        return torch.optim.SGD(
+            params,
+            lr=spec.lr,
+            momentum=spec.momentum,
+            nesterov=spec.name == "nesterov",
+            weight_decay=spec.weight_decay,
+        )
     cls = torch.optim.Adam if spec.name == "adam" else torch.optim.AdamW
     return cls(params, lr=spec.lr, betas=spec.betas, eps=spec.eps, weight_decay=spec.weight_decay)
 
 
-def _threshold(kind: str, lr: float, momentum: float = 0.0, dampening: float = 0.0,
-               beta1: float = 0.9, weight_decay: float = 0.0) -> float:
+def _threshold(
+    kind: str,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    beta1: float = 0.9,
+    weight_decay: float = 0.0,
+) -> float:
     if not lr >= 0:
         raise InputError(f"stability_threshold: learning rate must be non-negative, got {lr!r}")
     if lr == 0:
@@ -58,8 +69,9 @@ def _threshold(kind: str, lr: float, momentum: float = 0.0, dampening: float = 0
     return (2.0 + 2.0 * beta1) / ((1.0 - beta1) * lr)
 
 
-def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: float | None = None
-                        ) -> float | None:
+def stability_threshold(
+    optimizer: torch.optim.Optimizer | OptimizerSpec, lr: float | None = None
+) -> float | None:
     """The largest (preconditioned, for Adam) sharpness the optimiser tolerates at its current η.
 
     Takes a ``torch.optim`` optimiser (its first parameter group's hyper-parameters) or an
@@ -68,18 +80,30 @@ def stability_threshold(optimizer: torch.optim.Optimizer | OptimizerSpec, lr: fl
     """
     if isinstance(optimizer, OptimizerSpec):
         s = optimizer
-        return _threshold(s.name, lr if lr is not None else s.lr, momentum=s.momentum,
-                          beta1=s.betas[0], weight_decay=0.0 if s.name in PRECONDITIONED else s.weight_decay)
+        return _threshold(
+            s.name,
+            lr if lr is not None else s.lr,
+            momentum=s.momentum,
+            beta1=s.betas[0],
+            weight_decay=0.0 if s.name in PRECONDITIONED else s.weight_decay,
+        )
     if not isinstance(optimizer, torch.optim.Optimizer):
-        raise InputError(f"stability_threshold needs a torch optimizer or an OptimizerSpec, got "
-                         f"{reprlib.repr(optimizer)} ({type(optimizer).__name__})")
+        raise InputError(
+            f"stability_threshold needs a torch optimizer or an OptimizerSpec, got "
+            f"{reprlib.repr(optimizer)} ({type(optimizer).__name__})"
+        )
     g = optimizer.param_groups[0]
     eta = float(lr if lr is not None else g["lr"])
     if type(optimizer) is torch.optim.SGD:
         beta = float(g.get("momentum", 0.0))
         kind = "nesterov" if g.get("nesterov") else ("momentum" if beta > 0 else "sgd")
-        return _threshold(kind, eta, momentum=beta, dampening=float(g.get("dampening", 0.0)),
-                          weight_decay=float(g.get("weight_decay", 0.0)))
+        return _threshold(
+            kind,
+            eta,
+            momentum=beta,
+            dampening=float(g.get("dampening", 0.0)),
+            weight_decay=float(g.get("weight_decay", 0.0)),
+        )
     if type(optimizer) in (torch.optim.Adam, torch.optim.AdamW):
         return _threshold("adam", eta, beta1=float(g["betas"][0]))
     if type(optimizer) is torch.optim.RMSprop:

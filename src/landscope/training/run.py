@@ -76,8 +76,7 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> tuple[torch.
     loss_fn = get_loss(config.loss)
     if config.loss == "ce" and ds.n_classes is None:
         raise ConfigError(f"loss = 'ce' needs class labels, but data set {ds.name!r} is a regression")
-    n_out = ds.n_classes if ds.n_classes is not None else \
-        (ds.y_train.shape[1] if ds.y_train.dim() > 1 else 1)
+    n_out = ds.n_classes if ds.n_classes is not None else (ds.y_train.shape[1] if ds.y_train.dim() > 1 else 1)
     g = torch.Generator().manual_seed(config.seed + 104729)
     idx = torch.randperm(ds.X_train.shape[0], generator=g)[:META_INIT_SAMPLES]
     batch = (ds.X_train[idx], ds.y_train[idx])
@@ -94,8 +93,18 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> tuple[torch.
         if state is not None:
             model.load_state_dict(state)
             return model, loss_fn, ds
-    model = build_model(m.name, ds.input_shape, n_out, init=m.init, init_scale=m.init_scale,
-                        seed=config.seed, loss_fn=loss_fn, init_batch=batch, init_steps=m.init_steps, **arch)
+    model = build_model(
+        m.name,
+        ds.input_shape,
+        n_out,
+        init=m.init,
+        init_scale=m.init_scale,
+        seed=config.seed,
+        loss_fn=loss_fn,
+        init_batch=batch,
+        init_steps=m.init_steps,
+        **arch,
+    )
     if path is not None:
         _save_init(path, key, model)
     return model, loss_fn, ds
@@ -112,12 +121,16 @@ def init_cache_dir() -> Path | None:
     return (Path(root).expanduser() if root else Path.home() / ".cache" / "landscope") / "init"
 
 
-def init_cache_key(config: RunConfig, input_shape: tuple[int, ...], n_outputs: int,
-                   batch: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+def init_cache_key(
+    config: RunConfig, input_shape: tuple[int, ...], n_outputs: int, batch: tuple[torch.Tensor, torch.Tensor]
+) -> dict[str, Any]:
     """What a meta-initialisation's result depends on, as a JSON-able dict (see :func:`build_run`)."""
     m = config.model
-    steps = m.init_steps if m.init_steps is not None else \
-        (METAINIT_STEPS if m.init == "metainit" else GRADINIT_STEPS)
+    steps = (
+        m.init_steps
+        if m.init_steps is not None
+        else (METAINIT_STEPS if m.init == "metainit" else GRADINIT_STEPS)
+    )
     h = hashlib.sha256()
     for t in batch:
         t = t.detach().cpu().contiguous()
@@ -135,11 +148,17 @@ def init_cache_key(config: RunConfig, input_shape: tuple[int, ...], n_outputs: i
         "input_shape": list(input_shape),
         "n_outputs": n_outputs,
         "init_batch": h.hexdigest(),
-        "compute": {"default_dtype": str(torch.get_default_dtype()), "threads": torch.get_num_threads(),
-                    "cpu": torch.backends.cpu.get_cpu_capability()},
+        "compute": {
+            "default_dtype": str(torch.get_default_dtype()),
+            "threads": torch.get_num_threads(),
+            "cpu": torch.backends.cpu.get_cpu_capability(),
+        },
         # str(): torch.__version__ is a TorchVersion, which torch.load(weights_only=True) refuses.
-        "versions": {"landscope": str(__version__), "torch": str(torch.__version__),
-                     "models_source": _models_source_digest()},
+        "versions": {
+            "landscope": str(__version__),
+            "torch": str(torch.__version__),
+            "models_source": _models_source_digest(),
+        },
     }
 
 
@@ -175,15 +194,25 @@ def _load_init(path: Path, key: dict[str, Any], model: torch.nn.Module) -> dict[
         if not isinstance(blob, dict) or blob.get("key") != key:
             raise ValueError("its key does not match this run's")
         state, ref = blob.get("state"), model.state_dict()
-        if not isinstance(state, dict) or set(state) != set(ref) or any(
-                not isinstance(state[k], torch.Tensor) or state[k].dtype != v.dtype
-                or state[k].shape != v.shape for k, v in ref.items()):
+        if (
+            not isinstance(state, dict)
+            or set(state) != set(ref)
+            or any(
+                not isinstance(state[k], torch.Tensor)
+                or state[k].dtype != v.dtype
+                or state[k].shape != v.shape
+                for k, v in ref.items()
+            )
+        ):
             raise ValueError("its tensors do not match the model's")
         return state
     except Exception as e:  # a cache must never break a run: any failure means recompute
         why = (str(e).strip().splitlines() or [""])[0][:200]
-        warnings.warn(f"ignoring init cache file {path} ({type(e).__name__}: {why}); recomputing the init",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"ignoring init cache file {path} ({type(e).__name__}: {why}); recomputing the init",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return None
 
 
@@ -204,8 +233,11 @@ def _save_init(path: Path, key: dict[str, Any], model: torch.nn.Module) -> None:
                 os.unlink(tmp)
             raise
     except OSError as e:
-        warnings.warn(f"could not write init cache file {path} ({e}); the init is not cached",
-                      RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"could not write init cache file {path} ({e}); the init is not cached",
+            RuntimeWarning,
+            stacklevel=3,
+        )
 
 
 def _mismatch(stored: RunConfig, given: RunConfig) -> str:
@@ -218,12 +250,18 @@ def _mismatch(stored: RunConfig, given: RunConfig) -> str:
                 walk(x.get(k), y.get(k), f"{key}.{k}" if key else k)
         elif x != y:
             diffs.append(f"{key}: stored {x!r}, given {y!r}")
+
     walk(a, b, "")
     return "; ".join(diffs)
 
 
-def train(config: RunConfig | dict | str | Path | None, out: str | Path, *, progress: bool | Callable = True,
-          dataset: Dataset | None = None) -> Run:
+def train(
+    config: RunConfig | dict | str | Path | None,
+    out: str | Path,
+    *,
+    progress: bool | Callable = True,
+    dataset: Dataset | None = None,
+) -> Run:
     """Train the run ``config`` describes into folder ``out`` and return it as a :class:`Run`.
 
     ``config`` is a :class:`RunConfig`, a mapping or a YAML path; ``None`` resumes whatever run
@@ -239,8 +277,10 @@ def train(config: RunConfig | dict | str | Path | None, out: str | Path, *, prog
                 given = load_config(config)
                 diff = _mismatch(stored, given)
                 if diff:
-                    raise ConfigError(f"{out} holds a run with a different config ({diff}); "
-                                      f"use another folder or the same config to resume it")
+                    raise ConfigError(
+                        f"{out} holds a run with a different config ({diff}); "
+                        f"use another folder or the same config to resume it"
+                    )
             cfg = stored
             existing = load_run(out)
             if existing.state in ("completed", "diverged"):
@@ -258,13 +298,26 @@ def train(config: RunConfig | dict | str | Path | None, out: str | Path, *, prog
 
         def put(t: torch.Tensor) -> torch.Tensor:
             return t.to(device=device, dtype=dtype if t.is_floating_point() else t.dtype)
+
         callback, bar = _progress(progress, cfg)
-        trainer = Trainer(model, loss_fn, (put(ds.X_train), put(ds.y_train)),
-                          test_data=(put(ds.X_test), put(ds.y_test)), optimizer=cfg.optimizer,
-                          schedule=cfg.schedule, steps=cfg.train.steps, batch_size=cfg.train.batch_size,
-                          measure=cfg.measure, clip_norm=cfg.train.clip_norm, clip_value=cfg.train.clip_value,
-                          diverge_factor=cfg.train.diverge_factor, seed=cfg.seed,
-                          checkpoint_every=cfg.train.checkpoint_every, store=store, progress=callback)
+        trainer = Trainer(
+            model,
+            loss_fn,
+            (put(ds.X_train), put(ds.y_train)),
+            test_data=(put(ds.X_test), put(ds.y_test)),
+            optimizer=cfg.optimizer,
+            schedule=cfg.schedule,
+            steps=cfg.train.steps,
+            batch_size=cfg.train.batch_size,
+            measure=cfg.measure,
+            clip_norm=cfg.train.clip_norm,
+            clip_value=cfg.train.clip_value,
+            diverge_factor=cfg.train.diverge_factor,
+            seed=cfg.seed,
+            checkpoint_every=cfg.train.checkpoint_every,
+            store=store,
+            progress=callback,
+        )
         store.write_status("running", step=int(resume["step"]) if resume else 0, steps=cfg.train.steps)
         try:
             with bar:
@@ -291,8 +344,15 @@ def _progress(progress: bool | Callable, cfg: RunConfig) -> tuple[Callable | Non
     if not progress:
         return None, _NoBar()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-    bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   TextColumn("{task.fields[info]}"), transient=False)
+
+    bar = Progress(
+        TextColumn("[bold]train"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[info]}"),
+        transient=False,
+    )
     task = bar.add_task("train", total=cfg.train.steps, info="")
     last: dict[str, float | None] = {"lambda1": None, "threshold": None}
 
@@ -308,4 +368,5 @@ def _progress(progress: bool | Callable, cfg: RunConfig) -> tuple[Callable | Non
         if row.get("diverged"):
             info += "  [red]diverged"
         bar.update(task, completed=row["step"], info=info)
+
     return update, bar

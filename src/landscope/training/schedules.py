@@ -31,8 +31,9 @@ class Schedule:
             raise InputError(f"schedule: total_steps must be a positive integer, got {self.total_steps!r}")
         c = self.config
         if c.name == "cyclic" and c.lr_low is not None and c.lr_low > self.base_lr:
-            raise InputError(f"schedule 'cyclic': lr_low={c.lr_low} exceeds η_high = optimizer.lr "
-                             f"= {self.base_lr}")
+            raise InputError(
+                f"schedule 'cyclic': lr_low={c.lr_low} exceeds η_high = optimizer.lr = {self.base_lr}"
+            )
 
     def __call__(self, step: int) -> float:
         c, eta0 = self.config, self.base_lr

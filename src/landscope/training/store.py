@@ -71,8 +71,12 @@ def versions() -> dict[str, str]:
     """Versions of the packages a result depends on (recorded in ``config.yaml``)."""
     import platform
 
-    return {"landscope": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": platform.python_version()}
+    return {
+        "landscope": __version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+    }
 
 
 class RunStore:
@@ -110,8 +114,9 @@ class RunStore:
             f.seek(0)
             holder = f.read().decode(errors="replace").strip() or "another process"
             f.close()
-            raise RunLockedError(f"run folder {self.path} is being written by {holder}; "
-                                 f"two runs never write the same folder") from None
+            raise RunLockedError(
+                f"run folder {self.path} is being written by {holder}; two runs never write the same folder"
+            ) from None
         f.truncate(0)
         f.write(f"pid {os.getpid()}".encode())
         f.flush()
@@ -178,17 +183,21 @@ class RunStore:
         """Whether the first ``size`` bytes of ``path`` are the whole rows a checkpoint recorded."""
         have = path.stat().st_size if path.is_file() else 0
         if have < size:
-            raise InputError(f"{path} holds {have} bytes, fewer than the {size} its checkpoint recorded: "
-                             f"rows were lost, so the run cannot be resumed; start a new run in another "
-                             f"folder")
+            raise InputError(
+                f"{path} holds {have} bytes, fewer than the {size} its checkpoint recorded: "
+                f"rows were lost, so the run cannot be resumed; start a new run in another "
+                f"folder"
+            )
         with open(path, "rb") as f:
             head = f.read(size)
         _, bad = _scan_metrics(head)
         if bad is not None:
             raise ConfigError(_corrupt_metrics(path, bad[0], bad[2], size))
         if not head.endswith(b"\n"):
-            raise InputError(f"{path} does not match its checkpoint: byte {size}, where the checkpoint's "
-                             f"rows end, is not the end of a row; start a new run in another folder")
+            raise InputError(
+                f"{path} does not match its checkpoint: byte {size}, where the checkpoint's "
+                f"rows end, is not the end of a row; start a new run in another folder"
+            )
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row and flush it to the OS (it survives a kill of this process)."""
@@ -206,8 +215,14 @@ class RunStore:
         return self._metrics.tell()
 
     # -- eigenpairs and checkpoints --------------------------------------------------------
-    def save_eigen(self, step: int, values: np.ndarray | None = None, residuals: np.ndarray | None = None,
-                   vectors: np.ndarray | None = None, **extra: np.ndarray) -> Path:
+    def save_eigen(
+        self,
+        step: int,
+        values: np.ndarray | None = None,
+        residuals: np.ndarray | None = None,
+        vectors: np.ndarray | None = None,
+        **extra: np.ndarray,
+    ) -> Path:
         """Write ``eigen/step_XXXXXXXX.npz`` atomically (eigenpairs and any ``extra`` arrays)."""
         arrays = {k: np.asarray(v) for k, v in extra.items()}
         if values is not None:
@@ -268,17 +283,27 @@ class RunStore:
                 self._latest_ok = True
                 return state
         if not previous.is_file():
-            raise InputError(f"checkpoint {latest} {problem.why}, and there is no previous checkpoint to "
-                             f"fall back on; {checkpoint_advice(self.path)}")
+            raise InputError(
+                f"checkpoint {latest} {problem.why}, and there is no previous checkpoint to "
+                f"fall back on; {checkpoint_advice(self.path)}"
+            )
         try:
             state = read_checkpoint(previous, map_location)
         except CheckpointError as e:
             first = "is missing" if problem is None else problem.why
-            raise InputError(f"no usable checkpoint in {latest.parent}: {latest} {first}, and {previous} "
-                             f"{e.why}; {checkpoint_advice(self.path)}") from None
+            raise InputError(
+                f"no usable checkpoint in {latest.parent}: {latest} {first}, and {previous} "
+                f"{e.why}; {checkpoint_advice(self.path)}"
+            ) from None
         first = "is missing" if problem is None else problem.why
-        logger.warning("checkpoint %s %s; resuming from the previous checkpoint %s (step %s) instead, "
-                       "and the rows after it are computed again", latest, first, previous, state["step"])
+        logger.warning(
+            "checkpoint %s %s; resuming from the previous checkpoint %s (step %s) instead, "
+            "and the rows after it are computed again",
+            latest,
+            first,
+            previous,
+            state["step"],
+        )
         return state
 
 
@@ -360,18 +385,28 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
     line, start, why = bad
     offset = _resume_offset(path)
     if offset is not None and start >= offset:
-        logger.warning("%s: line %d %s; it lies after the last checkpoint (byte %d) of this unfinished run, "
-                       "so the rows from it on are ignored, and resuming the run writes them again",
-                       file, line, why, offset)
+        logger.warning(
+            "%s: line %d %s; it lies after the last checkpoint (byte %d) of this unfinished run, "
+            "so the rows from it on are ignored, and resuming the run writes them again",
+            file,
+            line,
+            why,
+            offset,
+        )
         return rows
     raise ConfigError(_corrupt_metrics(file, line, why, offset))
 
 
 def _corrupt_metrics(file: Path, line: int, why: str, offset: int | None) -> str:
-    where = "" if offset is None else \
-        f", before the last checkpoint (byte {offset}), so resuming cannot rewrite it"
-    return (f"{file} is corrupted: line {line} {why}{where}; restore the file from a copy, or start a new "
-            f"run in another folder")
+    where = (
+        ""
+        if offset is None
+        else f", before the last checkpoint (byte {offset}), so resuming cannot rewrite it"
+    )
+    return (
+        f"{file} is corrupted: line {line} {why}{where}; restore the file from a copy, or start a new "
+        f"run in another folder"
+    )
 
 
 def _read_status(path: Path) -> dict[str, Any]:
@@ -401,7 +436,7 @@ class EigenSnapshot:
     values: np.ndarray | None
     residuals: np.ndarray | None
     vectors: np.ndarray | None
-    params: np.ndarray | None = None            # θ at the step (measure.save_params)
+    params: np.ndarray | None = None  # θ at the step (measure.save_params)
     test_predictions: np.ndarray | None = None  # predicted classes on the test set
 
 
@@ -441,12 +476,19 @@ class Run:
         """The eigenpairs measured at ``step``."""
         file = self.path / "eigen" / f"step_{step:08d}.npz"
         if not file.is_file():
-            raise InputError(f"run {self.path} has no eigenpairs at step {step} "
-                             f"(measured steps: {self.eigen_steps[:5]}…)")
+            raise InputError(
+                f"run {self.path} has no eigenpairs at step {step} (measured steps: {self.eigen_steps[:5]}…)"
+            )
         try:
             with np.load(file) as f:
-                return EigenSnapshot(step, f.get("values"), f.get("residuals"), f.get("vectors"),
-                                     f.get("params"), f.get("test_predictions"))
+                return EigenSnapshot(
+                    step,
+                    f.get("values"),
+                    f.get("residuals"),
+                    f.get("vectors"),
+                    f.get("params"),
+                    f.get("test_predictions"),
+                )
         except Exception as e:  # np.load never unpickles here (allow_pickle is False)
             why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             raise InputError(f"{file} is corrupt or truncated ({why})") from None

@@ -38,21 +38,25 @@ Data = tuple[torch.Tensor, torch.Tensor]
 class TrainResult:
     """What :meth:`Trainer.fit` returns: the status, the last step and every row it wrote."""
 
-    status: str                      # "completed" or "diverged"
-    step: int                        # last step evaluated
+    status: str  # "completed" or "diverged"
+    step: int  # last step evaluated
     metrics: list[dict[str, Any]]
     eigen: dict[int, EigenResult] = field(default_factory=dict)  # in-memory runs only
     clip_count: int = 0
 
 
 def _check_data(name: str, data: object) -> Data:
-    if not (isinstance(data, tuple | list) and len(data) == 2
-            and all(isinstance(t, torch.Tensor) for t in data)):
+    if not (
+        isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
+    ):
         raise InputError(f"{name} must be a tuple (X, y) of tensors, got {type(data).__name__}")
     X, y = data
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:
-        raise InputError(f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}"
-                         if X.shape[0] != y.shape[0] else f"{name} is empty")
+        raise InputError(
+            f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}"
+            if X.shape[0] != y.shape[0]
+            else f"{name} is empty"
+        )
     return X, y
 
 
@@ -75,14 +79,26 @@ class Trainer:
         progress: called with each row as it is written (the CLI's progress bar).
     """
 
-    def __init__(self, model: nn.Module, loss_fn: Callable, train_data: Data, *,
-                 optimizer: OptimizerSpec | torch.optim.Optimizer | None = None,
-                 schedule: ScheduleConfig | Callable[[int], float] | None = None,
-                 steps: int = 100, batch_size: int | None = None, test_data: Data | None = None,
-                 measure: MeasureConfig | None = None, clip_norm: float | None = None,
-                 clip_value: float | None = None, diverge_factor: float = 1000.0, seed: int = 0,
-                 checkpoint_every: int | None = None, store: RunStore | None = None,
-                 progress: Callable[[dict[str, Any]], None] | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: Callable,
+        train_data: Data,
+        *,
+        optimizer: OptimizerSpec | torch.optim.Optimizer | None = None,
+        schedule: ScheduleConfig | Callable[[int], float] | None = None,
+        steps: int = 100,
+        batch_size: int | None = None,
+        test_data: Data | None = None,
+        measure: MeasureConfig | None = None,
+        clip_norm: float | None = None,
+        clip_value: float | None = None,
+        diverge_factor: float = 1000.0,
+        seed: int = 0,
+        checkpoint_every: int | None = None,
+        store: RunStore | None = None,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -93,8 +109,10 @@ class Trainer:
             raise InputError(f"steps must be a positive integer, got {steps!r}")
         n = self.X.shape[0]
         if batch_size is not None and not (isinstance(batch_size, int) and 1 <= batch_size <= n):
-            raise InputError(f"batch_size must be an integer in [1, {n}] (the training set size) or "
-                             f"None for full batch, got {batch_size!r}")
+            raise InputError(
+                f"batch_size must be an integer in [1, {n}] (the training set size) or "
+                f"None for full batch, got {batch_size!r}"
+            )
         for name, v in (("clip_norm", clip_norm), ("clip_value", clip_value)):
             if v is not None and not v > 0:
                 raise InputError(f"{name} must be positive, got {v!r}")
@@ -114,19 +132,27 @@ class Trainer:
         elif callable(schedule):
             self.schedule = schedule
         else:
-            raise InputError(f"schedule must be a ScheduleConfig or a callable step → lr, got "
-                             f"{type(schedule).__name__}")
+            raise InputError(
+                f"schedule must be a ScheduleConfig or a callable step → lr, got {type(schedule).__name__}"
+            )
         self.measure_config = measure
         self.checkpoint_every = checkpoint_every or (measure.every if measure else max(steps // 10, 1))
         self.store, self.progress = store, progress
         self.measurer = None
         if measure is not None:
             self.measurer = Measurer(
-                model, loss_fn, hessian_subset(self.X, self.y, measure.hessian_samples, self.seed),
-                measure, batch_size=batch_size, seed=self.seed, test_data=self.test_data,
+                model,
+                loss_fn,
+                hessian_subset(self.X, self.y, measure.hessian_samples, self.seed),
+                measure,
+                batch_size=batch_size,
+                seed=self.seed,
+                test_data=self.test_data,
                 train_data=(self.X, self.y) if batch_size is not None else None,
-                preconditioned=is_preconditioned(self.optimizer) if measure.preconditioned is None
-                else measure.preconditioned)
+                preconditioned=is_preconditioned(self.optimizer)
+                if measure.preconditioned is None
+                else measure.preconditioned,
+            )
         self._has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
         self._epoch: tuple[int, torch.Tensor] | None = None
 
@@ -141,7 +167,7 @@ class Trainer:
         if self._epoch is None or self._epoch[0] != epoch:
             g = torch.Generator().manual_seed((self.seed * 1_000_003 + epoch) % 2**63)
             self._epoch = (epoch, torch.randperm(n, generator=g).to(self.X.device))
-        idx = self._epoch[1][i * self.batch_size:(i + 1) * self.batch_size]
+        idx = self._epoch[1][i * self.batch_size : (i + 1) * self.batch_size]
         return self.X[idx], self.y[idx]
 
     @contextmanager
@@ -171,8 +197,9 @@ class Trainer:
             fired = True
         return norm, fired
 
-    def _record(self, row: dict[str, Any], m: Measurement, clip_count: int,
-                eigen: dict[int, EigenResult]) -> None:
+    def _record(
+        self, row: dict[str, Any], m: Measurement, clip_count: int, eigen: dict[int, EigenResult]
+    ) -> None:
         """Merge a measurement into its row and write its arrays (or keep them, in memory)."""
         row.update(m.row)
         if self.clip_norm is not None or self.clip_value is not None:
@@ -180,9 +207,13 @@ class Trainer:
         t = row["step"]
         if self.store is not None and (m.eigen is not None or m.arrays):
             e = m.eigen
-            self.store.save_eigen(t, e.values.numpy() if e else None, e.residuals.numpy() if e else None,
-                                  e.vectors.cpu().numpy() if e and self.measure_config.save_vectors
-                                  else None, **m.arrays)
+            self.store.save_eigen(
+                t,
+                e.values.numpy() if e else None,
+                e.residuals.numpy() if e else None,
+                e.vectors.cpu().numpy() if e and self.measure_config.save_vectors else None,
+                **m.arrays,
+            )
         elif m.eigen is not None:
             eigen[t] = m.eigen
 
@@ -223,8 +254,11 @@ class Trainer:
                     loop.status = "diverged"
                 final = diverged or t == self.steps
                 # writing rows is not measuring
-                self._settle(loop, actor.ready() if actor is not None else [],
-                             math.inf if final else t - loop.rows.hold)
+                self._settle(
+                    loop,
+                    actor.ready() if actor is not None else [],
+                    math.inf if final else t - loop.rows.hold,
+                )
                 if final:
                     break
                 tic = time.perf_counter()
@@ -240,8 +274,9 @@ class Trainer:
     def _already_finished(self, resume: Checkpoint) -> TrainResult:
         """The run had finished (only its status was lost): nothing to redo."""
         if self.store is not None:
-            self.store.write_status("completed", step=resume.step, steps=self.steps,
-                                    clip_count=resume.clip_count)
+            self.store.write_status(
+                "completed", step=resume.step, steps=self.steps, clip_count=resume.clip_count
+            )
         return TrainResult(status="completed", step=resume.step, metrics=[], clip_count=resume.clip_count)
 
     def _begin(self, resume: Checkpoint | None) -> _Loop:
@@ -263,19 +298,32 @@ class Trainer:
             rows.load_state_dict(resume.pending)
             if around is not None and resume.around is not None:
                 around.load_state_dict(resume.around)
-            loop = _Loop(rows=rows, around=around, start=resume.step, theta0=resume.theta0,
-                         initial_loss=resume.initial_loss, clip_count=resume.clip_count)
+            loop = _Loop(
+                rows=rows,
+                around=around,
+                start=resume.step,
+                theta0=resume.theta0,
+                initial_loss=resume.initial_loss,
+                clip_count=resume.clip_count,
+            )
         self.model.train()  # measurements restore the flags they change
         return loop
 
     def _checkpoint(self, loop: _Loop, metrics_offset: int, final: bool = False) -> Checkpoint:
         """What a run needs to resume at ``loop.t`` (rows held back and detectors included)."""
-        return Checkpoint(step=loop.t, model=self.model.state_dict(), optimizer=self.optimizer.state_dict(),
-                          measurer=self.measurer.state_dict() if self.measurer else None,
-                          theta0=loop.theta0, initial_loss=loop.initial_loss, clip_count=loop.clip_count,
-                          metrics_offset=metrics_offset, pending=loop.rows.state_dict(),
-                          around=loop.around.state_dict() if loop.around is not None else None,
-                          final=final)
+        return Checkpoint(
+            step=loop.t,
+            model=self.model.state_dict(),
+            optimizer=self.optimizer.state_dict(),
+            measurer=self.measurer.state_dict() if self.measurer else None,
+            theta0=loop.theta0,
+            initial_loss=loop.initial_loss,
+            clip_count=loop.clip_count,
+            metrics_offset=metrics_offset,
+            pending=loop.rows.state_dict(),
+            around=loop.around.state_dict() if loop.around is not None else None,
+            final=final,
+        )
 
     def _save(self, loop: _Loop) -> None:
         """Write the checkpoint of step ``loop.t`` (after the background's measurements are in)."""
@@ -284,8 +332,9 @@ class Trainer:
             self._settle(loop, loop.actor.drain(), loop.t - 1 - loop.rows.hold)
             self.measurer.load_state_dict(loop.actor.call("state_dict"))  # type: ignore[union-attr]
         self.store.save_checkpoint(self._checkpoint(loop, self.store.metrics_offset()).to_state())
-        self.store.write_status("running", step=loop.t, steps=self.steps, clip_count=loop.clip_count,
-                                **loop.timing)
+        self.store.write_status(
+            "running", step=loop.t, steps=self.steps, clip_count=loop.clip_count, **loop.timing
+        )
 
     def _evaluate(self, t: int, loop: _Loop) -> tuple[dict[str, Any], float, bool]:
         """Loss at θ_t on batch t and, unless it diverged or this is the last step, its gradient."""
@@ -298,8 +347,11 @@ class Trainer:
         loss_val = float(loss.detach())
         if loop.initial_loss is None:
             loop.initial_loss = loss_val
-        row: dict[str, Any] = {"step": t, "lr": lr,
-                               "train_loss": loss_val if math.isfinite(loss_val) else None}
+        row: dict[str, Any] = {
+            "step": t,
+            "lr": lr,
+            "train_loss": loss_val if math.isfinite(loss_val) else None,
+        }
         diverged = not math.isfinite(loss_val) or loss_val > self.diverge_factor * abs(loop.initial_loss)
         if not diverged and t < self.steps:
             self.optimizer.zero_grad(set_to_none=True)
@@ -333,17 +385,31 @@ class Trainer:
             kept = None if pending.measured else self.measurer.snapshot(self.optimizer)
             around.keep(t, kept, threshold, loop.clip_count)
 
-    def _measure_into(self, loop: _Loop, pending: _Pending, snapshot: dict[str, Any] | None,
-                      threshold: float | None, clips: int) -> None:
+    def _measure_into(
+        self,
+        loop: _Loop,
+        pending: _Pending,
+        snapshot: dict[str, Any] | None,
+        threshold: float | None,
+        clips: int,
+    ) -> None:
         """Measure θ now (or the kept ``snapshot``) into ``pending``'s row, or send it to the background."""
         assert self.measurer is not None
         if loop.actor is not None:
             pending.waiting = True
-            loop.actor.submit("measure_snapshot", snapshot or self.measurer.snapshot(self.optimizer),
-                              threshold, loop.theta0, tag=(pending, clips))
+            loop.actor.submit(
+                "measure_snapshot",
+                snapshot or self.measurer.snapshot(self.optimizer),
+                threshold,
+                loop.theta0,
+                tag=(pending, clips),
+            )
         else:
-            m = (self.measurer.measure(self.optimizer, threshold, loop.theta0) if snapshot is None
-                 else self.measurer.measure_past(snapshot, threshold, loop.theta0))
+            m = (
+                self.measurer.measure(self.optimizer, threshold, loop.theta0)
+                if snapshot is None
+                else self.measurer.measure_past(snapshot, threshold, loop.theta0)
+            )
             self._record(pending.row, m, clips, loop.eigen)
         pending.measured = True
 
@@ -361,10 +427,16 @@ class Trainer:
             if loop.status == "completed":
                 store.save_checkpoint(self._checkpoint(loop, store.metrics_offset(), final=True).to_state())
             extra = {"diverged_step": loop.t} if loop.status == "diverged" else {}
-            store.write_status(loop.status, step=loop.t, steps=self.steps, clip_count=loop.clip_count,
-                               **extra, **loop.timing)
-        return TrainResult(status=loop.status, step=loop.t, metrics=loop.rows.written, eigen=loop.eigen,
-                           clip_count=loop.clip_count)
+            store.write_status(
+                loop.status, step=loop.t, steps=self.steps, clip_count=loop.clip_count, **extra, **loop.timing
+            )
+        return TrainResult(
+            status=loop.status,
+            step=loop.t,
+            metrics=loop.rows.written,
+            eigen=loop.eigen,
+            clip_count=loop.clip_count,
+        )
 
 
 @dataclass
@@ -383,8 +455,8 @@ class Checkpoint:
     clip_count: int
     metrics_offset: int
     pending: list[dict[str, Any]] = field(default_factory=list)  # rows held back (around instabilities)
-    around: dict[str, Any] | None = None                        # the online detectors' state
-    final: bool = False                                          # the run had completed
+    around: dict[str, Any] | None = None  # the online detectors' state
+    final: bool = False  # the run had completed
 
     def to_state(self) -> dict[str, Any]:
         """The dict the store writes (no deep copy: ``dataclasses.asdict`` would copy the tensors)."""
@@ -419,7 +491,7 @@ class _Pending:
     """A row not yet written: its background measurement is out, or a later step may still add one."""
 
     row: dict[str, Any]
-    waiting: bool = False    # a background measurement of it is not back yet
+    waiting: bool = False  # a background measurement of it is not back yet
     measured: bool = False
 
 
@@ -430,8 +502,9 @@ class _Rows:
     an instability that starts at step t has steps t - hold … t - 1 measured after the fact.
     """
 
-    def __init__(self, store: RunStore | None, progress: Callable[[dict[str, Any]], None] | None,
-                 hold: int) -> None:
+    def __init__(
+        self, store: RunStore | None, progress: Callable[[dict[str, Any]], None] | None, hold: int
+    ) -> None:
         self.store, self.progress, self.hold = store, progress, hold
         self.queue: deque[_Pending] = deque()
         self.written: list[dict[str, Any]] = []
@@ -500,8 +573,11 @@ class _Around:
 
     def state_dict(self) -> dict[str, Any]:
         """Detectors, ring buffer and the after-end window: what a resumed run needs."""
-        return {"detectors": [d.state_dict() for d in self.detectors], "ring": list(self.ring),
-                "after_until": self.after_until}
+        return {
+            "detectors": [d.state_dict() for d in self.detectors],
+            "ring": list(self.ring),
+            "after_until": self.after_until,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore :meth:`state_dict`."""
