@@ -58,13 +58,15 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import peers
 import torch
 from machine import cpu_name, markdown_table, median_time, sync, versions
+from peers import Solve
 from torch import nn
 
 import landscope as ls
@@ -265,32 +267,26 @@ def reference(
 # ------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class Solve:
-    """What one solve returns."""
-
-    values: list[float]
-    n_matvecs: int
-    info: dict = field(default_factory=dict)
-    vectors: torch.Tensor | None = None  # (dim, k), where the library returns them
-
-
 def solve_landscope(
     model: nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None
 ) -> Solve:
     """``ls.eigenpairs(ls.HessianOperator(...), k=10, tol=1e-6)``."""
-    op = ls.HessianOperator(model, LOSS, (X, y), dtype=dtype)
-    res = ls.eigenpairs(op, k=K, which="LA", tol=TOL, seed=0)
-    return Solve(
-        res.values.tolist(),
-        res.n_matvecs,
-        {
-            "converged": res.converged,
-            "n_restarts": res.n_restarts,
-            "max_rel_residual": float(res.relative_residuals.max()),
-        },
-        res.vectors,
-    )
+    return peers.solve_landscope(model, LOSS, X, y, K, TOL, dtype=dtype)
+
+
+def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
+    """PyHessian's deflated power iteration with its defaults (maxIter 100, tol 1e-3)."""
+    return peers.solve_pyhessian(model, LOSS, X, y, K)
+
+
+def solve_curvlinops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
+    """curvlinops ``HessianLinearOperator(...).to_scipy()`` + ``eigsh(tol=1e-6)``."""
+    return peers.solve_curvlinops(model, LOSS, X, y, K, TOL)
+
+
+def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
+    """hessian-eigenthings ``lanczos(HessianOperator(...), k=10, which='LA')``, its defaults."""
+    return peers.solve_eigenthings(model, LOSS, X, y, K)
 
 
 def true_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sol: Solve) -> float:
@@ -299,106 +295,6 @@ def true_residuals(model: nn.Module, X: torch.Tensor, y: torch.Tensor, sol: Solv
     V = sol.vectors.to(device=X.device, dtype=torch.float64)
     res = [float((hvp(V[:, i]) - sol.values[i] * V[:, i]).norm()) for i in range(V.shape[1])]
     return max(res) / max(abs(v) for v in sol.values)
-
-
-def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
-    """PyHessian's deflated power iteration with its defaults (maxIter 100, tol 1e-3).
-
-    Products are counted by wrapping ``pyhessian.hessian.hessian_vector_product``. PyHessian's
-    constructor accumulates a create_graph gradient into ``p.grad``: cleared before and after.
-    """
-    ph = importlib.import_module("pyhessian.hessian")  # the package re-exports the class
-    counter = [0]
-    original = ph.hessian_vector_product
-
-    def counted(gradsH: Any, params: Any, v: Any) -> Any:
-        counter[0] += 1
-        return original(gradsH, params, v)
-
-    for p in model.parameters():
-        p.grad = None
-    ph.hessian_vector_product = counted
-    try:
-        torch.manual_seed(0)  # PyHessian draws its start vectors from the global RNG
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*create_graph=True.*")
-            h = ph.hessian(model, LOSS, data=(X, y), cuda=X.device.type == "cuda")
-        values, _ = h.eigenvalues(top_n=K)
-    finally:
-        ph.hessian_vector_product = original
-        for p in model.parameters():
-            p.grad = None
-        model.eval()
-    return Solve(
-        sorted((float(v) for v in values), reverse=True),
-        counter[0],
-        {"raw_order": [float(v) for v in values]},
-    )
-
-
-def solve_curvlinops(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
-    """curvlinops ``HessianLinearOperator(...).to_scipy()`` + ``scipy.sparse.linalg.eigsh``.
-
-    The operator runs in float32 (the model's dtype); ``to_scipy()`` exposes it with scipy's
-    default float64, so ARPACK works in float64. ``check_deterministic=False``: the data is one
-    fixed tensor batch (landscope does not check it either).
-    """
-    from curvlinops import HessianLinearOperator
-    from scipy.sparse.linalg import LinearOperator, eigsh
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    op = HessianLinearOperator(model, LOSS, params, [(X, y)], check_deterministic=False)
-    A = op.to_scipy()
-    counter = [0]
-
-    def mv(x: np.ndarray) -> np.ndarray:
-        counter[0] += 1
-        return A.matvec(x)
-
-    counted = LinearOperator(A.shape, matvec=mv, dtype=A.dtype)
-    v0 = np.random.default_rng(0).standard_normal(A.shape[0])
-    vals = eigsh(counted, k=K, which="LA", tol=TOL, v0=v0, return_eigenvectors=False)
-    return Solve(
-        sorted(vals.tolist(), reverse=True),
-        counter[0],
-        {
-            "operator_dtype": str(op.dtype),
-            "scipy_dtype": str(A.dtype),
-            "eigsh": f"k={K}, which='LA', tol={TOL:g}, ncv default",
-        },
-    )
-
-
-def solve_eigenthings(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, max_iter: int | None = None
-) -> Solve:
-    """hessian-eigenthings 1.0: ``lanczos(HessianOperator(...), k=10, which='LA')``.
-
-    With ``max_iter=None`` its default of ``2k`` Lanczos steps (no restarts; full
-    reorthogonalisation only up to 50 steps). Products are counted by wrapping the operator.
-    """
-    from hessian_eigenthings import HessianOperator, LambdaOperator, lanczos, supervised_loss
-
-    op = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
-    counter = [0]
-
-    def mv(v: torch.Tensor) -> torch.Tensor:
-        counter[0] += 1
-        return op.matvec(v)
-
-    counted = LambdaOperator(mv, op.size, op.device, op.dtype)
-    kwargs: dict[str, Any] = {} if max_iter is None else {"max_iter": max_iter, "reorthogonalize": True}
-    res = lanczos(counted, k=K, which="LA", seed=0, **kwargs)
-    return Solve(
-        sorted(res.eigenvalues.double().tolist(), reverse=True),
-        counter[0],
-        {
-            "n_converged_own_criterion": int(res.converged.sum()),
-            "own_tol": 1e-4,
-            "iterations": res.iterations,
-            "max_iter": max_iter or 2 * K,
-        },
-    )
 
 
 @dataclass(frozen=True)

@@ -52,8 +52,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import peers
 import torch
 from machine import markdown_table, versions
+from peers import Solve
 from torch import nn
 
 import landscope as ls
@@ -172,81 +174,29 @@ def train(model: nn.Module, X: torch.Tensor, y: torch.Tensor, steps: int, batch:
 
 
 # ------------------------------------------------------------------------------------------------
-# Solvers: each returns (descending values, products, info, vectors or None)
+# Solvers: the shared peer adapters (peers.py), with this benchmark's k, tol, loss and mode
 # ------------------------------------------------------------------------------------------------
-
-Solved = tuple[list[float], int, dict, "torch.Tensor | None"]
 
 
 def solve_landscope(
     model: nn.Module, X: torch.Tensor, y: torch.Tensor, dtype: torch.dtype | None = None, tol: float = TOL
-) -> Solved:
+) -> Solve:
     """``ls.eigenpairs(ls.HessianOperator(..., model_mode="eval"), k=10, tol=tol)``."""
-    op = ls.HessianOperator(model, LOSS, (X, y), model_mode=MODEL_MODE, dtype=dtype)
-    res = ls.eigenpairs(op, k=K, which="LA", tol=tol, seed=0)
-    info = {
-        "converged": bool(res.converged),
-        "n_restarts": res.n_restarts,
-        "max_rel_residual": float(res.relative_residuals.max()),
-    }
-    return res.values.tolist(), res.n_matvecs, info, res.vectors
+    return peers.solve_landscope(model, LOSS, X, y, K, tol, dtype=dtype, model_mode=MODEL_MODE)
 
 
-def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solved:
+def solve_pyhessian(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
     """PyHessian ``hessian(...).eigenvalues(top_n=10)`` with its defaults; products counted."""
-    ph = importlib.import_module("pyhessian.hessian")  # the package re-exports the class
-    counter = [0]
-    original = ph.hessian_vector_product
-
-    def counted(gradsH: Any, params: Any, v: Any) -> Any:
-        counter[0] += 1
-        return original(gradsH, params, v)
-
-    for p in model.parameters():
-        p.grad = None
-    ph.hessian_vector_product = counted
-    try:
-        torch.manual_seed(0)  # PyHessian draws its start vectors from the global CPU RNG
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*create_graph=True.*")
-            h = ph.hessian(model, LOSS, data=(X, y), cuda=X.device.type == "cuda")
-            values, _ = h.eigenvalues(top_n=K)
-        del h
-    finally:
-        ph.hessian_vector_product = original
-        for p in model.parameters():
-            p.grad = None
-        model.eval()
-    return (
-        sorted((float(v) for v in values), reverse=True),
-        counter[0],
-        {"raw_order": [float(v) for v in values]},
-        None,
-    )
+    return peers.solve_pyhessian(model, LOSS, X, y, K)
 
 
-def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solved:
+def solve_eigenthings(model: nn.Module, X: torch.Tensor, y: torch.Tensor) -> Solve:
     """hessian-eigenthings ``lanczos(HessianOperator(...), k=10, which="LA")``, its defaults."""
-    from hessian_eigenthings import HessianOperator, LambdaOperator, lanczos, supervised_loss
-
-    model.eval()
-    op = HessianOperator(model, [(X, y)], supervised_loss(LOSS))
-    counter = [0]
-
-    def mv(v: torch.Tensor) -> torch.Tensor:
-        counter[0] += 1
-        return op.matvec(v)
-
-    res = lanczos(LambdaOperator(mv, op.size, op.device, op.dtype), k=K, which="LA", seed=0)
-    return (
-        sorted(res.eigenvalues.double().tolist(), reverse=True),
-        counter[0],
-        {"n_converged_own_criterion": int(res.converged.sum()), "iterations": res.iterations},
-        None,
-    )
+    model.eval()  # its operator runs the model as it is: BatchNorm on running statistics, as the others
+    return peers.solve_eigenthings(model, LOSS, X, y, K)
 
 
-LIBRARIES: dict[str, tuple[str, Callable[..., Solved], str]] = {
+LIBRARIES: dict[str, tuple[str, Callable[..., Solve], str]] = {
     "landscope": (
         "landscope (float32)",
         solve_landscope,
@@ -293,7 +243,8 @@ def run_library(
     times, vectors = [], None
     for rep in range(reps):
         try:
-            (values, n_mv, info, vecs), meas = measured(lambda: solve(model, X, y), device)
+            sol, meas = measured(lambda: solve(model, X, y), device)
+            values, n_mv, info, vecs = sol.values, sol.n_matvecs, sol.info, sol.vectors
         except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
             rec["error"] = error_text(e)
             free(device)
