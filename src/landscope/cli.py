@@ -9,6 +9,7 @@ import os
 import time
 import warnings
 from functools import wraps
+from typing import TYPE_CHECKING
 
 import torch
 import typer
@@ -19,6 +20,9 @@ from rich.table import Table
 
 from landscope.errors import LandscopeError
 from landscope.training.detector import DEFAULT_DELTA
+
+if TYPE_CHECKING:
+    from landscope.training import Run
 
 app = typer.Typer(
     add_completion=False,
@@ -153,7 +157,7 @@ def train(
     _summary(run)
 
 
-def _summary(run) -> None:
+def _summary(run: Run) -> None:
     """A table of how the run ended."""
     meas = run.measurements
     last = meas[-1] if meas else (run.metrics[-1] if run.metrics else {})

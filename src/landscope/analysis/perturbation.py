@@ -92,7 +92,7 @@ def perturbation_test(
                     out, loss, acc = evaluate(sign * eps * D[:, j])
                     outs.append(float((out - out0).reshape(len(X), -1).norm(dim=1).mean()))
                     losses.append(abs(loss - loss0))
-                    if acc is not None:
+                    if acc is not None and acc0 is not None:  # both None for float targets
                         accs.append(abs(acc - acc0))
             groups.append(
                 PerturbationGroup(

@@ -15,6 +15,7 @@ import numpy as np
 from landscope.analysis.shift import subspace_overlap
 from landscope.errors import InputError
 from landscope.training import Run
+from landscope.training.store import EigenSnapshot
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ class Similarity:
         return out
 
 
-def _snapshots(run: Run) -> dict[int, object]:
+def _snapshots(run: Run) -> dict[int, EigenSnapshot]:
     return {s: run.eigen(s) for s in run.eigen_steps}
 
 
@@ -48,16 +49,17 @@ def trajectory_similarity(runs: list[Run], baseline: Run, labels: list[str] | No
         raise InputError("trajectory_similarity needs at least one run")
     labels = labels or [f"η={r.config.optimizer.lr:g}" if r.config else str(r.path) for r in runs]
     base = _snapshots(baseline)
-    if not base or base[min(base)].params is None:
+    first = base[min(base)] if base else None
+    if first is None or first.params is None:
         raise InputError(f"baseline {baseline.path} has no stored parameters (measure.save_params)")
     steps = np.array(sorted(base))
-    theta0 = base[steps[0]].params.astype(float)
+    theta0 = first.params.astype(float)
     C, O, A = (np.full((len(runs), len(steps)), np.nan) for _ in range(3))
     for i, run in enumerate(runs):
         snaps = _snapshots(run)
         for j, s in enumerate(steps):
             a, b = snaps.get(int(s)), base[int(s)]
-            if a is None or a.params is None:
+            if a is None or a.params is None or b.params is None:
                 continue
             da, db = a.params.astype(float) - theta0, b.params.astype(float) - theta0
             na, nb = np.linalg.norm(da), np.linalg.norm(db)

@@ -72,7 +72,7 @@ def loss_key(run: Run) -> str:
     return "train_loss" if full_batch else "train_loss_full"
 
 
-def trace(run: Run, key: str | None = None) -> Trace:
+def trace(run: Run | Trace, key: str | None = None) -> Trace:
     """The :class:`Trace` of a run (``key``: which loss; default :func:`loss_key`)."""
     if isinstance(run, Trace):
         return run

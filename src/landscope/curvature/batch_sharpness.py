@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -41,7 +41,7 @@ def batch_sharpness(
     batches: Iterable[Any] = (),
     *,
     batch_loss: Callable[[nn.Module, Any], torch.Tensor] | None = None,
-    model_mode: str = "train",
+    model_mode: Literal["eval", "train"] = "train",
     params: Any = None,
 ) -> BatchSharpness:
     """Batch sharpness of ``model`` over ``batches`` (see the module docstring).

@@ -121,7 +121,7 @@ class Chunk:
     weight: float
 
 
-def _check_batch(batch: object, where: str) -> Batch:
+def _check_batch(batch: Batch, where: str) -> Batch:
     leaves = tensors(batch)
     if not leaves:
         raise DataError(

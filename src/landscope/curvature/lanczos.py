@@ -31,6 +31,8 @@ import dataclasses
 import math
 import warnings
 from collections.abc import Callable
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import torch
@@ -56,6 +58,9 @@ from landscope.curvature.ritz import (
     small_eigh,
 )
 from landscope.errors import InputError
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 METHODS = ("lanczos", "block", "power", "dense")
 PROBE_ROUNDS = 4  # probe → block solve rounds before a warning (each finds at least one value)
@@ -281,6 +286,10 @@ def _probe_and_refine(
                     )
                 break
             known = torch.cat([Y, torch.stack(found, dim=1).to(Y.device)], dim=1) if found else Y
+
+            def probe_report(n: int, done: int = total, r: float = worst) -> None:
+                report(done + n, r)
+
             z, used = probe_complement(
                 op,
                 known,
@@ -289,7 +298,7 @@ def _probe_and_refine(
                 tol * res.scale,
                 length,
                 gen,
-                report=lambda n, done=total, r=worst: report(done + n, r),
+                report=probe_report,
             )
             total += used
             if z is None:
@@ -300,6 +309,10 @@ def _probe_and_refine(
         start = torch.cat(
             [Y.to(found[0].device), torch.stack(found, dim=1), extra.to(found[0].device)], dim=1
         )
+
+        def block_report(n: int, r: float, done: int = total) -> None:
+            report(done + n, r)
+
         # two random columns beyond the start: the block can grow past what the probes found
         solve = block_solve(
             op,
@@ -311,7 +324,7 @@ def _probe_and_refine(
             seed=seed,
             max_matvecs=max(max_matvecs - total, k),
             confirm=confirm,
-            report=lambda n, r, done=total: report(done + n, r),
+            report=block_report,
         )
         total += solve.result.n_matvecs
         res, extra = solve.result, solve.guards[:, : extra.shape[1]]
@@ -365,7 +378,8 @@ class _Reporter:
     """Context manager yielding ``report(n_matvecs, max_rel_residual)``; a rich bar if asked."""
 
     def __init__(self, progress: bool | Callable[[int, float], None], title: str) -> None:
-        self.progress, self.title, self._bar = progress, title, None
+        self.progress, self.title = progress, title
+        self._bar: Progress | None = None
 
     def __enter__(self) -> Callable[[int, float], None]:
         if callable(self.progress):
@@ -391,9 +405,11 @@ class _Reporter:
 
         return report
 
-    def __exit__(self, *exc: object) -> bool:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> Literal[False]:
         if self._bar is not None:
-            self._bar.__exit__(*exc)
+            self._bar.__exit__(exc_type, exc, tb)
         return False
 
 
@@ -489,9 +505,9 @@ def _thick_restart_lanczos(
         w = op.matvec(Q[j])
         n_matvecs += 1
         w, h = orthogonalise(w, Q[: j + 1])
-        h = h.cpu().numpy()
-        A[: j + 1, j] = h
-        A[j, : j + 1] = h
+        h_np = h.cpu().numpy()
+        A[: j + 1, j] = h_np
+        A[j, : j + 1] = h_np
         beta = float(w.norm())
         j += 1
         theta, S = small_eigh(A[:j, :j])

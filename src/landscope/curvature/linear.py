@@ -53,7 +53,7 @@ class CurvatureOperator(ABC):
     @property
     def dim(self) -> int:
         """The matrix's side: the number of parameters it acts on."""
-        return self._required("dim")  # type: ignore[no-any-return]
+        return self._required("dim")
 
     @dim.setter
     def dim(self, value: int) -> None:
@@ -64,7 +64,7 @@ class CurvatureOperator(ABC):
     @property
     def dtype(self) -> torch.dtype:
         """The floating dtype products are computed in."""
-        return self._required("dtype")  # type: ignore[no-any-return]
+        return self._required("dtype")
 
     @dtype.setter
     def dtype(self, value: torch.dtype) -> None:
@@ -75,7 +75,7 @@ class CurvatureOperator(ABC):
     @property
     def device(self) -> torch.device:
         """Where products are computed (vectors elsewhere are moved, and moved back)."""
-        return self._required("device")  # type: ignore[no-any-return]
+        return self._required("device")
 
     @device.setter
     def device(self, value: torch.device | str) -> None:
@@ -191,6 +191,8 @@ class LinearCombination(CurvatureOperator):
 
     Computed in the widest of the terms' dtypes; nested combinations are flattened.
     """
+
+    terms: tuple[tuple[float, CurvatureOperator], ...]
 
     def __init__(self, terms: list[tuple[float, CurvatureOperator]]) -> None:
         flat: list[tuple[float, CurvatureOperator]] = []

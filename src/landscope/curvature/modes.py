@@ -59,9 +59,9 @@ def model_mode(
         with rng, math_attention():
             if mode == "train":
                 model.train(dropout)
-                for m in tracked:
-                    m.train()
-                    m.track_running_stats = False  # batch statistics, running ones untouched
+                for norm in tracked:
+                    norm.train()
+                    norm.track_running_stats = False  # batch statistics, running ones untouched
                 if dropout:
                     torch.manual_seed(dropout_seed)
             else:
@@ -70,5 +70,5 @@ def model_mode(
     finally:
         for m, f in zip(modules, flags, strict=True):
             m.training = f
-        for m, t in tracked.items():
-            m.track_running_stats = t
+        for norm, t in tracked.items():
+            norm.track_running_stats = t

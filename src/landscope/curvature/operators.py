@@ -226,7 +226,7 @@ class ModelCurvatureOperator(CurvatureOperator):
         missing = [n for n in self.names if n not in named]
         if missing:
             raise InputError(f"the model no longer has the parameters {missing} this operator acts on")
-        tensors = [named[n] for n in self.names]
+        tensors: list[torch.Tensor] = [named[n] for n in self.names]
         for n, t, shape in zip(self.names, tensors, self._shapes, strict=True):
             if t.shape != shape:
                 raise InputError(
@@ -370,7 +370,9 @@ class ModelCurvatureOperator(CurvatureOperator):
     @property
     def _mean_loss_fn(self) -> LossFn | None:
         """``loss_fn`` as a mean over the chunk's samples (a sum-reduced one is divided)."""
-        return PerSample(self.loss_fn) if self.loss_reduction == "sum" else self.loss_fn
+        if self.loss_reduction == "sum" and self.loss_fn is not None:  # only a loss_fn is found to sum
+            return PerSample(self.loss_fn)
+        return self.loss_fn
 
     # -- linearisation ----------------------------------------------------------------------
     @abstractmethod
@@ -471,7 +473,8 @@ class HessianOperator(ModelCurvatureOperator):
         def grad_and_value(q):
             return grad(lambda r: (loss_fn(r),) * 2, has_aux=True)(q)
 
-        g, vjp_fn, value = vjp(grad_and_value, p, has_aux=True)
+        # vjp's return type is a union over has_aux (2 or 3 values)
+        g, vjp_fn, value = vjp(grad_and_value, p, has_aux=True)  # type: ignore[misc]
         return _Linearisation(
             weight=weight,
             apply=lambda t: vjp_fn(t)[0],
@@ -505,11 +508,12 @@ class GGNOperator(ModelCurvatureOperator):
             raise DataError(f"GGNOperator needs (X, y) batches, got a {type(batch).__name__}")
         X, y = batch
         loss_fn = self._mean_loss_fn
+        assert loss_fn is not None  # _check_loss_kind refused an operator without loss_fn
 
         def outputs(q):
             return outputs_of(_functional_model_call(model, (q, fixed), X))
 
-        out, vjp_fn = vjp(outputs, p)
+        out, vjp_fn = vjp(outputs, p)  # type: ignore[misc]  # vjp: a union over has_aux (2 or 3 values)
         out = out.detach()
 
         def loss_at(o):
@@ -519,8 +523,9 @@ class GGNOperator(ModelCurvatureOperator):
         g = vjp_fn(dloss)[0]
 
         def apply(t):
-            _, jv = jvp(outputs, (p,), (t,))
-            _, hjv = jvp(grad(loss_at), (out,), (jv,))
+            # jvp's return type is a union over has_aux (2 or 3 values)
+            _, jv = jvp(outputs, (p,), (t,))  # type: ignore[misc]
+            _, hjv = jvp(grad(loss_at), (out,), (jv,))  # type: ignore[misc]
             return vjp_fn(hjv)[0]
 
         return _Linearisation(

@@ -85,7 +85,7 @@ def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
         raise InputError(f"the model {type(model).__name__} has no parameters")
     order = list(named)
     if params is None:
-        chosen = {n for n, p in named.items() if p.requires_grad}
+        chosen: set[str] = {n for n, p in named.items() if p.requires_grad}
         if not chosen:
             raise InputError("no parameter of the model requires grad; pass params= explicitly")
         return [n for n in order if n in chosen]
@@ -97,7 +97,7 @@ def resolve_params(model: nn.Module, params: ParamSpec = None) -> list[str]:
         return [n for n in order if n in chosen]
     items: Iterable = [params] if isinstance(params, (str, nn.Module, torch.Tensor)) else params
     by_id = {id(p): n for n, p in named.items()}
-    chosen: set[str] = set()
+    chosen = set()
     for item in items:
         if isinstance(item, str):
             hits = [n for n in order if n == item or fnmatch.fnmatchcase(n, item)]

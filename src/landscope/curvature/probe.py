@@ -76,6 +76,7 @@ def probe_complement(
     Yt = Y.T  # a view: no copy of the k vectors
     Z = torch.empty(length, n, dtype=torch.float64, device=device)
     T = np.zeros((length, length))
+    w: torch.Tensor | None
     w, _ = orthogonalise(random_vector(n, gen, device), Yt)
     torch.div(w, w.norm(), out=Z[0])
     j = 0

@@ -118,27 +118,28 @@ def finish(
     residual. ``False``: relation residuals as they are.
     """
     th = torch.as_tensor(theta, dtype=torch.float64, device=Y.device)
+    res: torch.Tensor
     if confirm is True or residuals is None:
         HY = op.matmat(Y)
         n_matvecs += Y.shape[1]
-        residuals = (HY - Y * th).norm(dim=0).cpu()
+        res = (HY - Y * th).norm(dim=0).cpu()
     else:
-        residuals = torch.as_tensor(residuals, dtype=torch.float64)
+        res = torch.as_tensor(residuals, dtype=torch.float64)
         if confirm == "probe":
             explicit = float((op.matvec(Y[:, 0]) - th[0] * Y[:, 0]).norm())
             n_matvecs += 1
-            residuals = residuals + max(explicit - float(residuals[0]), 0.0)
+            res = res + max(explicit - float(res[0]), 0.0)
     order = torch.argsort(torch.as_tensor(theta), descending=True)
     values = torch.as_tensor(theta, dtype=torch.float64)[order]
-    residuals = residuals[order]
+    res = res[order]
     scale = max(scale, float(values.abs().max()))
-    converged = bool((residuals <= tol * max(scale, 1e-300)).all())
+    converged = bool((res <= tol * max(scale, 1e-300)).all())
     if return_vectors and not bool((order == torch.arange(len(order))).all()):
         Y = Y[:, order.to(Y.device)]  # a copy: callers above pass Y already in order
     return EigenResult(
         values=values,
         vectors=Y if return_vectors else None,
-        residuals=residuals,
+        residuals=res,
         n_matvecs=n_matvecs,
         converged=converged,
         tol=tol,

@@ -208,11 +208,13 @@ class EigenTracker:
                 check_multiplicity=self.check_multiplicity,
             )
             self._guard_vectors = guards.cpu()
+        vectors = res.vectors
+        assert vectors is not None  # both solves above return the vectors (return_vectors=True)
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:
-            overlap = subspace_overlap(self._history[-1], res.vectors)
+            overlap = subspace_overlap(self._history[-1], vectors)
         res = EigenResult(**{**res.__dict__, "overlap": overlap})
-        self._history = [*self._history[-1:], res.vectors]
+        self._history = [*self._history[-1:], vectors]
         self.previous = res
         self.n_updates += 1
         return res

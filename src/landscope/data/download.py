@@ -17,6 +17,7 @@ import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from landscope.errors import DataError
 
@@ -74,7 +75,7 @@ def _check_members(tar: tarfile.TarFile, root: Path) -> list[tarfile.TarInfo]:
     for m in members:
         target = (base / m.name).resolve()
         if not (m.isfile() or m.isdir()) or not target.is_relative_to(base):
-            raise DataError(f"unsafe member {m.name!r} in {tar.name}: refusing to extract")
+            raise DataError(f"unsafe member {m.name!r} in {tar.name!s}: refusing to extract")
     return members
 
 
@@ -91,7 +92,7 @@ def download_cifar10(root: str | os.PathLike) -> Path:
         try:
             with tarfile.open(tarball, "r:gz") as tar:
                 members = _check_members(tar, staging)
-                kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+                kwargs: dict[str, Any] = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
                 tar.extractall(staging, members=members, **kwargs)
         except (tarfile.TarError, EOFError, OSError) as e:
             raise DataError(f"cannot extract {tarball}: {e}") from e

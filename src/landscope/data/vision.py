@@ -70,12 +70,13 @@ def _find_idx(root: Path, download: bool) -> list[Path]:
 
     if download and any(find(n) is None for n in _FMNIST_FILES):
         download_fashion_mnist(root)
-    missing = [n for n in _FMNIST_FILES if find(n) is None]
+    found = {n: find(n) for n in _FMNIST_FILES}
+    missing = [n for n, p in found.items() if p is None]
     if missing:
         raise DataError(
             f"fashion_mnist: missing {', '.join(m + '[.gz]' for m in missing)} in {root}; {_HOW_TO_GET}"
         )
-    return [find(n) for n in _FMNIST_FILES]
+    return [p for p in found.values() if p is not None]
 
 
 def _labels(y: np.ndarray, n_images: int, where: object) -> np.ndarray:

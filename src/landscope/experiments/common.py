@@ -125,7 +125,7 @@ def largest_stable(values: list[float], runs: list[Run]) -> float:
     return max(ok) if ok else math.nan
 
 
-def fmt(x: float, digits: int = 3) -> str:
+def fmt(x: float | None, digits: int = 3) -> str:
     """A number for a claims table."""
     return "n/a" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}g}"
 

@@ -9,6 +9,7 @@ and draws it; ``tests/test_figure_specs.py`` checks the fields and the signature
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -104,7 +105,7 @@ class MetricVsFigure(Figure):
     """:func:`landscope.report.plots.metric_vs`: measured quantities against a swept parameter."""
 
     x: list[float]
-    series: dict[str, list[float]]
+    series: dict[str, Sequence[float]]
     xlabel: str
     ylabel: str
     logx: bool = False

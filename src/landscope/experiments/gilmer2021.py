@@ -411,19 +411,19 @@ def batch_size(ctx: Context) -> ExperimentResult:
     table, speedups = [], {}
     for model, over in (("default init", {}), ("init ×2", {"model.init": "scaled", "model.init_scale": 2.0})):
         best = []
-        for b in batches:
+        for bs in batches:
             runs = ctx.train_many(
-                [with_(base, **{**over, "train.batch_size": b, "optimizer.lr": lr}) for lr in grid],
-                [f"bs{b}_{model[:7].replace(' ', '')}_lr{lr:g}" for lr in grid],
+                [with_(base, **{**over, "train.batch_size": bs, "optimizer.lr": lr}) for lr in grid],
+                [f"bs{bs}_{model[:7].replace(' ', '')}_lr{lr:g}" for lr in grid],
             )
-            steps = []
+            steps: list[float] = []  # steps to the target loss (inf: never reached)
             for r in runs:
                 s, v = r.series("train_loss_full", r.measurements)
                 hit = s[np.nonzero(v <= target)[0]]
                 steps.append(int(hit[0]) if len(hit) and r.state != "diverged" else math.inf)
             i = int(np.argmin(steps))
             best.append(steps[i])
-            table.append((model, b, grid[i] if np.isfinite(steps[i]) else None, steps[i]))
+            table.append((model, bs, grid[i] if np.isfinite(steps[i]) else None, steps[i]))
         speedups[model] = best[0] / best[-1] if np.isfinite(best[0]) and np.isfinite(best[-1]) else math.nan
     a, b = speedups["default init"], speedups["init ×2"]
     claims = (

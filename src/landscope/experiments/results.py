@@ -70,11 +70,12 @@ PASS, FAIL, INCONCLUSIVE, REPORTED_VERDICT, NOT_MEASURED = (
 REPORTED = "reported, no criterion"  # the criterion of a claim measured only to be reported
 
 
-def _number(x: object) -> float | None:
+def _number(x: Any) -> float | None:
+    """``x`` as a finite float, or ``None`` (anything ``float`` refuses, and non-finite numbers)."""
     if x is None:
         return None
     try:
-        v = float(x)  # type: ignore[arg-type]
+        v = float(x)
     except (TypeError, ValueError):
         return None
     return v if math.isfinite(v) else None

@@ -427,6 +427,7 @@ def effective_params(ctx: Context) -> ExperimentResult:
     n = min(2000 if ctx.variant != "smoke" else 200, ds.X_train.shape[0])
     m = _m(ctx)
     res = eigenpairs(HessianOperator(model, loss_fn, (ds.X_train[:n], ds.y_train[:n])), k=m, tol=1e-4)
+    assert res.vectors is not None  # eigenpairs returns the vectors by default (return_vectors=True)
     k = outlier_count(res.values)
     rows, claims = [], []
     for eps in (0.5, 1.0, 2.0):
@@ -501,6 +502,7 @@ def klayer(ctx: Context) -> ExperimentResult:
     data = ds.train
     tol, multi = (1e-4, False) if ctx.variant == "smoke" else (1e-6, True)
     full = eigenpairs(HessianOperator(model, loss_fn, data), k=5, tol=tol, check_multiplicity=multi)
+    assert full.vectors is not None  # return_vectors=True, the default (also below)
     n_layers = sum(1 for m in model.modules() if isinstance(m, torch.nn.Linear))
     rows, errs, ovs = [], [], []
     for side in ("last", "first"):
@@ -508,6 +510,7 @@ def klayer(ctx: Context) -> ExperimentResult:
             sel = layers(model, **{side: k})
             op = HessianOperator(model, loss_fn, data, params=sel)
             res = eigenpairs(op, k=min(5, op.dim), tol=tol, check_multiplicity=multi)
+            assert res.vectors is not None
             padded = torch.zeros(full.vectors.shape[0], res.vectors.shape[1], dtype=full.vectors.dtype)
             offset, idx = 0, {}
             for n, p in model.named_parameters():

@@ -29,7 +29,7 @@ def _positive_int(key: str, value: object, minimum: int = 1) -> int:
 def _one_of(key: str, value: object, valid: tuple[str, ...]) -> str:
     if value not in valid:
         raise InputError(f"model: unknown {key} {value!r}; valid: {', '.join(sorted(valid))}")
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _input_shape(input_shape: object) -> tuple[int, ...]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 import torch
@@ -103,7 +103,10 @@ def fixup_init(model: nn.Module, seed: int = 0) -> None:
             _he_normal_(block.conv1.weight, gain * branch_scale, gen)
             block.conv2.weight.zero_()
             if block.projects:
-                _he_normal_(block.shortcut[0].weight, gain, gen)
+                # a projecting block's shortcut is Sequential(conv, norm) (BasicBlock.__init__)
+                projection = block.shortcut.get_submodule("0")
+                assert isinstance(projection, nn.modules.conv._ConvNd)
+                _he_normal_(projection.weight, gain, gen)
         for m in model.modules():
             if isinstance(m, ScalarBias):
                 m.bias.zero_()
@@ -114,9 +117,13 @@ def fixup_init(model: nn.Module, seed: int = 0) -> None:
 
 
 def _gain(activation: str) -> float:
-    if activation in ("relu", "tanh", "sigmoid"):
-        return nn.init.calculate_gain(activation)
-    return 1.0 if activation == "identity" else nn.init.calculate_gain("relu")  # gelu, elu: ReLU-like
+    match activation:
+        case "relu" | "tanh" | "sigmoid":
+            return nn.init.calculate_gain(activation)
+        case "identity":
+            return 1.0
+        case _:
+            return nn.init.calculate_gain("relu")  # gelu, elu: ReLU-like
 
 
 def _he_normal_(w: torch.Tensor, gain: float, gen: torch.Generator) -> None:
@@ -127,6 +134,13 @@ def _he_normal_(w: torch.Tensor, gain: float, gen: torch.Generator) -> None:
 # ----------------------------------------------------------------------------- shared machinery
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _sum(terms: Iterable[torch.Tensor]) -> torch.Tensor:
+    """The builtin ``sum`` of per-parameter terms, typed as the tensor it is (not ``Tensor | 0``)."""
+    total = sum(terms)
+    assert isinstance(total, torch.Tensor)  # never empty: _grads (autograd.grad) refuses no inputs
+    return total
 
 
 def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -140,7 +154,7 @@ def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         shape = [1, x.shape[1]] + [1] * (x.dim() - 2)
-        if m.training or m.running_mean is None:
+        if m.training or m.running_mean is None or m.running_var is None:  # both or neither
             dims = [0, *range(2, x.dim())]
             mean = x.mean(dims, keepdim=True)
             var = ((x - mean) ** 2).mean(dims, keepdim=True)
@@ -168,7 +182,8 @@ def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Te
                 if isinstance(m, nn.modules.dropout._DropoutNd):
                     m.eval()
             for m in norms:
-                m.forward = _explicit_batch_norm(m)  # type: ignore[method-assign]
+                # an instance attribute shadowing the method: mypy objects to assigning methods
+                m.forward = _explicit_batch_norm(m)  # type: ignore[method-assign, assignment]
             yield {n: b.clone() for n, b in model.named_buffers()}
     finally:
         for m, training in flags:
@@ -211,11 +226,11 @@ def _gq(
     """
     xs = list(params.values())
     g = _grads(_loss(model, loss_fn, params, buffers, X, y), xs)
-    hg = _grads(sum((gi * gi).sum() for gi in g) / 2, xs)
+    hg = _grads(_sum((gi * gi).sum() for gi in g) / 2, xs)
     if eps_rel > 0:
         mean_abs = sum(gi.detach().abs().sum() for gi in g) / sum(x.numel() for x in xs)
         eps = max(eps, eps_rel * float(mean_abs))
-    total = sum(
+    total = _sum(
         ((gi - hi) / (gi + eps * torch.where(gi >= 0, 1.0, -1.0).detach()) - 1).abs().sum()
         for gi, hi in zip(g, hg, strict=True)
     )
@@ -467,7 +482,7 @@ def gradinit(
             s, s_tilde = draw(halves[0]), draw(halves[1])
             params = {n: alpha[i] * base[n] for i, n in enumerate(names)}
             g = _grads(_loss(model, loss_fn, params, buffers, X[s], y[s]), list(params.values()))
-            gnorm = torch.sqrt(sum((gi * gi).sum() for gi in g))
+            gnorm = torch.sqrt(_sum((gi * gi).sum() for gi in g))
             unit = [(gi / gnorm.clamp_min(torch.finfo(dtype).tiny)).detach() for gi in g]
             stepped = {n: params[n] - eta * u for n, u in zip(names, unit, strict=True)}
             after = _loss(model, loss_fn, stepped, buffers, X[s_tilde], y[s_tilde])

@@ -99,6 +99,8 @@ class BasicBlock(nn.Module):
 class ResNetLite(nn.Sequential):
     """The network :func:`resnet_lite` builds; ``fixup``, ``activation``, ``residual_blocks`` serve inits."""
 
+    fc: nn.Linear  # the head, registered as a submodule by resnet_lite (declared for type checkers)
+
     def __init__(self, modules: OrderedDict[str, nn.Module], *, fixup: bool, activation: str):
         super().__init__(modules)
         self.fixup = fixup

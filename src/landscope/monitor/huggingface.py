@@ -96,7 +96,7 @@ class SharpnessCallback(TrainerCallback):
         check_options(every, k, tol, edge, name)
         self.batch = check_batch(batch)
         self.loss_fn, self.output_key = loss_fn, output_key
-        self.options = {
+        self.options: dict[str, Any] = {
             "every": every,
             "k": k,
             "tol": tol,

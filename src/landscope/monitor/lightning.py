@@ -12,18 +12,21 @@ absent.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-try:
+if TYPE_CHECKING:  # checked against one of the two packages (the same class)
     from lightning.pytorch.callbacks import Callback
-except ImportError:  # pragma: no cover - the older standalone package
+else:
     try:
-        from pytorch_lightning.callbacks import Callback
-    except ImportError as e:
-        raise ImportError(
-            "landscope.monitor.lightning needs PyTorch Lightning: "
-            "pip install 'landscope[monitor]' (or pip install lightning)"
-        ) from e
+        from lightning.pytorch.callbacks import Callback
+    except ImportError:  # pragma: no cover - the older standalone package
+        try:
+            from pytorch_lightning.callbacks import Callback
+        except ImportError as e:
+            raise ImportError(
+                "landscope.monitor.lightning needs PyTorch Lightning: "
+                "pip install 'landscope[monitor]' (or pip install lightning)"
+            ) from e
 
 from landscope.curvature.batches import map_tensors
 from landscope.monitor.monitor import (

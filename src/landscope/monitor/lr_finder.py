@@ -19,7 +19,7 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -270,7 +270,7 @@ def find_max_stable_lr(
     early_steps: int = 5,
     probe_steps: int | None = None,
     warmup_steps: int = 10,
-    hessian_samples: int | str | None = "auto",
+    hessian_samples: int | Literal["auto"] | None = "auto",
     tol: float = 1e-3,
     diverge_factor: float = 1000.0,
     betas: tuple[float, float] = (0.9, 0.999),
@@ -382,6 +382,8 @@ def find_max_stable_lr(
             run = train_steps(work, opt, f_loss, stream, warmup_steps, math.inf)
             n_steps += run.steps
 
+        n_matvecs = 0
+
         def sharpness() -> float:
             o = PreconditionedOperator(op, adam_preconditioner(opt, op)) if choice.preconditioned else op
             res = tracker.update(o)
@@ -389,7 +391,6 @@ def find_max_stable_lr(
             n_matvecs += res.n_matvecs
             return float(res.values[0])
 
-        n_matvecs = 0
         lam0 = sharpness()
         if not lam0 > 0:
             raise LandscopeError(

@@ -214,7 +214,7 @@ def check_options(every: object, k: object, tol: object, edge: object, name: obj
         raise InputError(f"name must be a non-empty string, got {name!r}")
 
 
-def check_batch(batch: object) -> Any:
+def check_batch(batch: Any) -> Any:
     """``batch``: an ``(X, y)`` pair with as many samples each, or a dict batch.
 
     Other structures (tuple or dict parts) pass to the operator, which checks them.
@@ -304,11 +304,11 @@ class _Probe:
         """Top-k eigenvalues (of P⁻¹H when ``P`` is given), products taken, seconds, health."""
         tic = time.perf_counter()
         pre = P is not None
-        if pre and not bool(torch.isfinite(P).all()):  # type: ignore[union-attr]
+        if P is not None and not bool(torch.isfinite(P).all()):
             # the optimiser's state blew up with the run: a diverged run is a result, not an error
             self.tracker.reset()
             return (math.nan,), 0, time.perf_counter() - tic, self.health()
-        op = PreconditionedOperator(self.op, P) if pre else self.op
+        op = PreconditionedOperator(self.op, P) if P is not None else self.op
         if self.preconditioned is not None and pre != self.preconditioned:
             self.tracker.reset()  # another operator: the last subspace is no warm start
         self.preconditioned = pre
@@ -459,10 +459,11 @@ class SharpnessMonitor:
         self._submitted_threshold: float | None = None  # of the last measurement asked for
         self._submitted_warming = False
 
-    def step(self, optimizer: torch.optim.Optimizer) -> str:
+    def step(self, optimizer: torch.optim.Optimizer) -> str | None:
         """Count one optimiser step; measure if due; return the status (call after ``optimizer.step()``).
 
-        In background mode the λ1 is that of the latest measurement that has come back.
+        In background mode the λ1 is that of the latest measurement that has come back; until the
+        first one has, the status is ``None`` (no verdict yet).
         """
         self.n_steps += 1
         if self.error is not None:
@@ -489,7 +490,7 @@ class SharpnessMonitor:
             self._set_status(now)
         except Exception as e:  # the monitor never stops the user's training
             self._turn_off(e)
-        return self.status  # type: ignore[return-value]
+        return self.status
 
     def measure(self, optimizer: torch.optim.Optimizer) -> MonitorRecord:
         """Measure now (whatever the step), record, notify the sinks, and return the record.

@@ -114,9 +114,7 @@ def optimizer_choice(
         and all(isinstance(b, (int, float)) and 0 <= b < 1 for b in betas)
     ):
         raise InputError(f"betas must be two numbers in [0, 1), got {betas!r}")
-    for key, v in (("eps", eps), ("weight_decay", weight_decay)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise InputError(f"{key} must be a non-negative number, got {v!r}")
+    eps_, weight_decay_ = _non_negative("eps", eps), _non_negative("weight_decay", weight_decay)
     name = str(optimizer)
     if name in ("gd", "sgd") and momentum > 0:
         name = "momentum"
@@ -126,9 +124,15 @@ def optimizer_choice(
         name=name,
         momentum=float(momentum),
         betas=(float(betas[0]), float(betas[1])),
-        eps=float(eps),
-        weight_decay=float(weight_decay),
+        eps=eps_,
+        weight_decay=weight_decay_,
     )
+
+
+def _non_negative(key: str, v: object) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+        raise InputError(f"{key} must be a non-negative number, got {v!r}")
+    return float(v)
 
 
 class Batches:
@@ -142,9 +146,16 @@ class Batches:
     def __init__(self, data: object, batch_size_: int | None, seed: int) -> None:
         self.seed = seed
         self.batch_size = batch_size_
-        self.tensors = is_pair(data) and all(isinstance(t, torch.Tensor) for t in data)  # type: ignore[union-attr]
-        if self.tensors:
-            X, y = data  # type: ignore[misc]
+        pair = (
+            data
+            if isinstance(data, (tuple, list))
+            and is_pair(data)
+            and all(isinstance(t, torch.Tensor) for t in data)
+            else None
+        )
+        self.tensors = pair is not None
+        if pair is not None:
+            X, y = pair
             if len(X) != len(y) or len(X) == 0:
                 raise InputError(
                     f"data: X has {len(X)} samples and y {len(y)}; they need the same positive number"
@@ -186,14 +197,14 @@ class Batches:
         X, y = self.data
         if self.batch_size is None:
             return itertools.repeat((X, y))
-        return self._minibatches(X, y)
+        return self._minibatches(X, y, self.batch_size)
 
-    def _minibatches(self, X: torch.Tensor, y: torch.Tensor) -> Iterator[Batch]:
+    def _minibatches(self, X: torch.Tensor, y: torch.Tensor, size: int) -> Iterator[Batch]:
         gen = torch.Generator().manual_seed(self.seed)
         while True:
             perm = torch.randperm(len(X), generator=gen).to(X.device)
-            for s in range(0, len(X) - self.batch_size + 1, self.batch_size):  # type: ignore[operator]
-                idx = perm[s : s + self.batch_size]
+            for s in range(0, len(X) - size + 1, size):
+                idx = perm[s : s + size]
                 yield X[idx], y[idx]
 
     def training_batch_samples(self) -> int:
@@ -215,7 +226,7 @@ class Batches:
         the curvature operators.
         """
         if self.tensors:
-            X, y = hessian_subset(*self.data, samples, self.seed)
+            X, y = hessian_subset(self.data[0], self.data[1], samples, self.seed)
             step = self.batch_size or len(X)
             return [(X[s : s + step], y[s : s + step]) for s in range(0, len(X), step)]
         out, seen = [], 0
@@ -269,7 +280,7 @@ def outputs_collapsed(model: nn.Module, batches: list[Batch], custom_loss: bool)
         return None
     b = batches[0]
     with model_mode(model, "train"):
-        out = call_model(model, b[0]) if is_pair(b) else model(**b)  # type: ignore[arg-type]
+        out = call_model(model, b[0]) if is_pair(b) else model(**b)
     try:
         out = outputs_of(out)
     except Exception:  # an output we cannot read is not evidence of death
@@ -330,7 +341,7 @@ def chance_ratio(model: nn.Module, loss_fn: Callable | None, batches: list[Batch
         return None
     own = const = 0.0
     with model_mode(model, "train"):
-        for X, y in batches:  # type: ignore[misc]
+        for X, y in batches:
             try:
                 out = outputs_of(call_model(model, X))
             except Exception:

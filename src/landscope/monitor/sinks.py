@@ -81,7 +81,7 @@ def make_sink(sink: object, name: str) -> Sink:
     if callable(getattr(sink, "add_scalar", None)):
         return _TensorBoardSink(sink, name)
     if callable(sink):
-        return sink  # type: ignore[return-value]
+        return sink
     raise InputError(
         f"a sink must be a SummaryWriter, a .csv/.jsonl path or a callable(record), got {type(sink).__name__}"
     )

@@ -6,6 +6,7 @@ instabilities are shaded by phase (heating red, cooling blue) wherever time is o
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -137,7 +138,9 @@ def shift_matrix(run: Run, path: str | Path, instabilities: list[Instability] | 
     fig.colorbar(im, ax=ax, label="overlap ‖UₐᵀU_b‖²_F / k")
     ax.set_xlabel("step")
     ax.set_ylabel("step")
-    k = run.eigen(int(steps[0])).vectors.shape[1]
+    vectors = run.eigen(int(steps[0])).vectors
+    assert vectors is not None  # overlap_matrix's steps are those with stored eigenvectors
+    k = vectors.shape[1]
     ax.set_title(f"Landscape shift: top-{k} subspace overlap (dotted: instability starts)", fontsize=9)
     return _save(fig, path)
 
@@ -299,7 +302,7 @@ def sweep_curves(runs: list[Run], labels: list[str], path: str | Path, ratio: bo
 
 def metric_vs(
     x: list[float],
-    series: dict[str, list[float]],
+    series: dict[str, Sequence[float]],
     path: str | Path,
     xlabel: str,
     ylabel: str,

@@ -52,7 +52,8 @@ def to_plain(obj: Any, where: str = "state") -> Any:
             return obj
         out = (OrderedDict if isinstance(obj, OrderedDict) else dict)(zip(keys, values, strict=True))
         if hasattr(obj, "_metadata"):  # a module's state_dict: the per-module versions
-            out._metadata = obj._metadata
+            # torch sets _metadata on its state_dict OrderedDicts; no type declares it
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
         return out
     if isinstance(obj, list | tuple | set):
         items = [to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj)]
@@ -106,8 +107,8 @@ def from_plain(obj: Any) -> Any:
         if _same(values, obj.values()):
             return obj
         out = type(obj)(zip(obj, values, strict=True))
-        if hasattr(obj, "_metadata"):
-            out._metadata = obj._metadata
+        if hasattr(obj, "_metadata"):  # torch's state_dict attribute (see to_plain)
+            out._metadata = obj._metadata  # type: ignore[attr-defined]
         return out
     if isinstance(obj, list | tuple) and not isinstance(obj, torch.Size):
         items = [from_plain(v) for v in obj]

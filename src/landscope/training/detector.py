@@ -26,8 +26,11 @@ SENSITIVITY_DELTAS = (0.01, 0.02, 0.05, 0.1)  # [W&R]'s suggested check: claims 
 
 def check_delta(delta: object, where: str = "delta") -> float:
     """``delta`` as a float, or one :class:`InputError` naming it."""
-    number = isinstance(delta, int | float) and not isinstance(delta, bool)
-    if not (number and math.isfinite(delta) and delta > 0):
+    if (
+        isinstance(delta, bool)
+        or not isinstance(delta, int | float)
+        or not (math.isfinite(delta) and delta > 0)
+    ):
         raise InputError(f"{where} must be positive, got {delta!r}")
     return float(delta)
 

@@ -18,6 +18,7 @@ from torch import nn
 
 from landscope.background import state_copy
 from landscope.curvature import (
+    CurvatureOperator,
     EigenResult,
     EigenTracker,
     HessianOperator,
@@ -25,6 +26,7 @@ from landscope.curvature import (
     adam_preconditioner,
     layers,
 )
+from landscope.curvature.params import ParamSpec
 from landscope.errors import LandscopeError
 from landscope.training.config import MeasureConfig
 
@@ -107,6 +109,7 @@ class Measurer:
         self.model, self.loss_fn, self.config = model, loss_fn, config
         self.test_data, self.train_data = test_data, train_data
         self.preconditioned = preconditioned
+        params: ParamSpec
         if config.last_layers is not None:
             params = layers(model, last=config.last_layers)
         elif config.first_layers is not None:
@@ -163,13 +166,14 @@ class Measurer:
         return None
 
     def _curvature(self, P: torch.Tensor | None) -> tuple[EigenResult, bool]:
-        op, pre = self.op, P is not None
-        if pre:
-            op = PreconditionedOperator(self.op, P)
+        tracker = self.tracker
+        assert tracker is not None  # measure() asks for curvature only with a tracker (k > 0)
+        op: CurvatureOperator = self.op if P is None else PreconditionedOperator(self.op, P)
+        pre = P is not None
         if self.tracked_preconditioned is not None and pre != self.tracked_preconditioned:
-            self.tracker.reset()  # a different operator: its subspace is not comparable
+            tracker.reset()  # a different operator: its subspace is not comparable
         self.tracked_preconditioned = pre
-        return self.tracker.update(op), pre
+        return tracker.update(op), pre
 
     def measure(
         self, optimizer: torch.optim.Optimizer, threshold: float | None, theta0: torch.Tensor
@@ -253,6 +257,7 @@ class Measurer:
                 gn = float(g.norm())
                 row["full_grad_norm"] = gn
                 if gn > 0 and not pre:
+                    assert eigen.vectors is not None  # EigenTracker.update keeps the vectors
                     coords = eigen.vectors.to(g).T @ g
                     row["grad_topk_fraction"] = float(coords.pow(2).sum()) / gn**2
         return Measurement(row, eigen, arrays)

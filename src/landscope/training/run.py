@@ -81,7 +81,7 @@ def build_run(config: RunConfig, dataset: Dataset | None = None) -> tuple[torch.
     idx = torch.randperm(ds.X_train.shape[0], generator=g)[:META_INIT_SAMPLES]
     batch = (ds.X_train[idx], ds.y_train[idx])
     m = config.model
-    arch = {"width": m.width, "depth": m.depth, "activation": m.activation, "norm": m.norm}
+    arch: dict[str, Any] = {"width": m.width, "depth": m.depth, "activation": m.activation, "norm": m.norm}
 
     cache = init_cache_dir() if m.init in META_INITS else None
     key = init_cache_key(config, tuple(ds.input_shape), n_out, batch) if cache is not None else {}

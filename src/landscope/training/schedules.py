@@ -42,11 +42,18 @@ class Schedule:
         elif c.name == "step":
             eta = eta0 * c.gamma ** sum(step >= m for m in c.milestones)
         elif c.name == "delayed_decay":
+            assert c.delay is not None  # ScheduleConfig._needed_keys requires it
             eta = eta0 * _decay(c.decay, step - c.delay, self.total_steps - c.delay, c.final_factor)
         elif c.name == "cosine":
             eta = eta0 * _decay("cosine", step, self.total_steps, c.final_factor)
         else:  # cyclic triangular: η_low → η_high → η_low over one period
-            low = c.lr_low if c.lr_low is not None else eta0 / c.ratio
+            # ScheduleConfig._needed_keys requires a period and exactly one of lr_low and ratio
+            assert c.period is not None
+            if c.lr_low is not None:
+                low = c.lr_low
+            else:
+                assert c.ratio is not None
+                low = eta0 / c.ratio
             phase = (step % c.period) / c.period
             eta = low + (eta0 - low) * (1.0 - abs(2.0 * phase - 1.0))
         if step < c.warmup_steps:

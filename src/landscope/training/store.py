@@ -201,18 +201,22 @@ class RunStore:
 
     def append(self, row: dict[str, Any]) -> None:
         """Append one row and flush it to the OS (it survives a kill of this process)."""
-        if self._metrics is None:
-            self.open_metrics()
-        self._metrics.write(json.dumps(row, allow_nan=True) + "\n")
-        self._metrics.flush()
+        metrics = self._metrics_file()
+        metrics.write(json.dumps(row, allow_nan=True) + "\n")
+        metrics.flush()
 
     def metrics_offset(self) -> int:
         """Bytes of ``metrics.jsonl`` written so far (recorded in checkpoints)."""
+        metrics = self._metrics_file()
+        metrics.flush()
+        os.fsync(metrics.fileno())
+        return metrics.tell()
+
+    def _metrics_file(self) -> io.TextIOWrapper:
         if self._metrics is None:
             self.open_metrics()
-        self._metrics.flush()
-        os.fsync(self._metrics.fileno())
-        return self._metrics.tell()
+        assert self._metrics is not None  # open_metrics opened it
+        return self._metrics
 
     # -- eigenpairs and checkpoints --------------------------------------------------------
     def save_eigen(
@@ -224,7 +228,7 @@ class RunStore:
         **extra: np.ndarray,
     ) -> Path:
         """Write ``eigen/step_XXXXXXXX.npz`` atomically (eigenpairs and any ``extra`` arrays)."""
-        arrays = {k: np.asarray(v) for k, v in extra.items()}
+        arrays: dict[str, Any] = {k: np.asarray(v) for k, v in extra.items()}
         if values is not None:
             arrays["values"] = np.asarray(values, np.float64)
             arrays["residuals"] = np.asarray(residuals, np.float64)
@@ -283,6 +287,7 @@ class RunStore:
                 self._latest_ok = True
                 return state
         if not previous.is_file():
+            assert problem is not None  # latest is a file that failed to load (both missing: None above)
             raise InputError(
                 f"checkpoint {latest} {problem.why}, and there is no previous checkpoint to "
                 f"fall back on; {checkpoint_advice(self.path)}"

@@ -127,6 +127,7 @@ class Trainer:
         else:
             self.optimizer = make_optimizer(model.parameters(), spec)
         self.base_lr = float(self.optimizer.param_groups[0]["lr"])
+        self.schedule: Callable[[int], float]
         if schedule is None or isinstance(schedule, ScheduleConfig):
             self.schedule = make_schedule(schedule, self.base_lr, steps)
         elif callable(schedule):
@@ -186,11 +187,12 @@ class Trainer:
         return torch.cat([p.detach().reshape(-1) for p in self.model.parameters()]).clone()
 
     def _clip(self) -> tuple[float, bool]:
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm([p.grad for p in params]))))
+        with_grad = [(p, p.grad) for p in self.model.parameters() if p.grad is not None]
+        params, grads = [p for p, _ in with_grad], [g for _, g in with_grad]
+        norm = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
         fired = False
         if self.clip_value is not None:
-            fired = any(bool((p.grad.abs() > self.clip_value).any()) for p in params)
+            fired = any(bool((g.abs() > self.clip_value).any()) for g in grads)
             torch.nn.utils.clip_grad_value_(params, self.clip_value)
         if self.clip_norm is not None and norm > self.clip_norm:
             torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
@@ -207,11 +209,13 @@ class Trainer:
         t = row["step"]
         if self.store is not None and (m.eigen is not None or m.arrays):
             e = m.eigen
+            save_vectors = self.measure_config is not None and self.measure_config.save_vectors
+            vectors = e.vectors if e is not None and save_vectors else None
             self.store.save_eigen(
                 t,
                 e.values.numpy() if e else None,
                 e.residuals.numpy() if e else None,
-                e.vectors.cpu().numpy() if e and self.measure_config.save_vectors else None,
+                vectors.cpu().numpy() if vectors is not None else None,
                 **m.arrays,
             )
         elif m.eigen is not None:
@@ -220,7 +224,8 @@ class Trainer:
     @contextmanager
     def _background(self) -> Iterator[BackgroundActor | None]:
         """The measurer's background copy when ``measure.background`` is set (else ``None``)."""
-        if self.measurer is None or not self.measure_config.background:
+        # a measurer is made from a measure config (__init__)
+        if self.measurer is None or self.measure_config is None or not self.measure_config.background:
             yield None
             return
         fds = self.store.file_descriptors() if self.store is not None else ()
@@ -267,7 +272,8 @@ class Trainer:
             if actor is not None:
                 tic = time.perf_counter()
                 self._settle(loop, actor.drain(), math.inf)
-                self.measurer.load_state_dict(actor.call("state_dict"))  # type: ignore[union-attr]
+                assert self.measurer is not None  # the actor runs a copy of it (_background)
+                self.measurer.load_state_dict(actor.call("state_dict"))
                 loop.timing["measure_seconds"] += time.perf_counter() - tic
         return self._end(loop)
 
@@ -330,7 +336,8 @@ class Trainer:
         assert self.store is not None
         if loop.actor is not None:  # the checkpoint holds the measurer's state after them
             self._settle(loop, loop.actor.drain(), loop.t - 1 - loop.rows.hold)
-            self.measurer.load_state_dict(loop.actor.call("state_dict"))  # type: ignore[union-attr]
+            assert self.measurer is not None  # the actor runs a copy of it (_background)
+            self.measurer.load_state_dict(loop.actor.call("state_dict"))
         self.store.save_checkpoint(self._checkpoint(loop, self.store.metrics_offset()).to_state())
         self.store.write_status(
             "running", step=loop.t, steps=self.steps, clip_count=loop.clip_count, **loop.timing
@@ -552,14 +559,15 @@ class _Around:
 
     def observe(self, step: int, loss: float) -> tuple[bool, list[int]]:
         """Feed the loss of ``step``: whether to measure it, and which earlier steps to measure now."""
-        now, back = False, set()
+        now = False
+        back: set[int] = set()  # steps just before an instability's start
         for det in self.detectors:
             if det.update(step, loss) is not None:  # ended here: measure it and the steps after
                 now = True
                 self.after_until = max(self.after_until, step + self.after)
-            elif det.active:
+            elif (spell := det.current) is not None:  # active
                 now = True
-                if det.current.start == step:
+                if spell.start == step:
                     back.update(range(step - self.before, step))
         return now or step <= self.after_until, sorted(back)
 
