@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from landscope.curvature.modes import kept_flags
 from landscope.errors import InputError
 
 
@@ -69,8 +70,6 @@ def perturbation_test(
     gen = torch.Generator().manual_seed(seed)
     R = torch.randn(dim, n_random, generator=gen)
     R /= R.norm(dim=0, keepdim=True)
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
 
     def evaluate(delta: torch.Tensor | None) -> tuple[torch.Tensor, float, float | None]:
         params, i = {}, 0
@@ -82,7 +81,8 @@ def perturbation_test(
         acc = None if y.is_floating_point() else float((out.argmax(-1) == y).float().mean())
         return out, float(loss_fn(out, y)), acc
 
-    try:
+    with kept_flags(model):
+        model.eval()
         out0, loss0, acc0 = evaluate(None)
         groups = []
         for name, D in (("outlier", V[:, :k_star]), ("bulk", V[:, k_star:]), ("random", R)):
@@ -103,7 +103,4 @@ def perturbation_test(
                     float(np.mean(accs)) if accs else None,
                 )
             )
-    finally:
-        for m, f in flags.items():
-            m.training = f
     return Perturbation(eps, tuple(groups))

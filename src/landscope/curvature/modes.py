@@ -32,6 +32,36 @@ def math_attention() -> contextlib.AbstractContextManager:
     return sdpa_kernel([SDPBackend.MATH])
 
 
+def cuda_devices(*where: nn.Module | torch.Tensor | torch.device | None) -> list[torch.device]:
+    """The CUDA devices of modules' parameters and buffers, tensors or devices: what to fork.
+
+    ``torch.random.fork_rng`` always forks the CPU generator; a block that draws on a GPU must
+    name that GPU too. One rule for every forked block, so none leaves a GPU's RNG advanced.
+    """
+    found: dict[torch.device, None] = {}
+    for w in where:
+        if isinstance(w, nn.Module):
+            devs = [t.device for t in (*w.parameters(), *w.buffers())]
+        elif isinstance(w, torch.Tensor):
+            devs = [w.device]
+        else:
+            devs = [torch.device(w)] if w is not None else []
+        found.update((d, None) for d in devs if d.type == "cuda")
+    return list(found)
+
+
+@contextlib.contextmanager
+def kept_flags(model: nn.Module) -> Iterator[None]:
+    """Every module's ``training`` flag restored on exit, whatever the block set them to."""
+    modules = list(model.modules())
+    flags = [m.training for m in modules]
+    try:
+        yield
+    finally:
+        for m, f in zip(modules, flags, strict=True):
+            m.training = f
+
+
 @contextlib.contextmanager
 def model_mode(
     model: nn.Module,
@@ -50,13 +80,10 @@ def model_mode(
     ``dropout`` the whole model trains and the masks are fixed by ``dropout_seed``. Attention runs
     on the math kernel (:func:`math_attention`); the global RNG is forked.
     """
-    modules = list(model.modules())
-    flags = [m.training for m in modules]
-    tracked = {m: m.track_running_stats for m in modules if isinstance(m, BATCH_STATISTICS)}
-    cuda = device is not None and torch.device(device).type == "cuda"
-    rng = torch.random.fork_rng(devices=[device] if cuda else [])
+    tracked = {m: m.track_running_stats for m in model.modules() if isinstance(m, BATCH_STATISTICS)}
+    rng = torch.random.fork_rng(devices=cuda_devices(device))
     try:
-        with rng, math_attention():
+        with kept_flags(model), rng, math_attention():
             if mode == "train":
                 model.train(dropout)
                 for norm in tracked:
@@ -68,7 +95,5 @@ def model_mode(
                 model.eval()
             yield
     finally:
-        for m, f in zip(modules, flags, strict=True):
-            m.training = f
         for norm, t in tracked.items():
             norm.track_running_stats = t

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from landscope.curvature.modes import cuda_devices, kept_flags
 from landscope.errors import InputError
 from landscope.models.losses import LossFn, get_loss
 from landscope.models.resnet import ResNetLite, ScalarBias, ScalarScale
@@ -171,11 +172,9 @@ def _explicit_batch_norm(m: nn.modules.batchnorm._BatchNorm) -> Callable[[torch.
 @contextlib.contextmanager
 def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """BatchNorm in training mode (explicit ops), dropout off, forked RNG; yields buffer copies."""
-    flags = [(m, m.training) for m in model.modules()]
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
     try:
-        with torch.random.fork_rng(devices=devices):
+        with kept_flags(model), torch.random.fork_rng(devices=cuda_devices(model)):
             torch.default_generator.manual_seed(seed)
             model.train()
             for m in model.modules():
@@ -186,8 +185,6 @@ def _functional_mode(model: nn.Module, seed: int) -> Iterator[dict[str, torch.Te
                 m.forward = _explicit_batch_norm(m)  # type: ignore[method-assign, assignment]
             yield {n: b.clone() for n, b in model.named_buffers()}
     finally:
-        for m, training in flags:
-            m.training = training
         for m in norms:
             m.__dict__.pop("forward", None)
 

@@ -22,7 +22,7 @@ from torch import nn
 
 from landscope.curvature.batch_loss import BatchLoss, call_model, outputs_of
 from landscope.curvature.batches import Batch, batch_size, is_pair
-from landscope.curvature.modes import model_mode
+from landscope.curvature.modes import cuda_devices, model_mode
 from landscope.errors import InputError
 from landscope.training.config import OptimizerSpec
 from landscope.training.measure import hessian_subset
@@ -245,8 +245,7 @@ def working_copy(model: nn.Module, seed: int) -> Iterator[nn.Module]:
     The caller's model, its gradients and BatchNorm statistics, and the global RNG (CPU, and the
     model's CUDA device) are left as they were.
     """
-    device = next(model.parameters()).device
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=cuda_devices(model)):
         torch.manual_seed(seed)
         work = copy.deepcopy(model)
         for p in work.parameters():

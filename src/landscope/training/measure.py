@@ -26,6 +26,7 @@ from landscope.curvature import (
     adam_preconditioner,
     layers,
 )
+from landscope.curvature.modes import kept_flags
 from landscope.curvature.params import ParamSpec
 from landscope.errors import LandscopeError
 from landscope.training.config import MeasureConfig
@@ -49,9 +50,8 @@ def evaluate(
     model: nn.Module, loss_fn: Callable, X: torch.Tensor, y: torch.Tensor
 ) -> tuple[float, float | None]:
     """Mean loss and accuracy (``None`` for regression targets) in eval mode, in chunks."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with kept_flags(model):
+        model.eval()
         total, correct, n = 0.0, 0, X.shape[0]
         for i in range(0, n, EVAL_CHUNK):
             out = model(X[i : i + EVAL_CHUNK])
@@ -59,22 +59,15 @@ def evaluate(
             total += float(loss_fn(out, yb)) * yb.shape[0]
             if not yb.is_floating_point():
                 correct += int((out.argmax(-1) == yb).sum())
-    finally:
-        for m, f in flags.items():
-            m.training = f
     return total / n, (correct / n if not y.is_floating_point() else None)
 
 
 @torch.no_grad()
 def predictions(model: nn.Module, X: torch.Tensor) -> torch.Tensor:
     """Predicted classes (argmax of the outputs) in eval mode, flags restored."""
-    flags = {m: m.training for m in model.modules()}
-    model.eval()
-    try:
+    with kept_flags(model):
+        model.eval()
         return torch.cat([model(X[i : i + EVAL_CHUNK]).argmax(-1) for i in range(0, X.shape[0], EVAL_CHUNK)])
-    finally:
-        for m, f in flags.items():
-            m.training = f
 
 
 def _finite(x: float | None) -> float | None:

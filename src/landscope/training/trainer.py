@@ -23,6 +23,7 @@ from torch import nn
 
 from landscope.background import BackgroundActor
 from landscope.curvature import EigenResult
+from landscope.curvature.modes import cuda_devices
 from landscope.errors import InputError
 from landscope.training.config import MeasureConfig, OptimizerSpec, ScheduleConfig
 from landscope.training.detector import DEFAULT_DELTA, InstabilityDetector
@@ -177,8 +178,7 @@ class Trainer:
         if not self._has_dropout:
             yield
             return
-        devices = [self.X.device] if self.X.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
+        with torch.random.fork_rng(devices=cuda_devices(self.model, self.X)):
             torch.manual_seed((self.seed * 7_368_787 + step) % 2**63)
             yield
 
