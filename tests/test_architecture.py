@@ -10,15 +10,16 @@ those implicit edges are not drawn: an edge is what a module names.
 Layers, left to right; a module may import its own component and those of earlier groups, never
 one to its right nor a peer in its own group::
 
-    errors → background → data → curvature → (distributed | models) → training → analysis
-           → experiments → report
+    errors → checks → background → data → curvature → (distributed | models) → training
+           → analysis → experiments → report
 
-- ``errors`` imports nothing of landscope; ``background`` (a process-pool actor) only ``errors``.
+- ``errors`` imports nothing of landscope; ``checks`` (argument checks every layer shares) only
+  ``errors``; ``background`` (a process-pool actor) only ``errors``.
 - ``distributed`` (a data-parallel Hessian operator) imports ``curvature`` and ``errors``;
-  ``models`` (network definitions) only ``errors``. Neither imports the other, and the
+  ``models`` (network definitions) only ``errors`` and ``checks``. Neither imports the other, and the
   model-agnostic ``data`` and ``curvature`` import neither.
-- ``monitor`` stands beside the layers: it may import ``errors``, ``background``, ``data``,
-  ``curvature`` and ``training``; no layer imports it.
+- ``monitor`` stands beside the layers: it may import ``errors``, ``checks``, ``background``,
+  ``data``, ``curvature`` and ``training``; no layer imports it.
 - ``cli`` and the root package (``landscope/__init__``, the public facade) may import anything;
   only ``cli`` imports the root package.
 """
@@ -38,6 +39,7 @@ ROOT = "landscope"  # the component name of the root package's own __init__
 
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors", "version"),
+    ("checks",),  # imports errors, so a group of its own after it (peers may not import each other)
     ("background",),
     ("data",),
     ("curvature",),
@@ -49,7 +51,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("report",),
 )
 BESIDE: dict[str, frozenset[str]] = {
-    "monitor": frozenset({"errors", "background", "data", "curvature", "training"}),
+    "monitor": frozenset({"errors", "checks", "background", "data", "curvature", "training"}),
 }
 ANYTHING = frozenset({"cli", ROOT})  # may import any component
 IMPORTED_ONLY_BY: dict[str, frozenset[str]] = {ROOT: frozenset({"cli"}), "cli": frozenset()}

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from landscope.checks import positive_int
 from landscope.errors import DataError, InputError, LandscopeError
 
 Batch = Any  # a tensor, or a tuple / list / dict of batches
@@ -203,10 +204,7 @@ class HessianSet:
         check_deterministic: bool = True,
         batch_weight: BatchWeight | None = None,
     ) -> None:
-        if chunk_size is not None and (
-            not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1
-        ):
-            raise DataError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+        chunk_size = positive_int("chunk_size", chunk_size, allow_none=True, error=DataError)
         if batch_weight is not None and not callable(batch_weight):
             raise InputError(
                 f"batch_weight must be callable (batch → weight), got {type(batch_weight).__name__}"

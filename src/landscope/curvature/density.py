@@ -15,16 +15,11 @@ import math
 import numpy as np
 import torch
 
+from landscope.checks import positive_int
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import Density, TraceEstimate
 from landscope.curvature.ritz import check_operator, orthogonalise, small_eigh
 from landscope.errors import InputError
-
-
-def _positive_int(name: str, value: object) -> int:
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
-        raise InputError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def rademacher(shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
@@ -82,8 +77,8 @@ def spectral_density(
         grid: evaluate the density on this grid instead.
     """
     op = check_operator(op)
-    n_probes = _positive_int("n_probes", n_probes)
-    n_steps = _positive_int("n_steps", n_steps)
+    n_probes = positive_int("n_probes", n_probes)
+    n_steps = positive_int("n_steps", n_steps)
     gen = torch.Generator().manual_seed(int(seed))
     all_nodes, all_weights, n_matvecs = [], [], 0
     for _ in range(n_probes):
@@ -129,8 +124,8 @@ def hutchinson_trace(
     Probes are applied ``batch`` at a time through ``op.matmat`` (batched tangents).
     """
     op = check_operator(op)
-    n_probes = _positive_int("n_probes", n_probes)
-    batch = _positive_int("batch", batch)
+    n_probes = positive_int("n_probes", n_probes)
+    batch = positive_int("batch", batch)
     gen = torch.Generator().manual_seed(int(seed))
     samples = []
     for s in range(0, n_probes, batch):

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from landscope.checks import positive_int
 from landscope.errors import InputError
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
@@ -57,9 +58,7 @@ class CurvatureOperator(ABC):
 
     @dim.setter
     def dim(self, value: int) -> None:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise InputError(f"{type(self).__name__}.dim must be a positive integer, got {value!r}")
-        self.__dict__["_dim"] = int(value)
+        self.__dict__["_dim"] = positive_int(f"{type(self).__name__}.dim", value)
 
     @property
     def dtype(self) -> torch.dtype:

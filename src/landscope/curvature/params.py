@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from landscope.checks import positive_int
 from landscope.errors import InputError
 
 
@@ -60,8 +61,7 @@ def layers(model: nn.Module, first: int | None = None, last: int | None = None) 
         raise InputError(f"layers() takes exactly one of first= or last=, got first={first}, last={last}")
     groups = _layer_groups(model)
     k = first if first is not None else last
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InputError(f"layers(): k must be a positive integer, got {k!r}")
+    k = positive_int("layers(): k", k)
     if k > len(groups):
         raise InputError(
             f"layers(): k={k} exceeds the model's {len(groups)} layers ({', '.join(g for g, _ in groups)})"

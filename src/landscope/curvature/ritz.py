@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from landscope.checks import positive_int
 from landscope.curvature.operators import CurvatureOperator, DenseOperator
 from landscope.curvature.results import EigenResult
 from landscope.errors import InputError
@@ -48,11 +49,10 @@ def check_operator(op: object) -> CurvatureOperator:
 
 def check_k(k: object, dim: int) -> int:
     """``k`` must be a positive int no larger than the operator's dimension."""
-    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
-        raise InputError(f"k must be a positive integer, got {k!r}")
+    k = positive_int("k", k)
     if k > dim:
         raise InputError(f"k={k} exceeds the operator's dimension {dim}")
-    return int(k)
+    return k
 
 
 def check_max_basis(max_basis: int | None, k: int) -> int | None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from landscope.checks import positive_int
 from landscope.curvature.block import DEFAULT_GUARDS, block_solve
 from landscope.curvature.lanczos import lanczos_with_guards
 from landscope.curvature.operators import CurvatureOperator
@@ -102,8 +103,7 @@ class EigenTracker:
         guards: int = DEFAULT_GUARDS,
         check_multiplicity: bool | None = None,
     ) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise InputError(f"EigenTracker: k must be a positive integer, got {k!r}")
+        k = positive_int("EigenTracker: k", k)
         if which not in WHICH:
             raise InputError(f"EigenTracker: which must be one of {WHICH}, got {which!r}")
         if not 0 <= random_part < 1:

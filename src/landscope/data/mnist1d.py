@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from landscope.checks import positive_int
 from landscope.data.dataset import Dataset
 from landscope.errors import DataError
 
@@ -42,9 +43,8 @@ def load_mnist1d(n_train: int = 4000, n_test: int = 1000, seed: int = 42, cache:
 
     The default sizes are the package's standard 4,000/1,000 split of 5,000 samples.
     """
-    for name, n in (("n_train", n_train), ("n_test", n_test)):
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise DataError(f"mnist1d: {name} must be a positive integer, got {n!r}")
+    n_train = positive_int("mnist1d: n_train", n_train, error=DataError)
+    n_test = positive_int("mnist1d: n_test", n_test, error=DataError)
     # make_dataset draws num_samples // 10 per class; round up so that both splits fit.
     n_total = -(-(n_train + n_test) // 10) * 10
     path = data_dir() / f"mnist1d_n{n_total}_s{seed}_split{n_train}.npz"

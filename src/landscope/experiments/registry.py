@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from landscope.checks import positive_int
 from landscope.errors import InputError
 from landscope.experiments.results import ExperimentResult, combine_seeds
 from landscope.experiments.sweep import SweepPoint, run_points
@@ -102,11 +103,7 @@ DEFAULT_SEEDS = {"smoke": 1, "quick": 3, "full": 5}
 
 def check_seeds(seeds: object) -> int:
     """A seed count, or one :class:`InputError` naming the value."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise InputError(
-            f"seeds must be a positive integer (how many seeds each experiment runs), got {seeds!r}"
-        )
-    return seeds
+    return positive_int("seeds", seeds, what="how many seeds each experiment runs")
 
 
 class Context:

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from landscope.checks import positive_int, tensor_pair
 from landscope.curvature.modes import cuda_devices, kept_flags
 from landscope.errors import InputError
 from landscope.models.losses import LossFn, get_loss
@@ -254,15 +255,7 @@ def _resolve_loss(loss_fn: str | LossFn, init: str) -> LossFn:
 
 def _check_batch(batch: Batch, model: nn.Module, init: str, min_n: int = 1) -> Batch:
     """``(X, y)`` on the model's device, ``X`` in its dtype; the error names what is wrong."""
-    if not (
-        isinstance(batch, (tuple, list))
-        and len(batch) == 2
-        and all(isinstance(t, torch.Tensor) for t in batch)
-    ):
-        raise InputError(
-            f"init {init!r}: init_batch must be a tuple (X, y) of tensors, got {type(batch).__name__}"
-        )
-    X, y = batch
+    X, y = tensor_pair(f"init {init!r}: init_batch", batch)
     if X.dim() == 0 or len(X) != len(y) or len(X) < min_n:
         raise InputError(
             f"init {init!r}: init_batch needs X and y with the same number of samples "
@@ -275,9 +268,7 @@ def _check_batch(batch: Batch, model: nn.Module, init: str, min_n: int = 1) -> B
 
 
 def _check_steps(steps: int, init: str) -> int:
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise InputError(f"init {init!r}: init_steps must be a positive integer, got {steps!r}")
-    return steps
+    return positive_int(f"init {init!r}: init_steps", steps)
 
 
 def _check_scale(scale: float) -> None:

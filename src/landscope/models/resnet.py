@@ -19,6 +19,7 @@ from collections import OrderedDict
 import torch
 from torch import nn
 
+from landscope.checks import positive_int
 from landscope.errors import InputError
 from landscope.models.cnn import Unsqueeze
 from landscope.models.mlp import ACTIVATIONS, check_activation
@@ -148,14 +149,10 @@ def resnet_lite(
     in_channels, spatial_dims = _spatial_dims(input_shape)
     check_norm(norm)
     check_activation(activation)
-    for name, v in (
-        ("out_features", out_features),
-        ("width", width),
-        ("stages", stages),
-        ("blocks_per_stage", blocks_per_stage),
-    ):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InputError(f"resnet_lite: {name} must be a positive integer, got {v!r}")
+    out_features = positive_int("resnet_lite: out_features", out_features)
+    width = positive_int("resnet_lite: width", width)
+    stages = positive_int("resnet_lite: stages", stages)
+    blocks_per_stage = positive_int("resnet_lite: blocks_per_stage", blocks_per_stage)
     if fixup and norm != "none":
         raise InputError(
             f"resnet_lite: fixup=True replaces normalisation, so norm must be 'none', got {norm!r}"

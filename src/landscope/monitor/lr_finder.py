@@ -24,6 +24,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from landscope.checks import positive_int
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator
 from landscope.curvature.batch_loss import make_batch_loss
 from landscope.curvature.operators import adam_preconditioner
@@ -236,9 +237,8 @@ def _check(
         raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if rule not in RULES:
         raise InputError(f"rule must be one of {RULES}, got {rule!r}")
-    for key, v in (("early_steps", early_steps), ("warmup_steps", warmup_steps)):
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise InputError(f"{key} must be a positive integer, got {v!r}")
+    positive_int("early_steps", early_steps)
+    positive_int("warmup_steps", warmup_steps)
     for key, v in (("probe_steps", probe_steps), ("steps", steps)):
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             raise InputError(f"{key} must be None or a positive integer, got {v!r}")

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from landscope.background import BackgroundActor, state_copy
+from landscope.checks import is_tensor_pair, positive_int
 from landscope.curvature import EigenTracker, HessianOperator, PreconditionedOperator, adam_preconditioner
 from landscope.curvature.batch_loss import call_model, outputs_of
 from landscope.curvature.batches import is_pair
@@ -198,12 +199,8 @@ def unwrap_optimizer(optimizer: object) -> torch.optim.Optimizer:
 
 def check_options(every: object, k: object, tol: object, edge: object, name: object) -> None:
     """The monitor's scalar options, checked before any model is needed (the adapters call it)."""
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise InputError(
-            f"every must be a positive integer (optimizer steps between measurements), got {every!r}"
-        )
-    if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise InputError(f"k must be a positive integer (top eigenvalues to track), got {k!r}")
+    positive_int("every", every, what="optimizer steps between measurements")
+    positive_int("k", k, what="top eigenvalues to track")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
         raise InputError(f"tol must be in (0, 1) (relative residual of the eigensolver), got {tol!r}")
     if isinstance(edge, bool) or not isinstance(edge, (int, float)) or not 0 < edge < 1:
@@ -221,11 +218,7 @@ def check_batch(batch: Any) -> Any:
     """
     if isinstance(batch, Mapping) or (is_pair(batch) and not all(isinstance(t, torch.Tensor) for t in batch)):
         return batch
-    if not (
-        isinstance(batch, (tuple, list))
-        and len(batch) == 2
-        and all(isinstance(t, torch.Tensor) for t in batch)
-    ):
+    if not is_tensor_pair(batch):
         what = type(batch).__name__ + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
         raise InputError(
             f"batch must be a tuple (X, y) or a dict batch (a fixed batch to measure on), got {what}"

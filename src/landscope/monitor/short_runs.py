@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from landscope.checks import is_tensor_pair
 from landscope.curvature.batch_loss import BatchLoss, call_model, outputs_of
 from landscope.curvature.batches import Batch, batch_size, is_pair
 from landscope.curvature.modes import cuda_devices, model_mode
@@ -146,13 +147,7 @@ class Batches:
     def __init__(self, data: object, batch_size_: int | None, seed: int) -> None:
         self.seed = seed
         self.batch_size = batch_size_
-        pair = (
-            data
-            if isinstance(data, (tuple, list))
-            and is_pair(data)
-            and all(isinstance(t, torch.Tensor) for t in data)
-            else None
-        )
+        pair = data if is_tensor_pair(data) else None
         self.tensors = pair is not None
         if pair is not None:
             X, y = pair

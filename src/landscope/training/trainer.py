@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from landscope.background import BackgroundActor
+from landscope.checks import tensor_pair
 from landscope.curvature import EigenResult
 from landscope.curvature.modes import cuda_devices
 from landscope.errors import InputError
@@ -47,11 +48,7 @@ class TrainResult:
 
 
 def _check_data(name: str, data: object) -> Data:
-    if not (
-        isinstance(data, tuple | list) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)
-    ):
-        raise InputError(f"{name} must be a tuple (X, y) of tensors, got {type(data).__name__}")
-    X, y = data
+    X, y = tensor_pair(name, data)
     if X.shape[0] != y.shape[0] or X.shape[0] == 0:
         raise InputError(
             f"{name}: X has {X.shape[0]} samples but y has {y.shape[0]}"
