@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import peers
 import torch
-from machine import cpu_name, markdown_table, median_time, sync, versions
+from machine import cpu_name, gpu_info, markdown_table, median_time, sync, versions
 from peers import Solve
 from torch import nn
 
@@ -738,19 +738,6 @@ def others_load(start: tuple[float, float, float] | None) -> float | None:
         return None
     hz = os.sysconf("SC_CLK_TCK")
     return ((end[1] - start[1]) - (end[2] - start[2])) / hz / max(end[0] - start[0], 1e-9)
-
-
-def gpu_info(device: torch.device) -> dict:
-    """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
-    props = torch.cuda.get_device_properties(device)
-    return {
-        "gpu": props.name,
-        "gpu_memory_gib": props.total_memory / 2**30,
-        "cuda": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version(),
-        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-    }
 
 
 def machine_info(device: torch.device | None = None) -> dict:

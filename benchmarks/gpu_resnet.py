@@ -54,7 +54,7 @@ from typing import Any
 
 import peers
 import torch
-from machine import markdown_table, versions
+from machine import gpu_info, markdown_table, versions
 from peers import Solve
 from torch import nn
 
@@ -628,17 +628,7 @@ def machine_info(device: torch.device) -> dict:
         "versions": versions(DISTS),
     }
     if device.type == "cuda":
-        props = torch.cuda.get_device_properties(device)
-        out.update(
-            {
-                "gpu": props.name,
-                "gpu_memory_gib": props.total_memory / 2**30,
-                "cuda": torch.version.cuda,
-                "cudnn": torch.backends.cudnn.version(),
-                "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
-                "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
-            }
-        )
+        out.update(gpu_info(device))
     return out
 
 

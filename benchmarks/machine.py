@@ -77,3 +77,16 @@ def median_time(fn: Callable[[], object], reps: int) -> float:
         sync()
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
+
+
+def gpu_info(device: torch.device) -> dict:
+    """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
+    props = torch.cuda.get_device_properties(device)
+    return {
+        "gpu": props.name,
+        "gpu_memory_gib": props.total_memory / 2**30,
+        "cuda": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+    }
