@@ -35,6 +35,7 @@ import torch
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
 from landscope.curvature.ritz import (
+    Which,
     combine_rows,
     default_confirm,
     default_max_matvecs,
@@ -86,7 +87,7 @@ def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float) -> int:
 def block_solve(
     op: CurvatureOperator,
     k: int,
-    which: str,
+    which: Which,
     tol: float,
     *,
     start: torch.Tensor | None = None,

@@ -44,6 +44,7 @@ from landscope.curvature.probe import PROBE_PRODUCTS, beats, kth_value, probe_co
 from landscope.curvature.results import EigenResult
 from landscope.curvature.ritz import (
     WHICH,
+    Which,
     check_k,
     check_max_basis,
     check_operator,
@@ -69,7 +70,7 @@ PROBE_ROUNDS = 4  # probe → block solve rounds before a warning (each finds at
 def eigenpairs(
     op: CurvatureOperator | torch.Tensor,
     k: int = 10,
-    which: str = "LA",
+    which: Which = "LA",
     tol: float = 1e-6,
     method: str = "lanczos",
     seed: int = 0,
@@ -199,7 +200,7 @@ def eigenpairs(
 def _lanczos(
     op: CurvatureOperator,
     k: int,
-    which: str,
+    which: Which,
     tol: float,
     seed: int,
     v0: torch.Tensor | None,
@@ -343,7 +344,7 @@ def _probe_and_refine(
 def lanczos_with_guards(
     op: CurvatureOperator,
     k: int,
-    which: str,
+    which: Which,
     tol: float,
     *,
     seed: int,
@@ -413,7 +414,7 @@ class _Reporter:
         return False
 
 
-def _dense(op: CurvatureOperator, k: int, which: str, tol: float, return_vectors: bool) -> EigenResult:
+def _dense(op: CurvatureOperator, k: int, which: Which, tol: float, return_vectors: bool) -> EigenResult:
     H = op.to_dense(torch.float64)
     H = 0.5 * (H + H.T)
     evals, evecs = torch.linalg.eigh(H)
@@ -454,7 +455,7 @@ def _chain_residuals(A: np.ndarray, S: np.ndarray, beta: float, ends: list[tuple
     return res
 
 
-def converge_scale(wanted: np.ndarray, scale: float, which: str, tol: float) -> float:
+def converge_scale(wanted: np.ndarray, scale: float, which: Which, tol: float) -> float:
     """What residuals are relative to: the wanted end's magnitude, floored at ``tol · scale``.
 
     ``scale`` (the largest Ritz value in magnitude, ≈ ‖H‖) alone lets the top of an indefinite
@@ -472,7 +473,7 @@ def converge_scale(wanted: np.ndarray, scale: float, which: str, tol: float) -> 
 def _thick_restart_lanczos(
     op: CurvatureOperator,
     k: int,
-    which: str,
+    which: Which,
     tol: float,
     seed: int,
     v0: torch.Tensor | None,

@@ -17,7 +17,7 @@ import torch
 
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
-from landscope.curvature.ritz import check_k, check_operator, check_start, random_vector
+from landscope.curvature.ritz import Which, check_k, check_operator, check_start, random_vector
 from landscope.errors import InputError
 
 
@@ -40,7 +40,7 @@ def power_iteration(
     v0: torch.Tensor | None = None,
     max_matvecs: int | None = None,
     return_vectors: bool = True,
-    which: str = "LM",
+    which: Which = "LM",
 ) -> EigenResult:
     """The ``k`` largest-magnitude (``"LM"``) or largest (``"LA"``) eigenpairs by power iteration.
 

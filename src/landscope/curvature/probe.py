@@ -23,12 +23,12 @@ import numpy as np
 import torch
 
 from landscope.curvature.operators import CurvatureOperator
-from landscope.curvature.ritz import orthogonalise, random_vector, select, small_eigh
+from landscope.curvature.ritz import Which, orthogonalise, random_vector, select, small_eigh
 
 PROBE_PRODUCTS = 12  # Lanczos steps on the complement (measured cost: benchmarks/multiplicity.py)
 
 
-def kth_value(values: np.ndarray, which: str) -> float:
+def kth_value(values: np.ndarray, which: Which) -> float:
     """The worst of the wanted values: the one a newly found eigenvalue must beat."""
     if which == "LA":
         return float(values.min())
@@ -37,7 +37,7 @@ def kth_value(values: np.ndarray, which: str) -> float:
     return float(np.abs(values).min())
 
 
-def beats(value: float, kth: float, which: str, margin: float) -> bool:
+def beats(value: float, kth: float, which: Which, margin: float) -> bool:
     """Whether ``value`` would enter the wanted set in place of ``kth`` (by more than ``margin``)."""
     if which == "LA":
         return value > kth + margin
@@ -50,7 +50,7 @@ def probe_complement(
     op: CurvatureOperator,
     Y: torch.Tensor,
     kth: float,
-    which: str,
+    which: Which,
     margin: float,
     length: int,
     gen: torch.Generator,

@@ -7,8 +7,11 @@ algorithm returns it, so a stored measurement is exactly what was computed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
+
+Which = Literal["LA", "SA", "LM"]  # largest algebraic, smallest algebraic, largest magnitude
 
 
 @dataclass(frozen=True)
@@ -40,7 +43,7 @@ class EigenResult:
     converged: bool
     tol: float
     scale: float
-    which: str
+    which: Which
     method: str
     n_restarts: int = 0
     overlap: float | None = None

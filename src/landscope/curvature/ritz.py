@@ -12,10 +12,10 @@ import torch
 
 from landscope.checks import positive_int
 from landscope.curvature.operators import CurvatureOperator, DenseOperator
-from landscope.curvature.results import EigenResult
+from landscope.curvature.results import EigenResult, Which
 from landscope.errors import InputError
 
-WHICH = ("LA", "SA", "LM")
+WHICH: tuple[Which, ...] = ("LA", "SA", "LM")
 
 
 def small_eigh(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,7 +29,7 @@ def small_eigh(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return theta.numpy(), S.numpy()
 
 
-def select(theta: np.ndarray, which: str) -> np.ndarray:
+def select(theta: np.ndarray, which: Which) -> np.ndarray:
     """Indices of Ritz values in order of preference for ``which``."""
     if which == "LA":
         return np.argsort(-theta, kind="stable")
@@ -103,7 +103,7 @@ def finish(
     residuals: np.ndarray | None,
     tol: float,
     scale: float,
-    which: str,
+    which: Which,
     method: str,
     n_matvecs: int,
     n_restarts: int,

@@ -18,7 +18,7 @@ from landscope.curvature.block import DEFAULT_GUARDS, block_solve
 from landscope.curvature.lanczos import lanczos_with_guards
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
-from landscope.curvature.ritz import WHICH, check_operator, random_vector
+from landscope.curvature.ritz import WHICH, Which, check_operator, random_vector
 from landscope.errors import InputError
 
 TRACKING_METHODS = ("auto", "block", "lanczos")
@@ -94,7 +94,7 @@ class EigenTracker:
         self,
         k: int = 10,
         tol: float = 1e-6,
-        which: str = "LA",
+        which: Which = "LA",
         seed: int = 0,
         random_part: float = 1e-4,
         max_basis: int | None = None,
