@@ -242,14 +242,24 @@ def assert_same_state(before: dict, model: nn.Module) -> None:
     assert torch.equal(before["rng"], after["rng"]), "the global torch RNG state changed"
 
 
-def run_readme_example(section: str, file: str = "README.md") -> dict:
-    """Execute the first Python block under the heading ``## {section}`` of ``file``; its namespace."""
+def python_blocks(file: str = "README.md") -> list[tuple[str, str]]:
+    """``(section, code)`` of every ```python block of ``file`` (a repo path), in order."""
     import re
     from pathlib import Path
 
+    out, section = [], ""
     text = (Path(__file__).parent.parent / file).read_text()
-    body = text.split(f"## {section}", 1)[1]
-    code = re.search(r"```python\n(.*?)```", body, re.S).group(1)
+    for part in re.split(r"(^## .*$)", text, flags=re.M):
+        if part.startswith("## "):
+            section = part[3:].strip()
+            continue
+        out += [(section, code) for code in re.findall(r"```python\n(.*?)```", part, re.S)]
+    return out
+
+
+def run_readme_example(section: str, file: str = "README.md") -> dict:
+    """Execute the first Python block under the heading ``## {section}`` of ``file``; its namespace."""
+    code = next(code for s, code in python_blocks(file) if s == section)
     namespace: dict = {}
     exec(compile(code, f"{file}: {section}", "exec"), namespace)
     return namespace

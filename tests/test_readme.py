@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from pathlib import Path
 
 import pytest
+from reference import python_blocks
 
 ROOT = Path(__file__).parent.parent
 # sections whose block another test runs and checks in depth
@@ -16,17 +16,6 @@ ELSEWHERE = {
     "Choose a learning rate": "test_lr_finder.py",
     "Transformers and Hugging Face": "test_real_models.py",
 }
-
-
-def python_blocks() -> list[tuple[str, str]]:
-    """``(section, code)`` of every ```python block, in order."""
-    out, section = [], ""
-    for part in re.split(r"(^## .*$)", (ROOT / "README.md").read_text(), flags=re.M):
-        if part.startswith("## "):
-            section = part[3:].strip()
-            continue
-        out += [(section, code) for code in re.findall(r"```python\n(.*?)```", part, re.S)]
-    return out
 
 
 def test_every_block_is_run_by_a_test():

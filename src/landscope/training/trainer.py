@@ -153,6 +153,7 @@ class Trainer:
                 else measure.preconditioned,
             )
         self._has_dropout = any(isinstance(m, nn.modules.dropout._DropoutNd) for m in model.modules())
+        self._rng_devices = cuda_devices(model, self.X)  # once: _step_rng runs at every step
         self._epoch: tuple[int, torch.Tensor] | None = None
 
     # -- pure functions of the step ------------------------------------------------------------
@@ -175,7 +176,7 @@ class Trainer:
         if not self._has_dropout:
             yield
             return
-        with torch.random.fork_rng(devices=cuda_devices(self.model, self.X)):
+        with torch.random.fork_rng(devices=self._rng_devices):
             torch.manual_seed((self.seed * 7_368_787 + step) % 2**63)
             yield
 
