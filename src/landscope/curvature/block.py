@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from landscope.curvature.linear import VectorLayout
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
 from landscope.curvature.ritz import (
@@ -40,7 +41,6 @@ from landscope.curvature.ritz import (
     default_confirm,
     default_max_matvecs,
     finish,
-    random_vector,
     select,
     small_eigh,
 )
@@ -62,7 +62,7 @@ def default_max_basis(k: int, guards: int, dim: int) -> int:
     return min(max(3 * b, b + 20), dim)
 
 
-def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float) -> int:
+def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float, layout: VectorLayout) -> int:
     """Orthonormalise the rows of ``W`` against ``Q[:m]`` and each other into ``Q[m:]``.
 
     Two passes of classical Gram–Schmidt per row; a row left with less than ``floor`` of its
@@ -71,12 +71,12 @@ def _append(Q: torch.Tensor, m: int, W: torch.Tensor, floor: float) -> int:
     added = 0
     for w in W:
         w = w.clone()
-        norm0 = float(w.norm())
+        norm0 = layout.norm(w)
         if norm0 == 0 or not math.isfinite(norm0):
             continue
         for _ in range(2):
-            w.addmv_(Q[: m + added].T, Q[: m + added] @ w, alpha=-1.0)
-        norm = float(w.norm())
+            w.addmv_(Q[: m + added].T, layout.dot(Q[: m + added], w), alpha=-1.0)
+        norm = layout.norm(w)
         if norm <= floor * norm0:
             continue
         Q[m + added] = w / norm
@@ -124,7 +124,8 @@ def block_solve(
             a ``tol`` ≥ 1000 × the dtype's epsilon).
         report: called with ``(n_matvecs, worst relative residual)`` after each iteration.
     """
-    n, device = op.dim, op.device
+    layout, device = op.layout, op.device
+    n, local = layout.global_dim, op.dim  # a sharded operator's process holds ``local`` of ``n``
     b = min(k + max(int(guards), 0), n)
     if max_matvecs is not None:
         b = min(b, max(k, int(max_matvecs)))  # the first block is at least the k wanted vectors
@@ -135,17 +136,17 @@ def block_solve(
     if confirm is None:
         confirm = default_confirm(op, tol)
     gen = torch.Generator().manual_seed(int(seed))
-    Q = torch.empty(m_max, n, dtype=torch.float64, device=device)
-    HQ = torch.empty(m_max, n, dtype=torch.float64, device=device)
+    Q = torch.empty(m_max, local, dtype=torch.float64, device=device)
+    HQ = torch.empty(m_max, local, dtype=torch.float64, device=device)
     rows = [] if start is None else list(start.to(device=device, dtype=torch.float64).T[:b])
-    rows += [random_vector(n, gen, device) for _ in range(b - len(rows))]
-    m = _append(Q, 0, torch.stack(rows), 1e-8)
+    rows += [layout.normal(gen, device) for _ in range(b - len(rows))]
+    m = _append(Q, 0, torch.stack(rows), 1e-8, layout)
     while m < b:  # start columns that were dependent: fill with random directions
-        m += _append(Q, m, random_vector(n, gen, device)[None], 1e-8)
+        m += _append(Q, m, layout.normal(gen, device)[None], 1e-8, layout)
     HQ[:m] = op.matmat(Q[:m].T).T
     n_matvecs, n_restarts, scale = m, 0, 0.0
     while True:
-        T = (Q[:m] @ HQ[:m].T).cpu().numpy()
+        T = layout.reduce(Q[:m] @ HQ[:m].T).cpu().numpy()
         theta, S = small_eigh(T)
         order = select(theta, which)
         scale = max(scale, float(np.abs(theta).max()))
@@ -155,7 +156,7 @@ def block_solve(
         th = torch.as_tensor(theta[want].copy(), device=device)
         Yk = Sk @ Q[:m]  # the wanted Ritz vectors, as rows
         R = Sk @ HQ[:m] - th[:, None] * Yk
-        res = R.norm(dim=1)
+        res = layout.column_norms(R, dim=1)
         worst = float(res.max()) / floor
         if report is not None:
             report(n_matvecs, worst)
@@ -181,9 +182,9 @@ def block_solve(
             combine_rows(HQ, C, m)
             m = len(keep)
             n_restarts += 1
-        added = _append(Q, m, W, 1e-10)
+        added = _append(Q, m, W, 1e-10, layout)
         if added == 0:  # residuals numerically inside the basis: continue from a fresh direction
-            added = _append(Q, m, random_vector(n, gen, device)[None], 1e-8)
+            added = _append(Q, m, layout.normal(gen, device)[None], 1e-8, layout)
             if added == 0:
                 break
         HQ[m : m + added] = op.matmat(Q[m : m + added].T).T
@@ -198,7 +199,7 @@ def block_solve(
     G = (
         Q[:m].T @ torch.as_tensor(S[:, guard_idx].copy(), device=device)
         if len(guard_idx)
-        else Q.new_zeros(n, 0)
+        else Q.new_zeros(local, 0)
     )
     result = finish(
         op,

@@ -18,7 +18,7 @@ import torch
 from landscope.checks import positive_int
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import Density, TraceEstimate
-from landscope.curvature.ritz import check_operator, orthogonalise, small_eigh
+from landscope.curvature.ritz import check_operator, orthogonalise, small_eigh, whole_only
 from landscope.errors import InputError
 
 
@@ -77,6 +77,7 @@ def spectral_density(
         grid: evaluate the density on this grid instead.
     """
     op = check_operator(op)
+    whole_only(op, "spectral_density")
     n_probes = positive_int("n_probes", n_probes)
     n_steps = positive_int("n_steps", n_steps)
     gen = torch.Generator().manual_seed(int(seed))
@@ -124,6 +125,7 @@ def hutchinson_trace(
     Probes are applied ``batch`` at a time through ``op.matmat`` (batched tangents).
     """
     op = check_operator(op)
+    whole_only(op, "hutchinson_trace")
     n_probes = positive_int("n_probes", n_probes)
     batch = positive_int("batch", batch)
     gen = torch.Generator().manual_seed(int(seed))

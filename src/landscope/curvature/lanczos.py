@@ -54,9 +54,9 @@ from landscope.curvature.ritz import (
     default_max_matvecs,
     finish,
     orthogonalise,
-    random_vector,
     select,
     small_eigh,
+    whole_only,
 )
 from landscope.errors import InputError
 
@@ -129,7 +129,7 @@ def eigenpairs(
         :class:`EigenResult`, values sorted descending.
     """
     op = check_operator(op)
-    k = check_k(k, op.dim)
+    k = check_k(k, op.layout.global_dim)
     if which not in WHICH:
         raise InputError(f"which must be one of {WHICH}, got {which!r}")
     if method not in METHODS:
@@ -140,7 +140,9 @@ def eigenpairs(
         raise InputError(
             f"check_multiplicity must be True, False or None (the default probe), got {check_multiplicity!r}"
         )
-    v0 = check_start(v0, op.dim)
+    v0 = check_start(v0, op.dim, op.layout)
+    if method in ("dense", "power"):
+        whole_only(op, f"method={method!r}")
     if method == "dense":
         return _dense(op, k, which, tol, return_vectors)
     if method == "power":
@@ -216,12 +218,13 @@ def _lanczos(
 
     Followed by the multiplicity probe unless ``check_multiplicity`` is ``True`` or ``False``.
     """
-    max_basis = min(max(3 * k, k + 40) if max_basis is None else max_basis, op.dim)
+    n = op.layout.global_dim
+    max_basis = min(max(3 * k, k + 40) if max_basis is None else max_basis, n)
     if max_matvecs is None:
-        max_matvecs = default_max_matvecs(max_basis, op.dim)
+        max_matvecs = default_max_matvecs(max_basis, n)
     if confirm is None:
         confirm = default_confirm(op, tol)
-    probe = check_multiplicity is None and 2 <= k < op.dim
+    probe = check_multiplicity is None and 2 <= k < n
     res, extra = _thick_restart_lanczos(
         op,
         k,
@@ -275,7 +278,9 @@ def _probe_and_refine(
         worst = float(res.relative_residuals.max())
         found: list[torch.Tensor] = []
         while len(found) < k:
-            length = min(PROBE_PRODUCTS, room - len(found), op.dim - k - len(found), max_matvecs - total)
+            length = min(
+                PROBE_PRODUCTS, room - len(found), op.layout.global_dim - k - len(found), max_matvecs - total
+            )
             if length <= 0:
                 if not found:
                     warnings.warn(
@@ -485,14 +490,17 @@ def _thick_restart_lanczos(
     report: Callable[[int, float], None],
     n_extra: int = 0,
 ) -> tuple[EigenResult, torch.Tensor]:
-    n, device = op.dim, op.device
+    # n: the whole vectors' length (what the logic counts); a sharded operator's process holds
+    # op.dim of it (what is allocated), and ``layout`` sums its inner products over the shards
+    layout, device = op.layout, op.device
+    n, local = layout.global_dim, op.dim
     gen = torch.Generator().manual_seed(int(seed))
     # Rows are written before they are read, so the basis is not zero-filled: untouched rows of
     # a large allocation are never paged in (a warm top-1 solve uses a few of its 41 rows).
-    Q = torch.empty(m + 1, n, dtype=torch.float64, device=device)
+    Q = torch.empty(m + 1, local, dtype=torch.float64, device=device)
     A = np.zeros((m + 1, m + 1))  # QᵀHQ, filled symmetrically from the computed products
-    q = v0.to(device) if v0 is not None else random_vector(n, gen, device)
-    torch.div(q, q.norm(), out=Q[0])
+    q = v0.to(device) if v0 is not None else layout.normal(gen, device)
+    torch.div(q, layout.norm(q), out=Q[0])
     del q  # not kept for the whole solve
     j = 0  # basis vectors whose product has been taken
     n_matvecs = n_restarts = 0
@@ -505,11 +513,11 @@ def _thick_restart_lanczos(
         w = None  # the previous product is freed before the next one is allocated
         w = op.matvec(Q[j])
         n_matvecs += 1
-        w, h = orthogonalise(w, Q[: j + 1])
+        w, h = orthogonalise(w, Q[: j + 1], layout)
         h_np = h.cpu().numpy()
         A[: j + 1, j] = h_np
         A[j, : j + 1] = h_np
-        beta = float(w.norm())
+        beta = layout.norm(w)
         j += 1
         theta, S = small_eigh(A[:j, :j])
         idx = select(theta, which)
@@ -554,15 +562,15 @@ def _thick_restart_lanczos(
             # subspace (low-rank operators), or to look for further copies of repeated
             # eigenvalues. The old chain's residual stays accounted for in ``ends``.
             ends.append((j - 1, beta))
-            w, _ = orthogonalise(random_vector(n, gen, device), Q[:j])
-            q_scale = float(w.norm())
+            w, _ = orthogonalise(layout.normal(gen, device), Q[:j], layout)
+            q_scale = layout.norm(w)
         else:
             q_scale = beta
         if j == m and segment is not None and m < n:
             # While verifying, grow the basis instead of restarting: a restart would mix the
             # fresh chain into the kept Ritz vectors.
             grow = min(m, n - m)
-            Q = torch.cat([Q, Q.new_zeros(grow, n)])
+            Q = torch.cat([Q, Q.new_zeros(grow, local)])
             A = np.pad(A, ((0, grow), (0, grow)))
             m += grow
         if j == m:
@@ -589,10 +597,12 @@ def _thick_restart_lanczos(
     if return_vectors or confirm is not False:
         Y = Q[:j].T @ torch.as_tensor(S[:, want].copy(), device=device)
     else:
-        Y = Q.new_zeros(n, 0)
+        Y = Q.new_zeros(local, 0)
     residuals = _chain_residuals(A, S[:, want], beta, ends) + drift
     more = idx[k : k + n_extra]  # the next Ritz vectors (not converged): a tracker's guards
-    extra = Q[:j].T @ torch.as_tensor(S[:, more].copy(), device=device) if len(more) else Q.new_zeros(n, 0)
+    extra = (
+        Q[:j].T @ torch.as_tensor(S[:, more].copy(), device=device) if len(more) else Q.new_zeros(local, 0)
+    )
     return finish(
         op,
         Y,

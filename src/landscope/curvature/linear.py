@@ -14,7 +14,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from numbers import Real
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -23,6 +23,77 @@ from landscope.checks import positive_int
 from landscope.errors import InputError
 
 FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
+NORMAL_CHUNK = 1 << 24  # random start vectors beyond this length are drawn chunk by chunk
+
+
+class VectorLayout:
+    """Where an operator's vectors live: whole on this process, or one shard of a global vector.
+
+    Every solver takes its inner products, norms and random starts through the operator's layout,
+    so that one solver runs unchanged on a sharded operator
+    (:class:`~landscope.distributed.ShardedHessianOperator`): there each process holds the slice
+    ``[offset, offset + dim)`` of every vector, and :meth:`reduce` sums the slices' partial sums
+    over the processes. This class is the whole-vector layout, where reducing does nothing.
+    """
+
+    sharded: ClassVar[bool] = False
+
+    def __init__(self, global_dim: int, offset: int = 0, dim: int | None = None) -> None:
+        self.global_dim = positive_int("global_dim", global_dim)
+        self.offset = int(offset)
+        self.dim = self.global_dim if dim is None else int(dim)
+        if self.offset < 0 or self.dim < 0 or self.offset + self.dim > self.global_dim:
+            raise InputError(
+                f"a shard [{self.offset}, {self.offset + self.dim}) must lie in [0, {self.global_dim})"
+            )
+
+    def reduce(self, t: torch.Tensor) -> torch.Tensor:
+        """Sum ``t`` over the shards (in place where sharded; here ``t`` itself)."""
+        return t
+
+    def dot(self, Q: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``Q @ w`` over the whole vectors (the rows of ``Q`` against ``w``)."""
+        return self.reduce(Q @ w)
+
+    def norm(self, w: torch.Tensor) -> float:
+        """The Euclidean norm of the whole vector of which ``w`` is this process's part."""
+        return float(w.norm())
+
+    def column_norms(self, R: torch.Tensor, dim: int = 0) -> torch.Tensor:
+        """Norms of the whole vectors along ``dim`` of ``R`` (columns for ``dim=0``)."""
+        return R.norm(dim=dim)
+
+    def normal(self, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+        """The part held here of one standard normal float64 vector of length ``global_dim``.
+
+        Drawn on the CPU, so the same numbers on every device and for every sharding: up to
+        :data:`NORMAL_CHUNK` entries in one draw from ``generator``; beyond, chunk ``c`` comes
+        from its own generator seeded by one draw from ``generator`` plus ``c`` (a shard draws
+        only the chunks it overlaps).
+        """
+        n, lo, hi = self.global_dim, self.offset, self.offset + self.dim
+        if n <= NORMAL_CHUNK:
+            full = torch.randn(n, generator=generator, dtype=torch.float64)
+            return (full if (lo, hi) == (0, n) else full[lo:hi].clone()).to(device)
+        base = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+        parts = []
+        for c in range(lo // NORMAL_CHUNK, (hi - 1) // NORMAL_CHUNK + 1 if hi > lo else 0):
+            start = c * NORMAL_CHUNK
+            chunk = torch.randn(
+                min(NORMAL_CHUNK, n - start),
+                generator=torch.Generator().manual_seed(base + c),
+                dtype=torch.float64,
+            )
+            parts.append(chunk[max(lo - start, 0) : hi - start])
+        return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)).to(device)
+
+    def same_as(self, other: VectorLayout) -> bool:
+        """Whether two operators' vectors are laid out alike (they can be combined)."""
+        return type(self) is type(other) and (self.global_dim, self.offset, self.dim) == (
+            other.global_dim,
+            other.offset,
+            other.dim,
+        )
 
 
 class CurvatureOperator(ABC):
@@ -87,6 +158,22 @@ class CurvatureOperator(ABC):
     def shape(self) -> tuple[int, int]:
         """``(dim, dim)``."""
         return (self.dim, self.dim)
+
+    @property
+    def layout(self) -> VectorLayout:
+        """How vectors are laid out (:class:`VectorLayout`): whole unless a sharded operator says."""
+        layout = self.__dict__.get("_layout")
+        if layout is None or layout.dim != self.dim:
+            layout = self.__dict__["_layout"] = VectorLayout(self.dim)
+        return layout
+
+    @layout.setter
+    def layout(self, value: VectorLayout) -> None:
+        if not isinstance(value, VectorLayout) or value.dim != self.dim:
+            raise InputError(
+                f"{type(self).__name__}.layout must be a VectorLayout of dim {self.dim}, got {value!r}"
+            )
+        self.__dict__["_layout"] = value
 
     # -- products -----------------------------------------------------------------------------
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -210,8 +297,11 @@ class LinearCombination(CurvatureOperator):
                 raise InputError(f"cannot combine operators of dimensions {first.dim} and {op.dim}")
             if op.device != first.device:
                 raise InputError(f"cannot combine operators on {first.device} and {op.device}")
+            if not op.layout.same_as(first.layout):
+                raise InputError("cannot combine operators whose vectors are sharded differently")
         dtype = max((op.dtype for _, op in flat), key=lambda d: torch.finfo(d).bits)
         super().__init__(first.dim, dtype, first.device)
+        self.layout = first.layout
         self.terms = tuple(flat)
 
     def _matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -293,8 +383,10 @@ class IdentityOperator(CurvatureOperator):
 
     @classmethod
     def like(cls, op: CurvatureOperator) -> IdentityOperator:
-        """The identity of ``op``'s size, dtype and device."""
-        return cls(op.dim, op.dtype, op.device)
+        """The identity of ``op``'s size, dtype, device and layout."""
+        eye = cls(op.dim, op.dtype, op.device)
+        eye.layout = op.layout
+        return eye
 
 
 class MatvecOperator(CurvatureOperator):
@@ -343,6 +435,7 @@ class PreconditionedOperator(CurvatureOperator):
                 f"preconditioner must be finite and positive; its smallest entry is {P.min().item():.3g}"
             )
         super().__init__(op.dim, op.dtype, op.device)
+        self.layout = op.layout
         self.op = op
         self.P = P.to(device=op.device, dtype=torch.float64)
         self._scale = self.P.rsqrt().to(op.dtype)

@@ -17,7 +17,7 @@ import torch
 
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
-from landscope.curvature.ritz import Which, check_k, check_operator, check_start, random_vector
+from landscope.curvature.ritz import Which, check_k, check_operator, check_start, random_vector, whole_only
 from landscope.errors import InputError
 
 
@@ -56,6 +56,7 @@ def power_iteration(
         return_vectors: keep the eigenvectors.
     """
     op = check_operator(op)
+    whole_only(op, "power_iteration")
     k = check_k(k, op.dim)
     v0 = check_start(v0, op.dim)
     if which not in ("LM", "LA"):

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from landscope.curvature.operators import CurvatureOperator
-from landscope.curvature.ritz import Which, orthogonalise, random_vector, select, small_eigh
+from landscope.curvature.ritz import Which, orthogonalise, select, small_eigh
 
 PROBE_PRODUCTS = 12  # Lanczos steps on the complement (measured cost: benchmarks/multiplicity.py)
 
@@ -72,19 +72,19 @@ def probe_complement(
         The unit Ritz vector that beat ``kth`` (``None`` if none did), and the products used.
         Memory: ``length + 1`` float64 vectors of ``dim`` (``length`` of them in the basis).
     """
-    n, device = op.dim, op.device
+    layout, device = op.layout, op.device
     Yt = Y.T  # a view: no copy of the k vectors
-    Z = torch.empty(length, n, dtype=torch.float64, device=device)
+    Z = torch.empty(length, op.dim, dtype=torch.float64, device=device)
     T = np.zeros((length, length))
     w: torch.Tensor | None
-    w, _ = orthogonalise(random_vector(n, gen, device), Yt)
-    torch.div(w, w.norm(), out=Z[0])
+    w, _ = orthogonalise(layout.normal(gen, device), Yt, layout)
+    torch.div(w, layout.norm(w), out=Z[0])
     j = 0
     while j < length:
         w = None
         w = op.matvec(Z[j])
-        w, _ = orthogonalise(w, Yt)  # P H z: the product restricted to the complement
-        w, h = orthogonalise(w, Z[: j + 1])
+        w, _ = orthogonalise(w, Yt, layout)  # P H z: the product restricted to the complement
+        w, h = orthogonalise(w, Z[: j + 1], layout)
         T[: j + 1, j] = T[j, : j + 1] = h.cpu().numpy()
         j += 1
         if report is not None:
@@ -93,14 +93,14 @@ def probe_complement(
         top = select(mu, which)[0]
         if beats(float(mu[top]), kth, which, margin):
             z = Z[:j].T @ torch.as_tensor(S[:, top].copy(), device=device)
-            return z / z.norm(), j
-        beta = float(w.norm())
+            return z / layout.norm(z), j
+        beta = layout.norm(w)
         if j < length:
             if beta <= 1e-12 * max(abs(float(mu[top])), 1e-300):
                 # an invariant subspace of the complement: go on from a fresh direction
-                w, _ = orthogonalise(random_vector(n, gen, device), Yt)
-                w, _ = orthogonalise(w, Z[:j])
-                beta = float(w.norm())
+                w, _ = orthogonalise(layout.normal(gen, device), Yt, layout)
+                w, _ = orthogonalise(w, Z[:j], layout)
+                beta = layout.norm(w)
                 if beta == 0.0:
                     return None, j
             torch.div(w, beta, out=Z[j])

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from landscope.checks import positive_int
+from landscope.curvature.linear import VectorLayout
 from landscope.curvature.operators import CurvatureOperator, DenseOperator
 from landscope.curvature.results import EigenResult, Which
 from landscope.errors import InputError
@@ -47,6 +48,15 @@ def check_operator(op: object) -> CurvatureOperator:
     raise InputError(f"expected a CurvatureOperator (or a square tensor), got {type(op).__name__}")
 
 
+def whole_only(op: CurvatureOperator, what: str) -> None:
+    """Refuse a sharded operator in code that reads whole vectors (one clear message)."""
+    if op.layout.sharded:
+        raise InputError(
+            f"{what} needs whole vectors; {type(op).__name__} is sharded over processes: "
+            "use eigenpairs (method='lanczos' or 'block')"
+        )
+
+
 def check_k(k: object, dim: int) -> int:
     """``k`` must be a positive int no larger than the operator's dimension."""
     k = positive_int("k", k)
@@ -64,34 +74,41 @@ def check_max_basis(max_basis: int | None, k: int) -> int | None:
     return max_basis
 
 
-def check_start(v0: torch.Tensor | None, dim: int) -> torch.Tensor | None:
-    """A start vector must be a finite, non-zero vector of length ``dim``."""
+def check_start(v0: torch.Tensor | None, dim: int, layout: VectorLayout | None = None) -> torch.Tensor | None:
+    """A start vector must be a finite, non-zero vector of length ``dim`` (this shard's part)."""
     if v0 is None:
         return None
     if not isinstance(v0, torch.Tensor) or v0.dim() != 1 or v0.numel() != dim:
         shape = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
         raise InputError(f"v0 must be a vector of length {dim}, got {shape}")
     v0 = v0.detach().to(torch.float64)
-    if not torch.isfinite(v0).all() or v0.norm() == 0:
+    layout = layout or VectorLayout(dim)
+    # summed over the shards, so that every process of a sharded operator gives the same verdict
+    bad = float(layout.reduce((~torch.isfinite(v0)).sum().to(torch.float64)[None]).item())
+    if bad > 0 or layout.norm(v0) == 0:
         raise InputError("v0 must be finite and non-zero")
     return v0
 
 
 def random_vector(dim: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
     """A standard normal float64 vector drawn on the CPU (same numbers on every device)."""
-    return torch.randn(dim, generator=generator, dtype=torch.float64).to(device)
+    return VectorLayout(dim).normal(generator, device)
 
 
-def orthogonalise(w: torch.Tensor, Q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def orthogonalise(
+    w: torch.Tensor, Q: torch.Tensor, layout: VectorLayout | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove from ``w``, in place, its components along the rows of ``Q``; return ``w`` and ``Q w``.
 
-    Two passes (DGKS-safe) with ``addmv_``: no dim-sized temporaries.
+    Two passes (DGKS-safe) with ``addmv_``: no dim-sized temporaries. ``layout``: the inner
+    products of a sharded operator's vectors are summed over its shards.
     """
     if Q.shape[0] == 0:
         return w, torch.zeros(0, dtype=w.dtype, device=w.device)
-    h = Q @ w
+    dot = layout.dot if layout is not None else torch.mv
+    h = dot(Q, w)
     w.addmv_(Q.T, h, alpha=-1.0)
-    h2 = Q @ w
+    h2 = dot(Q, w)
     w.addmv_(Q.T, h2, alpha=-1.0)
     return w, h + h2
 
@@ -122,11 +139,11 @@ def finish(
     if confirm is True or residuals is None:
         HY = op.matmat(Y)
         n_matvecs += Y.shape[1]
-        res = (HY - Y * th).norm(dim=0).cpu()
+        res = op.layout.column_norms(HY - Y * th, dim=0).cpu()
     else:
         res = torch.as_tensor(residuals, dtype=torch.float64)
         if confirm == "probe":
-            explicit = float((op.matvec(Y[:, 0]) - th[0] * Y[:, 0]).norm())
+            explicit = op.layout.norm(op.matvec(Y[:, 0]) - th[0] * Y[:, 0])
             n_matvecs += 1
             res = res + max(explicit - float(res[0]), 0.0)
     order = torch.argsort(torch.as_tensor(theta), descending=True)

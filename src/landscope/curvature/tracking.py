@@ -18,7 +18,7 @@ from landscope.curvature.block import DEFAULT_GUARDS, block_solve
 from landscope.curvature.lanczos import lanczos_with_guards
 from landscope.curvature.operators import CurvatureOperator
 from landscope.curvature.results import EigenResult
-from landscope.curvature.ritz import WHICH, Which, check_operator, random_vector
+from landscope.curvature.ritz import WHICH, Which, check_operator, random_vector, whole_only
 from landscope.errors import InputError
 
 TRACKING_METHODS = ("auto", "block", "lanczos")
@@ -179,6 +179,7 @@ class EigenTracker:
     def update(self, op: CurvatureOperator) -> EigenResult:
         """Solve for the top-k pairs of ``op``, warm-started; return them with the overlap."""
         op = check_operator(op)
+        whole_only(op, "EigenTracker")
         k = min(self.k, op.dim)
         seed = self.seed + self.n_updates
         start = self.start_block(op.dim, op.device) if self.method == "block" else None

@@ -18,6 +18,15 @@ def is_main_process() -> bool:
     return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
 
 
+def require_process_group(name: str, instead: str) -> None:
+    """One clear message where ``torch.distributed`` has not been initialised."""
+    if not (dist.is_available() and dist.is_initialized()):
+        raise InputError(
+            f"{name} needs torch.distributed initialised "
+            f"(torchrun, or dist.init_process_group); use {instead} otherwise"
+        )
+
+
 def _has_data(data: Any) -> bool:
     """Whether a shard holds samples (``None``, an empty list or an empty ``(X, y)`` do not)."""
     if data is None:
@@ -45,11 +54,7 @@ class DistributedHessianOperator(CurvatureOperator):
     def __init__(
         self, model: nn.Module, loss_fn: Callable | None, local_data: Any, group: Any = None, **kwargs: Any
     ) -> None:
-        if not (dist.is_available() and dist.is_initialized()):
-            raise InputError(
-                "DistributedHessianOperator needs torch.distributed initialised "
-                "(torchrun, or dist.init_process_group); use HessianOperator otherwise"
-            )
+        require_process_group("DistributedHessianOperator", "HessianOperator")
         self.group = group
         self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if _has_data(local_data) else None
         n_local = self.local.n_samples if self.local is not None else 0
