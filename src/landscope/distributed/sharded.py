@@ -100,6 +100,7 @@ class ShardedOperator(CurvatureOperator):
         self.layout = ShardLayout(op.dim, lo, hi - lo, group)
         self.op, self.lo, self.hi = op, lo, hi
         self._chunk = -(-op.dim // self.world)  # the largest slice: what the all-gather pads to
+        self._sizes = [hi - lo for lo, hi in (shard_bounds(op.dim, self.world, r) for r in range(self.world))]
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
         """The whole vector (or ``(global_dim, b)`` matrix) from every rank's slice ``x``."""
@@ -107,8 +108,7 @@ class ShardedOperator(CurvatureOperator):
         pad[: x.shape[0]] = x
         parts = [torch.empty_like(pad) for _ in range(self.world)]
         dist.all_gather(parts, pad, group=self.group)
-        sizes = [hi - lo for lo, hi in (shard_bounds(self.op.dim, self.world, r) for r in range(self.world))]
-        return torch.cat([p[:s] for p, s in zip(parts, sizes, strict=True)])
+        return torch.cat([p[:s] for p, s in zip(parts, self._sizes, strict=True)])
 
     def shard(self, x: torch.Tensor) -> torch.Tensor:
         """The slice held by this rank of a whole vector (or of the rows of a ``(global_dim, b)`` matrix)."""
