@@ -40,7 +40,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from machine import cpu_name, markdown_table
+from machine import cpu_name, high_water, markdown_table, rss
 
 RESULTS = Path(__file__).parent / "results"
 MB = 2**20
@@ -55,20 +55,6 @@ CHUNK = 256
 # ------------------------------------------------------------------------------------------------
 # Child: one configuration, in a fresh process
 # ------------------------------------------------------------------------------------------------
-
-PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def rss() -> int:
-    """Resident set size now (bytes)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * PAGE
-
-
-def high_water() -> int:
-    """Peak resident set size since the last reset (bytes)."""
-    with open("/proc/self/status") as f:
-        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM"))
 
 
 def peak_above(fn: Any) -> tuple[dict[str, float], Any]:
@@ -305,7 +291,8 @@ def markdown(results: dict[str, Any]) -> str:
         "float64 vectors of the operator's dim; `docstring` = (max_basis + 1) + k, what "
         "lanczos.py states; `bound` = (max_basis + 4) + k, issue 7's acceptance with the k "
         "returned vectors. `tracker` = `ls.EigenTracker(k).update(op)`, cold then warm; "
-        "`keeps` = the vectors of its last two solves, held between updates.",
+        "`keeps` = the vectors of its last solves (two before stop 23, three since, the older "
+        "two in float32), held between updates.",
         "",
     ]
     for group, title in TITLES.items():

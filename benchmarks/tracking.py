@@ -1,11 +1,13 @@
 """Tracking the top eigenpairs along training: block vs Lanczos warm starts vs cold solves.
 
 Each workload trains a model with its optimiser and, after every step, solves for the top-k
-Hessian eigenpairs (fixed 1,000-sample Hessian set, eval mode) three ways on the same operator:
-a cold :func:`ls.eigenpairs` (Lanczos, random start), ``EigenTracker(method="lanczos")`` (warm
-start from the sum of the last vectors, extrapolated) and ``EigenTracker(method="block")`` (warm
-start from the last vectors and two guards). Reported: products and wall time per solve, their
-ratio to the cold solve, and how often a solve's top-k values disagree with a tight reference
+Hessian eigenpairs (fixed 1,000-sample Hessian set, eval mode) on the same operator: a cold
+:func:`ls.eigenpairs` as a user gets it (Lanczos, random start, and for k ≥ 2 the multiplicity
+probe), the same without the probe (``check_multiplicity=False``), ``EigenTracker(method="lanczos")``
+(warm start from the sum of the predicted vectors, probe included) and
+``EigenTracker(method="block")`` (warm start from the predicted vectors and two guards; needs no
+probe). Reported: products and wall time per solve, their ratio to the cold solve, the method
+``EigenTracker(method="auto")`` picks, and how often a solve's top-k values disagree with a tight reference
 (float64 Lanczos top-(k+4) at tol 1e-9) by more than 10·tol relative to λ₁, i.e. a *missed* eigenvalue
 (a converged residual cannot show a missing eigenvector). Issue 17's target: tracker ≤ 1/3 of a
 cold solve's products at tol 1e-6 for k = 1 and k = 10.
@@ -40,6 +42,7 @@ from machine import cpu_name, markdown_table, write_results
 
 import landscope as ls
 from landscope.curvature import EigenTracker, HessianOperator
+from landscope.curvature.tracking import auto_method
 from landscope.training.config import load_config
 from landscope.training.run import build_run
 
@@ -129,8 +132,10 @@ def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
     )
     solvers = {
         "cold": None,
+        "cold-no-probe": None,
         "lanczos": EigenTracker(k=k, tol=tol, method="lanczos"),
         "block": EigenTracker(k=k, tol=tol, method="block"),
+        "auto": EigenTracker(k=k, tol=tol),  # the default: what auto_method picks, switching per solve
     }
     out = {s: {"matvecs": [], "seconds": [], "missed": 0} for s in solvers}
     for t, theta in enumerate(thetas):
@@ -139,7 +144,11 @@ def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
         ref = ls.eigenpairs(ref_op, k=k + 4, tol=1e-9, seed=10_000 + t).values[:k].numpy()
         for s, trk in solvers.items():
             tic = time.perf_counter()
-            res = ls.eigenpairs(op, k=k, tol=tol, seed=t) if trk is None else trk.update(op)
+            if trk is None:
+                probe = None if s == "cold" else False
+                res = ls.eigenpairs(op, k=k, tol=tol, seed=t, check_multiplicity=probe)
+            else:
+                res = trk.update(op)
             out[s]["seconds"].append(time.perf_counter() - tic)
             out[s]["matvecs"].append(res.n_matvecs)
             if np.max(np.abs(res.values.numpy() - ref)) > 10 * tol * abs(ref[0]):
@@ -152,6 +161,8 @@ def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
     for s in solvers:
         out[s]["matvec_ratio"] = out[s]["mean_matvecs"] / out["cold"]["mean_matvecs"]
         out[s]["time_ratio"] = out[s]["mean_seconds"] / out["cold"]["mean_seconds"]
+        out[s]["matvec_ratio_no_probe"] = out[s]["mean_matvecs"] / out["cold-no-probe"]["mean_matvecs"]
+    out["auto_method"] = auto_method(k, tol)
     return out
 
 
@@ -177,6 +188,7 @@ def main() -> None:
     for name in args.workloads.split(","):
         for k, tol in SETTINGS:
             r = run_workload(name, steps, k, tol)
+            switches = r["auto_method"] == "lanczos" and k > 1  # auto's block while smooth
             doc["runs"][f"{name} k={k} tol={tol:g}"] = r
             rows.append(
                 [
@@ -184,11 +196,16 @@ def main() -> None:
                     str(k),
                     f"{tol:g}",
                     f"{r['cold']['mean_matvecs']:.1f}",
+                    f"{r['cold-no-probe']['mean_matvecs']:.1f}",
                     *(
-                        f"{r[s]['mean_matvecs']:.1f} ({r[s]['matvec_ratio']:.2f}, {r[s]['time_ratio']:.2f})"
+                        f"{r[s]['mean_matvecs']:.1f} ({r[s]['matvec_ratio']:.2f}, "
+                        f"{r[s]['time_ratio']:.2f}; {r[s]['matvec_ratio_no_probe']:.2f})"
                         for s in ("lanczos", "block")
                     ),
-                    *(str(r[s]["missed"]) for s in ("cold", "lanczos", "block")),
+                    f"{r['auto']['mean_matvecs']:.1f} ({r['auto']['matvec_ratio']:.2f}, "
+                    f"{r['auto']['time_ratio']:.2f}; {r['auto']['matvec_ratio_no_probe']:.2f}) "
+                    f"{r['auto_method']}{' + block' if switches else ''}",
+                    *(str(r[s]["missed"]) for s in ("cold", "lanczos", "block", "auto")),
                 ]
             )
             print(" | ".join(rows[-1]), flush=True)
@@ -198,7 +215,10 @@ def main() -> None:
         f"{doc['machine']['cpu']}, one torch thread, {steps} consecutive steps per workload "
         "(products and wall time are means over the warm solves, steps 1…); "
         "`python benchmarks/tracking.py`. In brackets: ratio to the cold solve in products, "
-        "then in wall time. *Missed*: solves whose top-k values differ from a float64 tol-1e-9 "
+        "then in wall time, then in products against the cold solve without the multiplicity "
+        "probe. *auto*: `EigenTracker(k, tol)` as it comes (the method `auto_method` picks; "
+        "'+ block': it switches to the block while a quadratic prediction holds to tol). "
+        "*Missed*: solves whose top-k values differ from a float64 tol-1e-9 "
         "reference by more than 10·tol·λ₁. Issue 17's target: ≤ 0.33 at tol 1e-6.",
         "",
         *markdown_table(
@@ -207,11 +227,14 @@ def main() -> None:
                 "k",
                 "tol",
                 "cold products",
+                "cold, no probe",
                 "Lanczos tracker",
                 "block tracker",
+                "auto",
                 "missed: cold",
                 "missed: Lanczos",
                 "missed: block",
+                "missed: auto",
             ],
             rows,
         ),

@@ -563,3 +563,12 @@ def test_rank_one_operator(k, which):
     assert res.converged
     assert res.n_matvecs == k + DEFAULT_GUARDS + (which != "SA")
     assert_matches_dense(A, res, k, which)
+
+
+@pytest.mark.parametrize(
+    "k, tol, method",
+    [(1, 1e-6, "block"), (1, 1e-3, "lanczos"), (10, 1e-6, "lanczos"), (3, 1e-3, "block"), (2, 1e-4, "block")],
+)
+def test_auto_picks_the_method_measured_cheaper(k, tol, method):
+    """benchmarks/results/tracking.md: the block below 1e-4 for k = 1, at or above it for k ≥ 2."""
+    assert EigenTracker(k=k, tol=tol).method == method

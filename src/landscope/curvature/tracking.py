@@ -1,11 +1,14 @@
 """Warm-started tracking of the top eigenpairs across training steps.
 
-Between two measurements a few optimiser steps apart the top eigen-subspace moves little and
-smoothly, so the next Lanczos solve starts from a prediction of the new Ritz vectors: the last ones
-extrapolated linearly from the two last solves (after aligning their bases: signs and rotations
-inside clusters), summed, plus a small random part that keeps new directions reachable. When the
-subspace turned too much for a linear prediction (overlap < 0.9), the last vectors are used as they
-are. The overlap of consecutive subspaces (the landscape-shift signal of [W&R]) comes for free.
+Between two measurements a few optimiser steps apart the top eigen-subspace moves little, so the
+next solve starts from a prediction of the new Ritz vectors: the last ones extrapolated through
+the last solves (after aligning their bases: signs and rotations inside clusters) by the
+polynomial order that would have predicted the last solve best. Quadratic wins on smooth
+full-batch runs, none on minibatch runs, whose step noise an extrapolation amplifies. The block
+solver starts from those vectors and the guards; the Lanczos solver from their sum plus a small
+random part that keeps new directions reachable. When the subspace turned too much for a
+prediction (overlap < 0.9), the last vectors are used as they are. The overlap of consecutive
+subspaces (the landscape-shift signal of [W&R]) comes for free.
 """
 
 from __future__ import annotations
@@ -24,24 +27,31 @@ from landscope.errors import InputError
 TRACKING_METHODS = ("auto", "block", "lanczos")
 
 
-BLOCK_MIN_TOL = 1e-4  # below it Lanczos resolves the cluster as it converges (see auto_method)
+BLOCK_MIN_TOL = 1e-4  # where the cheaper warm start changes side (see auto_method)
 
 
 def auto_method(k: int, tol: float) -> str:
     """The warm-start method for ``k`` pairs at ``tol`` (measured: ``benchmarks/tracking.py``).
 
-    At a loose tolerance (the quick experiments' 1e-3) a single Krylov chain stops before it has
-    resolved a cluster of top eigenvalues, and misses one now and then with every residual small:
-    on the η = 0.3 quick run, cold and warm Lanczos both got the top 3 wrong on 6–7 of 402 steps
-    (λ₃ up to 8 % of λ₁ too low), the block tracker on none, with 8 % fewer products. The block
-    is chosen for that robustness, not for cost: along the smoother runs of
-    ``benchmarks/tracking.py`` (GD, momentum, AdamW, a CNN; k = 3, tol 1e-3) it took 0.44–0.65
-    of a cold solve's products against 0.33–0.57 for the Lanczos tracker (neither missed an
-    eigenvalue there; a cold solve missed one). At k = 10, tol 1e-6 the block took 1.4–2.5× a
-    cold solve, Lanczos 0.68–0.86, and no method missed one. For k = 1 the block brings nothing
-    that shows: λ₁ was never missed.
+    * ``k ≥ 2``, ``tol ≥ 1e-4`` (the quick experiments' 1e-3): the block. A single Krylov chain
+      stops before it has resolved a cluster of top eigenvalues and misses one now and then with
+      every residual small (on the η = 0.3 quick run cold and warm Lanczos got the top 3 wrong on
+      6–7 of 402 steps, the block on none), and the Lanczos tracker pays the multiplicity probe
+      that the block does not need: at k = 3 the block took 0.14–0.37 of a cold solve's
+      products, the Lanczos tracker 0.43–0.71.
+    * ``k ≥ 2``, ``tol < 1e-4``: Lanczos, and the block while a quadratic prediction holds to
+      ``tol`` (``EigenTracker`` switches per solve). From the last vectors as they are (a
+      residual of 1e-2) the block took twice a cold solve at k = 10, tol 1e-6: its residual
+      expansion grows a block Krylov space, slower per product than one chain in a clustered
+      spectrum. From a quadratic prediction on a full-batch run it took about 0.5, where Lanczos
+      took 0.67–0.74.
+    * ``k = 1``: the block below 1e-4, where its three-product start (the vector and two guards)
+      pays for itself (0.33–0.62 against 0.31–0.68), Lanczos above, where a warm chain converges
+      in three or four products (0.15–0.35 against 0.20–0.41).
     """
-    return "block" if k >= 2 and tol >= BLOCK_MIN_TOL else "lanczos"
+    if k >= 2:
+        return "block" if tol >= BLOCK_MIN_TOL else "lanczos"
+    return "block" if tol < BLOCK_MIN_TOL else "lanczos"
 
 
 def subspace_overlap(U: torch.Tensor | np.ndarray, V: torch.Tensor | np.ndarray) -> float:
@@ -64,6 +74,41 @@ def subspace_overlap(U: torch.Tensor | np.ndarray, V: torch.Tensor | np.ndarray)
     return float((M**2).sum() / k)
 
 
+MAX_ORDER = 2  # extrapolation orders tried: none, linear, quadratic
+_COEFFICIENTS = {0: (1.0,), 1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}  # newest solve first
+
+
+def extrapolate(history: list[torch.Tensor], order: int, device: torch.device) -> torch.Tensor:
+    """Unit columns extrapolated with a polynomial of ``order`` through the last ``order + 1`` bases.
+
+    Each older basis is first aligned to the newest (orthogonal Procrustes), which fixes the
+    signs and the rotations among close eigenvalues that make raw vectors jump between solves.
+    """
+    U = history[-1].to(device)
+    if order == 0:
+        return U
+    P = _COEFFICIENTS[order][0] * U
+    for back, c in enumerate(_COEFFICIENTS[order][1:], start=2):
+        old = history[-back].to(device=device, dtype=U.dtype)
+        W, _, Zt = torch.linalg.svd(old.T @ U)
+        P = P + c * (old @ (W @ Zt))
+    return P / P.norm(dim=0, keepdim=True)
+
+
+def prediction_errors(history: list[torch.Tensor], new: torch.Tensor) -> list[float]:
+    """``1 − overlap`` with ``new`` of each order's prediction from ``history`` (order 0 first)."""
+    errors = []
+    for order in range(min(MAX_ORDER, len(history) - 1) + 1):
+        Q, _ = torch.linalg.qr(extrapolate(history, order, new.device))
+        errors.append(1.0 - subspace_overlap(Q, new))
+    return errors
+
+
+def best_order(history: list[torch.Tensor], new: torch.Tensor) -> int:
+    """The extrapolation order whose prediction from ``history`` comes closest to ``new``."""
+    return int(np.argmin(prediction_errors(history, new)))
+
+
 class EigenTracker:
     """Top-k eigenpairs of a changing operator, each solve warm-started from the last.
 
@@ -77,10 +122,12 @@ class EigenTracker:
         seed: seeds the random part of the start vectors (one stream for the tracker's life).
         random_part: norm of the random component added to the start vector, relative to it.
         max_basis: passed to :func:`eigenpairs`.
-        extrapolate: predict the new vectors from the last two solves (see the module docstring).
+        extrapolate: predict the new vectors from the last solves (see :meth:`predict`);
+            ``False`` starts from the last vectors as they are.
         method: ``"block"`` (warm start from the previous vectors and ``guards`` more, see
             :mod:`~landscope.curvature.block`), ``"lanczos"`` (warm start from their sum), or
-            ``"auto"`` (block for k ≥ 2 at tol ≥ 1e-4, else Lanczos: :func:`auto_method`). The
+            ``"auto"`` (block for k ≥ 2 at tol ≥ 1e-4 and for k = 1 below it, else Lanczos, with
+            the block for the solves a quadratic prediction starts: :func:`auto_method`). The
             first solve, and the first after :meth:`reset`, is a cold Lanczos solve either way
             (cheaper cold), whose next Ritz vectors seed the guards.
         guards: vectors carried beyond ``k`` (the next Ritz vectors of the last solve).
@@ -114,6 +161,9 @@ class EigenTracker:
             raise InputError(f"EigenTracker: guards must be a non-negative integer, got {guards!r}")
         self.k, self.tol, self.which = k, tol, which
         self.method = auto_method(k, tol) if method == "auto" else method
+        # auto at k >= 2 below BLOCK_MIN_TOL: Lanczos, but the block while a quadratic
+        # prediction is in use (see auto_method); its Lanczos solves then keep guards too
+        self._block_when_smooth = method == "auto" and k >= 2 and tol < BLOCK_MIN_TOL
         if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
             raise InputError(
                 f"EigenTracker: check_multiplicity must be True, False or None, got {check_multiplicity!r}"
@@ -127,33 +177,45 @@ class EigenTracker:
         self._gen = torch.Generator().manual_seed(int(seed))
         self.extrapolate = extrapolate
         self.previous: EigenResult | None = None
-        self._history: list[torch.Tensor] = []  # vectors of the last (up to) two solves
+        # vectors of the last (up to) MAX_ORDER + 1 solves, the older ones kept in float32: they
+        # only correct a prediction (their rounding, 6e-8, is far below its error), and so
+        # the three take the memory of two float64 ones
+        self._history: list[torch.Tensor] = []
+        self._order = 1  # the extrapolation order of the next prediction (best_order)
+        self._error = 1.0  # how far that order's prediction of the last solve was (1 − overlap)
         self.n_updates = 0
 
     def predict(self, dim: int, device: torch.device) -> torch.Tensor | None:
         """Predicted Ritz vectors ``(dim, k)`` of the next solve (``None`` when cold).
 
-        Linear extrapolation through the last two solves' vectors, the older basis first aligned
-        to the newer (orthogonal Procrustes: fixes signs and rotations among close eigenvalues).
-        Used only while consecutive subspaces overlap by more than 0.9, i.e. while the motion is
-        smooth enough to extrapolate. (A quadratic prediction was tried: it amplifies the
-        tol-level noise of the previous solves and needed more products, not fewer.)
+        Polynomial extrapolation through the last solves' vectors (:func:`extrapolate`) of the
+        order that would have predicted the last solve best (chosen in :meth:`update`, no
+        product spent). On the held-out full-batch run of ``benchmarks/tracking.py`` (tanh MLP,
+        CE, GD at 0.05) the top vector's start residual is 8e-3 of λ₁ as it was, 4e-4 extrapolated
+        linearly and about 1e-5 quadratically; on minibatch runs the step noise (a residual of
+        1e-2 a step) is not predictable and extrapolating amplifies it, so none wins there.
+        Used only while consecutive subspaces overlap by more than 0.9.
         """
         if not self._history or self._history[-1].shape[0] != dim:
             return None
-        U = self._history[-1].to(device)
+        return extrapolate(self._history, self._order_in_use(), device)
+
+    def _order_in_use(self) -> int:
+        """The order of the next prediction: the chosen one while the motion is smooth, else 0."""
         smooth = (
             self.previous is not None and self.previous.overlap is not None and self.previous.overlap > 0.9
         )
-        if not self.extrapolate or not smooth or len(self._history) < 2:
-            return U
+        return min(self._order, len(self._history) - 1) if self.extrapolate and smooth else 0
 
-        def aligned(old: torch.Tensor) -> torch.Tensor:
-            W, _, Zt = torch.linalg.svd(old.to(device).T @ U)
-            return old.to(device) @ (W @ Zt)
+    def _predicts_smoothly(self) -> bool:
+        """The next prediction is quadratic, and that order predicted the last solve to ``tol``.
 
-        P = 2 * U - aligned(self._history[-2])
-        return P / P.norm(dim=0, keepdim=True)
+        ``1 − overlap ≤ tol`` is an angle of at most √tol. Measured (k = 10, tol 1e-6): 1e-9 on
+        the full-batch runs of ``benchmarks/tracking.py``, 5e-3 or more where a minibatch run's
+        noise happened to favour the quadratic for one step (there a block start cost 2× a cold
+        solve).
+        """
+        return bool(self._history) and self._order_in_use() == MAX_ORDER and self._error <= self.tol
 
     def start_vector(self, dim: int, device: torch.device) -> torch.Tensor | None:
         """The sum of the predicted vectors plus a small random part (``None`` when cold)."""
@@ -168,10 +230,11 @@ class EigenTracker:
         return v
 
     def start_block(self, dim: int, device: torch.device) -> torch.Tensor | None:
-        """The block method's start: the last vectors and guards (``None`` when cold)."""
-        if not self._history or self._history[-1].shape[0] != dim:
+        """The block method's start: the predicted vectors and the guards (``None`` when cold)."""
+        P = self.predict(dim, device)
+        if P is None:
             return None
-        cols = [self._history[-1].to(device)]
+        cols = [P]
         if self._guard_vectors is not None and self._guard_vectors.shape[0] == dim:
             cols.append(self._guard_vectors.to(device))
         return torch.cat(cols, dim=1)
@@ -182,7 +245,8 @@ class EigenTracker:
         whole_only(op, "EigenTracker")
         k = min(self.k, op.dim)
         seed = self.seed + self.n_updates
-        start = self.start_block(op.dim, op.device) if self.method == "block" else None
+        block = self.method == "block" or (self._block_when_smooth and self._predicts_smoothly())
+        start = self.start_block(op.dim, op.device) if block else None
         if start is not None:
             solve = block_solve(
                 op,
@@ -205,7 +269,7 @@ class EigenTracker:
                 seed=seed,
                 v0=self.start_vector(op.dim, op.device),
                 max_basis=self.max_basis,
-                guards=self.guards if self.method == "block" else 0,
+                guards=self.guards if self.method == "block" or self._block_when_smooth else 0,
                 check_multiplicity=self.check_multiplicity,
             )
             self._guard_vectors = guards.cpu()
@@ -214,8 +278,12 @@ class EigenTracker:
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:
             overlap = subspace_overlap(self._history[-1], vectors)
+            errors = prediction_errors(self._history, vectors.to(torch.float64))
+            self._order, self._error = int(np.argmin(errors)), min(errors)
+        else:
+            self._history = []
         res = EigenResult(**{**res.__dict__, "overlap": overlap})
-        self._history = [*self._history[-1:], vectors]
+        self._history = [*(U.float() for U in self._history[-MAX_ORDER:]), vectors]
         self.previous = res
         self.n_updates += 1
         return res
@@ -228,6 +296,8 @@ class EigenTracker:
             "generator": self._gen.get_state(),
             "n_updates": self.n_updates,
             "guards": self._guard_vectors,
+            "order": self._order,
+            "error": self._error,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -237,9 +307,12 @@ class EigenTracker:
         self._gen.set_state(state["generator"])
         self.n_updates = int(state["n_updates"])
         self._guard_vectors = state.get("guards")  # absent in checkpoints before the block method
+        self._order = int(state.get("order", 1))  # before adaptive orders: always linear
+        self._error = float(state.get("error", 1.0))
 
     def reset(self) -> None:
         """Forget the previous subspace: the next update is a cold solve."""
         self.previous = None
         self._history = []
         self._guard_vectors = None
+        self._order, self._error = 1, 1.0
