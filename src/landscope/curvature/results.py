@@ -34,6 +34,8 @@ class EigenResult:
         method: ``"lanczos"``, ``"power"`` or ``"dense"``.
         n_restarts: how often the Krylov basis was compressed (thick restart).
         overlap: with the previous subspace (``EigenTracker`` only), ``‖UₐᵀU_b‖²_F / k``.
+        rounding: what the explicit product added to every residual (below float64: the
+            product's own rounding, in the units of ``residuals``); 0 when none was measured.
     """
 
     values: torch.Tensor
@@ -47,6 +49,17 @@ class EigenResult:
     method: str
     n_restarts: int = 0
     overlap: float | None = None
+    rounding: float = 0.0
+
+    @property
+    def solver_converged(self) -> bool:
+        """The solver's own residuals met ``tol``: ``converged`` before the measured rounding.
+
+        It differs from ``converged`` only where a low-precision product's rounding is itself
+        above ``tol · scale``: the pairs are as good as the operator can tell, not verified.
+        """
+        bound = self.tol * max(self.scale, torch.finfo(torch.float64).tiny)
+        return bool((self.residuals - self.rounding <= bound).all())
 
     @property
     def k(self) -> int:
