@@ -129,10 +129,12 @@ class ShardedHessianOperator(ShardedOperator):
     ``ShardedHessianOperator(model, loss_fn, local_data, **kwargs)`` under an initialised process
     group takes the arguments of :class:`DistributedHessianOperator` (``local_data`` this rank's
     data shard, ``kwargs`` for :class:`~landscope.HessianOperator`). The model is whole on every
-    rank (gathered by the user where it is sharded, e.g. inside FSDP's ``summon_full_params``);
-    the Lanczos basis, ``(max_basis + 1) × dim`` float64 and the memory that grows with ``k``, is
-    split ``R`` ways. A product costs one local Hessian product, one all-gather and one
-    all-reduce of ``dim`` floats.
+    rank: a product cannot run through FSDP (its parameter all-gather is outside autograd, so
+    double backward does not reach the shards), so an FSDP model is measured on a plain copy
+    loaded from its full state dict (``docs/scaling.md``). The Lanczos basis,
+    ``(max_basis + 1) × dim`` float64 and the memory that grows with ``k``, is split ``R``
+    ways. A product costs one local Hessian product, one all-gather and one all-reduce of
+    ``dim`` floats.
     """
 
     def __init__(
