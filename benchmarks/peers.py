@@ -39,10 +39,11 @@ def solve_landscope(
     tol: float,
     dtype: torch.dtype | None = None,
     model_mode: str = "eval",
+    check_multiplicity: bool | None = None,
 ) -> Solve:
     """``ls.eigenpairs(ls.HessianOperator(...), k, tol)``."""
     op = ls.HessianOperator(model, loss, (X, y), model_mode=model_mode, dtype=dtype)  # type: ignore[arg-type]
-    res = ls.eigenpairs(op, k=k, which="LA", tol=tol, seed=0)
+    res = ls.eigenpairs(op, k=k, which="LA", tol=tol, seed=0, check_multiplicity=check_multiplicity)
     info = {
         "converged": bool(res.converged),
         "n_restarts": res.n_restarts,

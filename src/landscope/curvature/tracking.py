@@ -45,9 +45,13 @@ def auto_method(k: int, tol: float) -> str:
       expansion grows a block Krylov space, slower per product than one chain in a clustered
       spectrum. From a quadratic prediction on a full-batch run it took about 0.5, where Lanczos
       took 0.67–0.74.
-    * ``k = 1``: the block below 1e-4, where its three-product start (the vector and two guards)
-      pays for itself (0.33–0.62 against 0.31–0.68), Lanczos above, where a warm chain converges
-      in three or four products (0.15–0.35 against 0.20–0.41).
+    * ``k = 1``: the block below 1e-4, Lanczos above, where a warm chain converges in two to
+      five products and the block's three-product start (the vector and two guards) cannot pay
+      (0.15–0.34 of a cold solve against 0.20–0.41). Below 1e-4 the two tie on average: the
+      block wins where the start is off by an angle of 1e-4 or more (the held-out GD run 0.33
+      against 0.42, the CNN 0.60 against 0.67), Lanczos from near-exact starts (the trained MLPs
+      of ``benchmarks/curvature.py``, 0.37 and 0.35 against 0.31 and 0.33; edge of stability
+      0.32 against 0.30); the block also carries guards that see λ₂ rise past λ₁.
     """
     if k >= 2:
         return "block" if tol >= BLOCK_MIN_TOL else "lanczos"
@@ -260,7 +264,7 @@ class EigenTracker:
             )
             res, self._guard_vectors = solve.result, solve.guards.cpu()
         else:
-            # a block tracker's cold solve seeds its guards; a Lanczos tracker needs none
+            # the guards seed a later block start (block trackers, and auto's switch); else none
             res, guards = lanczos_with_guards(
                 op,
                 k,
@@ -278,8 +282,9 @@ class EigenTracker:
         overlap = None
         if self._history and self._history[-1].shape[0] == op.dim:
             overlap = subspace_overlap(self._history[-1], vectors)
-            errors = prediction_errors(self._history, vectors.to(torch.float64))
-            self._order, self._error = int(np.argmin(errors)), min(errors)
+            if self.extrapolate:
+                errors = prediction_errors(self._history, vectors.to(torch.float64))
+                self._order, self._error = int(np.argmin(errors)), min(errors)
         else:
             self._history = []
         res = EigenResult(**{**res.__dict__, "overlap": overlap})
