@@ -101,14 +101,24 @@ class ShardedOperator(CurvatureOperator):
         self.op, self.lo, self.hi = op, lo, hi
         self._chunk = -(-op.dim // self.world)  # the largest slice: what the all-gather pads to
         self._sizes = [hi - lo for lo, hi in (shard_bounds(op.dim, self.world, r) for r in range(self.world))]
+        self._even = op.dim == self.world * self._chunk  # every slice full: no padding to drop
 
     def gather(self, x: torch.Tensor) -> torch.Tensor:
-        """The whole vector (or ``(global_dim, b)`` matrix) from every rank's slice ``x``."""
-        pad = torch.zeros((self._chunk, *x.shape[1:]), dtype=x.dtype, device=x.device)
-        pad[: x.shape[0]] = x
-        parts = [torch.empty_like(pad) for _ in range(self.world)]
-        dist.all_gather(parts, pad, group=self.group)
-        return torch.cat([p[:s] for p, s in zip(parts, self._sizes, strict=True)])
+        """The whole vector (or ``(global_dim, b)`` matrix) from every rank's slice ``x``.
+
+        One ``all_gather_into_tensor`` into a single buffer (slices padded to the largest): where
+        every slice has the same size the buffer is the result, with no list of parts to concatenate
+        (on gloo at 1.1 M entries that was about 5 ms a gather against 8, benchmarks/sharded.py).
+        """
+        src = x.contiguous()
+        if x.shape[0] != self._chunk:
+            src = x.new_zeros((self._chunk, *x.shape[1:]))
+            src[: x.shape[0]] = x
+        out = x.new_empty((self.world * self._chunk, *x.shape[1:]))
+        dist.all_gather_into_tensor(out, src, group=self.group)
+        if self._even:
+            return out
+        return torch.cat([out[r * self._chunk : r * self._chunk + s] for r, s in enumerate(self._sizes)])
 
     def shard(self, x: torch.Tensor) -> torch.Tensor:
         """The slice held by this rank of a whole vector (or of the rows of a ``(global_dim, b)`` matrix)."""
