@@ -42,7 +42,7 @@ def lanczos_quadrature(
     Q[0] = z / z.norm()
     for j in range(steps):
         w = op.matvec(Q[j])
-        w, h = orthogonalise(w, Q[: j + 1])
+        w, h = orthogonalise(w, Q[: j + 1], op.layout)
         alpha.append(float(h[j]))
         b = float(w.norm())
         if j + 1 == steps or b <= 1e-12 * max(abs(a) for a in alpha):

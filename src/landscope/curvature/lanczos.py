@@ -142,7 +142,7 @@ def eigenpairs(
         raise InputError(
             f"check_multiplicity must be True, False or None (the default probe), got {check_multiplicity!r}"
         )
-    v0 = check_start(v0, op.dim, op.layout)
+    v0 = check_start(v0, op.layout)
     if method in ("dense", "power"):
         whole_only(op, f"method={method!r}")
     if method == "dense":

@@ -58,7 +58,7 @@ def power_iteration(
     op = check_operator(op)
     whole_only(op, "power_iteration")
     k = check_k(k, op.dim)
-    v0 = check_start(v0, op.dim)
+    v0 = check_start(v0, op.layout)
     if which not in ("LM", "LA"):
         raise InputError(f"power iteration finds which='LM' or 'LA', got {which!r}")
     if which == "LA":

@@ -76,15 +76,15 @@ def check_max_basis(max_basis: int | None, k: int) -> int | None:
     return max_basis
 
 
-def check_start(v0: torch.Tensor | None, dim: int, layout: VectorLayout | None = None) -> torch.Tensor | None:
-    """A start vector must be a finite, non-zero vector of length ``dim`` (this shard's part)."""
+def check_start(v0: torch.Tensor | None, layout: VectorLayout) -> torch.Tensor | None:
+    """A start vector must be a finite, non-zero vector: this process's part (``layout.dim``)."""
     if v0 is None:
         return None
+    dim = layout.dim
     if not isinstance(v0, torch.Tensor) or v0.dim() != 1 or v0.numel() != dim:
         shape = tuple(v0.shape) if isinstance(v0, torch.Tensor) else type(v0).__name__
         raise InputError(f"v0 must be a vector of length {dim}, got {shape}")
     v0 = v0.detach().to(torch.float64)
-    layout = layout or VectorLayout(dim)
     # summed over the shards, so that every process of a sharded operator gives the same verdict
     bad = float(layout.reduce((~torch.isfinite(v0)).sum().to(torch.float64)[None]).item())
     if bad > 0 or layout.norm(v0) == 0:
@@ -98,7 +98,7 @@ def random_vector(dim: int, generator: torch.Generator, device: torch.device) ->
 
 
 def orthogonalise(
-    w: torch.Tensor, Q: torch.Tensor, layout: VectorLayout | None = None
+    w: torch.Tensor, Q: torch.Tensor, layout: VectorLayout
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Remove from ``w``, in place, its components along the rows of ``Q``; return ``w`` and ``Q w``.
 
@@ -107,10 +107,9 @@ def orthogonalise(
     """
     if Q.shape[0] == 0:
         return w, torch.zeros(0, dtype=w.dtype, device=w.device)
-    dot = layout.dot if layout is not None else torch.mv
-    h = dot(Q, w)
+    h = layout.dot(Q, w)
     w.addmv_(Q.T, h, alpha=-1.0)
-    h2 = dot(Q, w)
+    h2 = layout.dot(Q, w)
     w.addmv_(Q.T, h2, alpha=-1.0)
     return w, h + h2
 
@@ -159,14 +158,15 @@ def finish(
     values = torch.as_tensor(theta, dtype=torch.float64)[order]
     res = res[order]
     scale = max(scale, float(values.abs().max()))
-    bound = tol * max(scale, 1e-300)
+    floor = max(scale, 1e-300)
+    bound = tol * floor
     converged = bool((res <= bound).all())
     if not converged and rounding > 0 and bool((res - rounding <= bound).all()):
-        relative = rounding / max(scale, 1e-300)
+        relative = rounding / floor
         warnings.warn(
             f"eigensolver ({method}): the residuals reached tol={tol:g}, but one {op.dtype} "
             f"product is off by {relative:.1e} of the eigenvalue scale (its own rounding), "
-            f"which puts them at {float(res.max()) / max(scale, 1e-300):.1e}: converged=False. "
+            f"which puts them at {float(res.max()) / floor:.1e}: converged=False. "
             f"A tol of 20 x that ({20 * relative:.0e}) or more is verifiable with this operator; "
             "a float64 model (model.double()) goes below it",
             RuntimeWarning,
