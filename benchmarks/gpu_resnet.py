@@ -36,6 +36,7 @@ memory, say) is recorded with its error; the run goes on.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime as dt
 import gc
 import importlib
@@ -301,6 +302,33 @@ def product_times(
     fns["landscope"] = lambda: op.matvec(v)
     fns["landscope_first"] = first
     keep: list[Any] = []
+    # Issue 17's candidates for the 13.5x on CUDA, each timed in the same interleaved rounds:
+    # PyTorch's own double-backward formulas (what every library ran before), cudnn.benchmark,
+    # and channels_last. Profiling on CPU showed the cause: the double backward of a conv runs
+    # a forward conv whose kernel is the whole feature map (curvature/kernels.py).
+    plain = ls.HessianOperator(model, LOSS, (X, y), model_mode=MODEL_MODE, kernels="torch")
+    fns["landscope_torch_kernels"] = lambda: plain.matvec(v)
+    if device.type == "cuda":
+
+        def benchmarked(o: ls.HessianOperator) -> Callable[[], object]:
+            def run() -> object:
+                with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):
+                    return o.matvec(v)
+
+            return run
+
+        fns["landscope_cudnn_benchmark"] = benchmarked(op)
+        fns["landscope_torch_kernels_cudnn_benchmark"] = benchmarked(plain)
+    if X.dim() == 4:
+        model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
+        X_cl = X.contiguous(memory_format=torch.channels_last)
+        for name, kern in (
+            ("landscope_channels_last", "landscope"),
+            ("landscope_torch_kernels_channels_last", "torch"),
+        ):
+            o = ls.HessianOperator(model_cl, LOSS, (X_cl, y), model_mode=MODEL_MODE, kernels=kern)
+            keep.append(o)
+            fns[name] = lambda o=o: o.matvec(v)
     if "pyhessian" not in skip:
         try:
             ph = importlib.import_module("pyhessian.hessian")
@@ -339,6 +367,7 @@ def product_times(
             p.grad = None
         keep.clear()
         op.clear_cache()
+        plain.clear_cache()
         model.eval()
     med = {k: statistics.median(t) for k, t in times.items()}
     out: dict[str, Any] = {
@@ -472,6 +501,11 @@ PRODUCT_LABELS = {
     "gradient": "gradient: autograd.grad of the mean loss",
     "landscope": "landscope matvec, cache warm",
     "landscope_first": "landscope matvec after clear_cache() (linearise + 1 product)",
+    "landscope_torch_kernels": "landscope matvec, kernels='torch' (PyTorch's double-backward formulas)",
+    "landscope_cudnn_benchmark": "landscope matvec, cudnn.benchmark=True",
+    "landscope_torch_kernels_cudnn_benchmark": "landscope matvec, kernels='torch', cudnn.benchmark=True",
+    "landscope_channels_last": "landscope matvec, channels_last model and inputs",
+    "landscope_torch_kernels_channels_last": "landscope matvec, kernels='torch', channels_last",
     "pyhessian": "PyHessian hessian_vector_product (graph kept)",
     "eigenthings": "hessian-eigenthings matvec (forward + double backward each time)",
 }

@@ -59,6 +59,7 @@ from landscope.curvature.batches import (
     tensors,
     to_device,
 )
+from landscope.curvature.kernels import second_order_kernels
 from landscope.curvature.linear import CurvatureOperator, DenseOperator, PreconditionedOperator
 from landscope.curvature.modes import model_mode
 from landscope.curvature.params import ParamSpec, resolve_params
@@ -181,6 +182,7 @@ class ModelCurvatureOperator(CurvatureOperator):
         *,
         batch_loss: BatchLoss | None = None,
         batch_weight: BatchWeight | None = None,
+        kernels: Literal["landscope", "torch"] = "landscope",
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -195,6 +197,9 @@ class ModelCurvatureOperator(CurvatureOperator):
             raise InputError(f"dtype must be a floating torch dtype, got {dtype!r}")
         if cache not in (True, False, "auto"):
             raise InputError(f"cache must be True, False or 'auto', got {cache!r}")
+        if kernels not in ("landscope", "torch"):
+            raise InputError(f"kernels must be 'landscope' or 'torch', got {kernels!r}")
+        self.kernels = kernels
         self.model = model
         # vmap over tangents shares work between columns on small models but was 2× slower per
         # column than a loop on the 40-256-256-10 MLP (benchmarks/curvature.py): opt-in.
@@ -458,7 +463,11 @@ class HessianOperator(ModelCurvatureOperator):
     Each chunk is linearised once with ``torch.func.vjp`` of ``torch.func.grad`` (reverse over
     reverse): one forward and backward pass with the graph kept; every matvec is then one reverse
     pass through it, about 1.2–2× the cost of a gradient instead of ≈3× for forward-over-reverse
-    recomputed at every product (``benchmarks/curvature.py``). ``cache="auto"`` keeps the graphs
+    recomputed at every product (``benchmarks/curvature.py``). With ``kernels="landscope"`` (the
+    default) convolutions and eval-mode batch norm are linearised in forms whose second derivatives
+    run the gradient's own kernels (:mod:`~landscope.curvature.kernels`; PyTorch's double backward
+    of a strided convolution runs a feature-map-sized kernel); ``kernels="torch"`` keeps PyTorch's
+    formulas. ``cache="auto"`` keeps the graphs
     when ``data`` is a tensor pair without ``chunk_size``; with ``cache=False`` (memory bounded by
     one chunk) each matvec rebuilds them chunk by chunk.
     """
@@ -474,7 +483,8 @@ class HessianOperator(ModelCurvatureOperator):
             return grad(lambda r: (loss_fn(r),) * 2, has_aux=True)(q)
 
         # vjp's return type is a union over has_aux (2 or 3 values)
-        g, vjp_fn, value = vjp(grad_and_value, p, has_aux=True)  # type: ignore[misc]
+        with second_order_kernels(self.kernels == "landscope"):
+            g, vjp_fn, value = vjp(grad_and_value, p, has_aux=True)  # type: ignore[misc]
         return _Linearisation(
             weight=weight,
             apply=lambda t: vjp_fn(t)[0],

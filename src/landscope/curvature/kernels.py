@@ -1,0 +1,175 @@
+"""Convolutions and eval-mode batch norm whose second derivatives run the gradient's kernels.
+
+A Hessian product by reverse over reverse differentiates the backward pass. PyTorch's formula
+for the derivative of a convolution's backward computes its weight term as a *forward*
+convolution of the transposed input with the transposed output gradient: batch and channels
+swapped, stride turned into dilation, and a kernel as large as the whole feature map (for a
+ResNet stage at 32×32 with 256 samples: 256 input channels, a 32×32 kernel). Profiled on CPU
+(``benchmarks/gpu_resnet.py``'s ResNet-lite) those convolutions cost 3–4× a normal one; on CUDA
+every library's product cost 13.5× a gradient. The same terms are exactly a convolution's input
+and weight gradients (``convolution_backward``), the kernels a gradient already runs:
+
+* ``O = conv(x, w)``; its backward ``gx = conv_input_grad(gO, w)``, ``gw = conv_weight_grad(x, gO)``;
+* the backward of that, given cotangents ``(ggx, ggw)``: ``∂/∂gO = conv(ggx, w) + conv(x, ggw)``,
+  ``∂/∂x = conv_input_grad(gO, ggw)``, ``∂/∂w = conv_weight_grad(ggx, gO)``.
+
+Eval-mode batch norm is an affine map per channel, ``x·γ/√(var+ε) + (β − mean·γ/√(var+ε))``;
+written so, its second derivative is a few products instead of the general batch-norm double
+backward. Train-mode batch norm and string paddings (``"same"``) are left to PyTorch.
+
+:func:`second_order_kernels` is a ``TorchFunctionMode``; inside it ``torch.conv1d/2d/3d`` (what
+``nn.Conv*d`` calls) and ``F.batch_norm`` with running statistics take these forms. The values
+and every derivative are the same functions (rounding aside); ``HessianOperator(...,
+kernels="torch")`` turns it off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+_aten = torch.ops.aten
+_CONV_DIMS = {torch.conv1d: 1, torch.conv2d: 2, torch.conv3d: 3}
+_CONV_ARGS = ("input", "weight", "bias", "stride", "padding", "dilation", "groups")
+_CONV_DEFAULTS = (None, None, None, 1, 0, 1, 1)
+_BN_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
+_BN_DEFAULTS = (None, None, None, None, None, False, 0.1, 1e-5)
+
+
+def _expand(v: int | Sequence[int], nd: int) -> list[int]:
+    return [int(v)] * nd if isinstance(v, int) else [int(u) for u in v]
+
+
+class _ConvBackward(torch.autograd.Function):
+    """``(gO, x, w) ↦ (gx, gw)``, a convolution's backward, differentiable by gradient kernels."""
+
+    generate_vmap_rule = True  # vmapped products (vmap_matmat): functorch batches the aten ops
+
+    @staticmethod
+    def forward(gO, x, w, stride, padding, dilation, groups, need_x, need_w):
+        out_pad = [0] * len(stride)
+        gx, gw, _ = _aten.convolution_backward(
+            gO, x, w, None, stride, padding, dilation, False, out_pad, groups, [need_x, need_w, False]
+        )
+        return gx, gw
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        gO, x, w, *cfg = inputs
+        ctx.save_for_backward(gO, x, w)
+        ctx.cfg = cfg[:4]
+
+    @staticmethod
+    def backward(ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None) -> tuple:
+        gO, x, w = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.cfg
+        out_pad = [0] * len(stride)
+        need_gO, need_x, need_w = ctx.needs_input_grad[:3]
+
+        def conv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return _aten.convolution(a, b, None, stride, padding, dilation, False, out_pad, groups)
+
+        def back(a: torch.Tensor, b: torch.Tensor, mask: list[bool]) -> tuple:
+            return _aten.convolution_backward(
+                gO, a, b, None, stride, padding, dilation, False, out_pad, groups, mask
+            )
+
+        g_gO = g_x = g_w = None
+        if need_gO:
+            parts = [conv(ggx, w)] if ggx is not None else []
+            if ggw is not None:
+                parts.append(conv(x, ggw))
+            g_gO = parts[0] + parts[1] if len(parts) == 2 else (parts[0] if parts else None)
+        if need_x and ggw is not None:
+            g_x = back(x, ggw, [True, False, False])[0]
+        if need_w and ggx is not None:
+            g_w = back(ggx, w, [False, True, False])[1]
+        return g_gO, g_x, g_w, None, None, None, None, None, None
+
+
+class _Conv(torch.autograd.Function):
+    """A convolution whose backward is :class:`_ConvBackward` (so its double backward is cheap)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, w, b, stride, padding, dilation, groups):
+        out_pad = [0] * len(stride)
+        return _aten.convolution(x, w, b, stride, padding, dilation, False, out_pad, groups)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
+        x, w, b, *cfg = inputs
+        ctx.save_for_backward(x, w)
+        ctx.cfg = cfg
+        ctx.has_bias = b is not None
+
+    @staticmethod
+    def backward(ctx: Any, gO: torch.Tensor) -> tuple:
+        x, w = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        gx = gw = gb = None
+        if need_x or need_w:
+            gx, gw = _ConvBackward.apply(gO, x, w, *ctx.cfg, need_x, need_w)
+        if ctx.has_bias and need_b:
+            gb = gO.sum(dim=[0, *range(2, gO.dim())])
+        return (gx if need_x else None), (gw if need_w else None), gb, None, None, None, None
+
+
+def _bound(names: tuple[str, ...], defaults: tuple, args: tuple, kwargs: dict) -> dict[str, Any]:
+    out = dict(zip(names, defaults, strict=True))
+    out.update(zip(names, args, strict=False))
+    out.update(kwargs)
+    return out
+
+
+def _conv(nd: int, a: dict[str, Any]) -> torch.Tensor | None:
+    """The rewritten convolution, or ``None`` where PyTorch's own must run (string padding)."""
+    x, w = a["input"], a["weight"]
+    if isinstance(a["padding"], str) or not isinstance(x, torch.Tensor) or w.dim() != nd + 2:
+        return None
+    unbatched = x.dim() == nd + 1
+    cfg = (_expand(a["stride"], nd), _expand(a["padding"], nd), _expand(a["dilation"], nd), int(a["groups"]))
+    out = _Conv.apply(x.unsqueeze(0) if unbatched else x, w, a["bias"], *cfg)
+    return out.squeeze(0) if unbatched else out
+
+
+def _eval_batch_norm(a: dict[str, Any]) -> torch.Tensor | None:
+    """Batch norm with running statistics as a per-channel affine map (``None``: train mode)."""
+    if a["training"] or a["running_mean"] is None or a["running_var"] is None:
+        return None
+    x = a["input"]
+    scale = torch.rsqrt(a["running_var"] + a["eps"])
+    if a["weight"] is not None:
+        scale = a["weight"] * scale
+    shift = -a["running_mean"] * scale
+    if a["bias"] is not None:
+        shift = shift + a["bias"]
+    shape = [1, -1] + [1] * (x.dim() - 2)
+    return x * scale.reshape(shape) + shift.reshape(shape)
+
+
+class _SecondOrderKernels(TorchFunctionMode):
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        out = None
+        if func in _CONV_DIMS:
+            out = _conv(_CONV_DIMS[func], _bound(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs))
+        elif func is F.batch_norm:
+            out = _eval_batch_norm(_bound(_BN_ARGS, _BN_DEFAULTS, args, kwargs))
+        return func(*args, **kwargs) if out is None else out
+
+
+@contextlib.contextmanager
+def second_order_kernels(enabled: bool = True) -> Iterator[None]:
+    """Run convolutions and eval-mode batch norm in their second-order-friendly forms."""
+    if not enabled:
+        yield
+        return
+    with _SecondOrderKernels():
+        yield
