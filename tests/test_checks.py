@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import landscope as ls
-from landscope.checks import is_tensor_pair, positive_int, tensor_pair
+from landscope.checks import int_at_least, is_tensor_pair, positive_int, tensor_pair
 from landscope.errors import DataError, InputError, LandscopeError
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "landscope"
@@ -73,6 +73,32 @@ def test_positive_int_refuses_with_the_exact_message(value, kwargs, message):
         positive_int("n", value, **kwargs)
     assert str(info.value) == message
     assert type(info.value) is InputError
+
+
+@pytest.mark.parametrize(
+    "value, minimum, expected",
+    [(0, 0, 0), (1, 1, 1), (np.int64(5), 2, 5), (2, 2, 2), (-3, -3, -3)],
+)
+def test_int_at_least_accepts(value, minimum, expected):
+    got = int_at_least("n", value, minimum)
+    assert got == expected and type(got) is int
+
+
+@pytest.mark.parametrize(
+    "value, minimum, message",
+    [
+        (0, 1, "n must be a positive integer, got 0"),
+        (-1, 0, "n must be a non-negative integer, got -1"),
+        (1, 2, "n must be an integer >= 2, got 1"),
+        (True, 0, "n must be a non-negative integer, got True"),
+        (2.0, 2, "n must be an integer >= 2, got 2.0"),
+        (None, 0, "n must be a non-negative integer, got None"),
+    ],
+)
+def test_int_at_least_refuses_with_the_exact_message(value, minimum, message):
+    with pytest.raises(DataError) as info:
+        int_at_least("n", value, minimum, error=DataError)
+    assert str(info.value) == message
 
 
 def test_positive_int_raises_the_given_error_type():

@@ -116,9 +116,9 @@ def test_a_run_is_read_through_trace():
         ({"rise": math.nan}, "rise must be a finite number >= 0, got nan"),
         ({"rise": "0.02"}, "rise must be a finite number >= 0, got '0.02'"),
         ({"rise": True}, "rise must be a finite number >= 0, got True"),
-        ({"window": 0}, "window must be an integer >= 1, got 0"),
-        ({"window": 2.5}, "window must be an integer >= 1, got 2.5"),
-        ({"window": False}, "window must be an integer >= 1, got False"),
+        ({"window": 0}, "window must be a positive integer, got 0"),
+        ({"window": 2.5}, "window must be a positive integer, got 2.5"),
+        ({"window": False}, "window must be a positive integer, got False"),
     ],
 )
 def test_loss_spikes_rejects_bad_arguments(kw, match):

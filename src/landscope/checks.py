@@ -48,12 +48,29 @@ def positive_int(
     """
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+    if not _is_int(value) or value < 1:
         raise error(
             f"{name} must be a positive integer{' or None' if allow_none else ''}"
             f"{f' ({what})' if what else ''}, got {value!r}"
         )
     return int(value)
+
+
+def int_at_least(name: str, value: object, minimum: int, *, error: type[LandscopeError] = InputError) -> int:
+    """``value`` as an ``int`` ≥ ``minimum``, by :func:`positive_int`'s rules for what is an integer.
+
+    The message says "a positive integer" for ``minimum`` 1, "a non-negative integer" for 0 and
+    "an integer >= m" otherwise, so that every count and seed is refused in the same words.
+    """
+    if not _is_int(value) or value < minimum:
+        kind = {1: "a positive integer", 0: "a non-negative integer"}.get(minimum, f"an integer >= {minimum}")
+        raise error(f"{name} must be {kind}, got {value!r}")
+    return int(value)
+
+
+def _is_int(value: object) -> TypeGuard[int | np.integer]:
+    """Python or NumPy integers, never ``bool`` (``True`` is not a count)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
 def is_tensor_pair(data: object) -> TypeGuard[Sequence[torch.Tensor]]:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from landscope.analysis.trace import Trace, trace
+from landscope.checks import int_at_least
 from landscope.errors import InputError
 from landscope.training import Run
 
@@ -37,8 +38,7 @@ def loss_spikes(run: Run | Trace, rise: float = 0.02, window: int = 30, key: str
     real = isinstance(rise, numbers.Real) and not isinstance(rise, bool)
     if not (real and math.isfinite(rise) and rise >= 0):
         raise InputError(f"loss_spikes: rise must be a finite number >= 0, got {rise!r}")
-    if isinstance(window, bool) or not isinstance(window, numbers.Integral) or window < 1:
-        raise InputError(f"loss_spikes: window must be an integer >= 1, got {window!r}")
+    window = int_at_least("loss_spikes: window", window, 1)
     tr = trace(run, key)
     raw = np.asarray(tr.loss, dtype=float)
     loss = np.where(np.isfinite(raw), raw, np.inf)

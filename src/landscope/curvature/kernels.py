@@ -45,6 +45,23 @@ def _expand(v: int | Sequence[int], nd: int) -> list[int]:
     return [int(v)] * nd if isinstance(v, int) else [int(u) for u in v]
 
 
+_Cfg = tuple[list[int], list[int], list[int], int]  # stride, padding, dilation, groups
+
+
+def _convolve(x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None, cfg: _Cfg) -> torch.Tensor:
+    stride, padding, dilation, groups = cfg
+    return _aten.convolution(x, w, b, stride, padding, dilation, False, [0] * len(stride), groups)
+
+
+def _convolve_backward(
+    gO: torch.Tensor, x: torch.Tensor, w: torch.Tensor, cfg: _Cfg, mask: list[bool]
+) -> tuple:
+    """``convolution_backward``'s (input grad, weight grad, bias grad), as ``mask`` asks."""
+    stride, padding, dilation, groups = cfg
+    out_pad = [0] * len(stride)
+    return _aten.convolution_backward(gO, x, w, None, stride, padding, dilation, False, out_pad, groups, mask)
+
+
 class _ConvBackward(torch.autograd.Function):
     """``(gO, x, w) ↦ (gx, gw)``, a convolution's backward, differentiable by gradient kernels."""
 
@@ -52,43 +69,30 @@ class _ConvBackward(torch.autograd.Function):
 
     @staticmethod
     def forward(gO, x, w, stride, padding, dilation, groups, need_x, need_w):
-        out_pad = [0] * len(stride)
-        gx, gw, _ = _aten.convolution_backward(
-            gO, x, w, None, stride, padding, dilation, False, out_pad, groups, [need_x, need_w, False]
-        )
+        gx, gw, _ = _convolve_backward(gO, x, w, (stride, padding, dilation, groups), [need_x, need_w, False])
         return gx, gw
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:
         gO, x, w, *cfg = inputs
         ctx.save_for_backward(gO, x, w)
-        ctx.cfg = cfg[:4]
+        ctx.cfg = tuple(cfg[:4])
 
     @staticmethod
     def backward(ctx: Any, ggx: torch.Tensor | None, ggw: torch.Tensor | None) -> tuple:
         gO, x, w = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.cfg
-        out_pad = [0] * len(stride)
+        cfg = ctx.cfg
         need_gO, need_x, need_w = ctx.needs_input_grad[:3]
-
-        def conv(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return _aten.convolution(a, b, None, stride, padding, dilation, False, out_pad, groups)
-
-        def back(a: torch.Tensor, b: torch.Tensor, mask: list[bool]) -> tuple:
-            return _aten.convolution_backward(
-                gO, a, b, None, stride, padding, dilation, False, out_pad, groups, mask
-            )
-
         g_gO = g_x = g_w = None
-        if need_gO:
-            parts = [conv(ggx, w)] if ggx is not None else []
-            if ggw is not None:
-                parts.append(conv(x, ggw))
-            g_gO = parts[0] + parts[1] if len(parts) == 2 else (parts[0] if parts else None)
+        if need_gO and ggx is not None:
+            g_gO = _convolve(ggx, w, None, cfg)
+        if need_gO and ggw is not None:
+            term = _convolve(x, ggw, None, cfg)
+            g_gO = term if g_gO is None else g_gO + term
         if need_x and ggw is not None:
-            g_x = back(x, ggw, [True, False, False])[0]
+            g_x = _convolve_backward(gO, x, ggw, cfg, [True, False, False])[0]
         if need_w and ggx is not None:
-            g_w = back(ggx, w, [False, True, False])[1]
+            g_w = _convolve_backward(gO, ggx, w, cfg, [False, True, False])[1]
         return g_gO, g_x, g_w, None, None, None, None, None, None
 
 
@@ -99,8 +103,7 @@ class _Conv(torch.autograd.Function):
 
     @staticmethod
     def forward(x, w, b, stride, padding, dilation, groups):
-        out_pad = [0] * len(stride)
-        return _aten.convolution(x, w, b, stride, padding, dilation, False, out_pad, groups)
+        return _convolve(x, w, b, (stride, padding, dilation, groups))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple, output: Any) -> None:

@@ -168,6 +168,8 @@ class EigenTracker:
         # auto at k >= 2 below BLOCK_MIN_TOL: Lanczos, but the block while a quadratic
         # prediction is in use (see auto_method); its Lanczos solves then keep guards too
         self._block_when_smooth = method == "auto" and k >= 2 and tol < BLOCK_MIN_TOL
+        # guard vectors seed a block start: kept by block trackers and by auto where it may switch
+        self._keeps_guards = self.method == "block" or self._block_when_smooth
         if check_multiplicity is not None and not isinstance(check_multiplicity, bool):
             raise InputError(
                 f"EigenTracker: check_multiplicity must be True, False or None, got {check_multiplicity!r}"
@@ -264,7 +266,6 @@ class EigenTracker:
             )
             res, self._guard_vectors = solve.result, solve.guards.cpu()
         else:
-            # the guards seed a later block start (block trackers, and auto's switch); else none
             res, guards = lanczos_with_guards(
                 op,
                 k,
@@ -273,7 +274,7 @@ class EigenTracker:
                 seed=seed,
                 v0=self.start_vector(op.dim, op.device),
                 max_basis=self.max_basis,
-                guards=self.guards if self.method == "block" or self._block_when_smooth else 0,
+                guards=self.guards if self._keeps_guards else 0,
                 check_multiplicity=self.check_multiplicity,
             )
             self._guard_vectors = guards.cpu()

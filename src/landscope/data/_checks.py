@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 
+from landscope.checks import int_at_least
 from landscope.errors import DataError
 
 
 def check_int(loader: str, name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int ``>= minimum``; bools are refused (``True`` is not a sample count)."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-        raise DataError(f"{loader}: {name} must be {what}, got {value!r}")
-    return value
+    """``value`` as an int ``>= minimum`` (:func:`~landscope.checks.int_at_least`), as a ``DataError``."""
+    return int_at_least(f"{loader}: {name}", value, minimum, error=DataError)
 
 
 def check_count(loader: str, name: str, value: object, available: int, where: object) -> int:

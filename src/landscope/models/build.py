@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from landscope.checks import int_at_least
 from landscope.errors import InputError
 from landscope.models.cnn import cnn1d, cnn2d
 from landscope.models.init import INITS, META_INITS, Batch, apply_init
@@ -20,10 +21,7 @@ MODELS = ("mlp", "cnn", "resnet_lite")
 
 def _positive_int(key: str, value: object, minimum: int = 1) -> int:
     """``value`` if it is an integer ≥ ``minimum`` (1 or 0), else an error naming ``key``."""
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        kind = "a positive" if minimum == 1 else "a non-negative"
-        raise InputError(f"model: {key} must be {kind} integer, got {value!r}")
-    return value
+    return int_at_least(f"model: {key}", value, minimum)
 
 
 def _one_of(key: str, value: object, valid: tuple[str, ...]) -> str:

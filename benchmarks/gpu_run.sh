@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 17's GPU half as one prepared run: the product/gradient ratio of ResNet-lite (78k) and of
+# a CIFAR ResNet-18 (11.2M) with kernels="landscope" beside kernels="torch", cudnn.benchmark and
+# channels_last, then a float32 top-10 solve of ResNet-lite with its float64 reference.
+#
+#   bash benchmarks/gpu_run.sh [OUT_DIR]        # default benchmarks/results; ~8 min on an H100
+#   DEVICE=cpu EXTRA=--quick bash benchmarks/gpu_run.sh /tmp/smoke   # smoke test on a CPU
+#
+# Each step has its own time limit and writes its JSON/Markdown as it goes, so a step cut short
+# keeps what it measured and the next one still runs. Products come first: they are the target.
+set -u
+out=${1:-benchmarks/results}
+py=${PYTHON:-python3}
+cd "$(dirname "$0")/.." || exit 1
+"$py" -c "import landscope" 2>/dev/null || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONUNBUFFERED=1
+run() {  # seconds, then gpu_resnet.py arguments
+  local limit=$1
+  shift
+  echo "== gpu_resnet.py $* (limit ${limit}s)"
+  timeout "$limit" "$py" benchmarks/gpu_resnet.py --device "${DEVICE:-cuda}" --out "$out" "$@" ${EXTRA:-} \
+    || echo "== exit $? (results written so far are kept)"
+}
+no_solves=(--skip landscope pyhessian eigenthings reference)
+run 120 --sizes 2048 "${no_solves[@]}" --product-reps 5 --out-name gpu_resnet_products
+run 150 --arch resnet18 --sizes 512 "${no_solves[@]}" --product-reps 5 --out-name gpu_resnet18_products
+run 210 --sizes 2048 --skip pyhessian eigenthings products --reps 1 --ref-tol 1e-8 --out-name gpu_resnet_solve
