@@ -65,7 +65,7 @@ from typing import Any
 import numpy as np
 import peers
 import torch
-from machine import cpu_name, gpu_info, markdown_table, median_time, sync, versions
+from machine import cpu_name, gpu_info, markdown_table, median_time, select_device, sync, versions
 from peers import Solve
 from torch import nn
 
@@ -1220,17 +1220,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark and write ``NAME.json`` and ``NAME.md`` (``--out-name``)."""
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device}: CUDA is not available here")
-        # cuDNN runs float32 convolutions in TF32 by default (~1e-3 relative rounding): off, so a
-        # float32 solve on the GPU means what it means on the CPU.
-        torch.backends.cudnn.allow_tf32 = False
-        torch.backends.cuda.matmul.allow_tf32 = False
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
+    device = select_device(args.device)
     torch.set_num_threads(THREADS)
     t_start = time.perf_counter()
     ticks = cpu_ticks()

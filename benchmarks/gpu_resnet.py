@@ -62,7 +62,7 @@ from typing import Any
 
 import peers
 import torch
-from machine import gpu_info, markdown_table, versions
+from machine import gpu_info, markdown_table, select_device, versions
 from peers import Solve
 from torch import nn
 
@@ -320,7 +320,9 @@ def product_times(
 
         def benchmarked(o: ls.HessianOperator) -> Callable[[], object]:
             def run() -> object:
-                with torch.backends.cudnn.flags(enabled=True, benchmark=True, allow_tf32=False):
+                with torch.backends.cudnn.flags(
+                    enabled=True, benchmark=True, allow_tf32=torch.backends.cudnn.allow_tf32
+                ):
                     return o.matvec(v)
 
             return run
@@ -775,15 +777,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; write ``OUT/NAME.json`` and ``OUT/NAME.md`` after every size."""
     args = parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise SystemExit(f"--device {args.device}: CUDA is not available here")
-        if device.index is None:
-            device = torch.device("cuda", torch.cuda.current_device())
-        torch.cuda.set_device(device)
-        torch.backends.cudnn.allow_tf32 = args.allow_tf32
-        torch.backends.cuda.matmul.allow_tf32 = args.allow_tf32
+    device = select_device(args.device, args.allow_tf32)
     t_start = time.perf_counter()
 
     def log(msg: str) -> None:

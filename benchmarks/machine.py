@@ -79,6 +79,25 @@ def median_time(fn: Callable[[], object], reps: int) -> float:
     return statistics.median(times)
 
 
+def select_device(name: str, allow_tf32: bool = False) -> torch.device:
+    """``--device NAME`` as a device; for CUDA, made current (an index always) and TF32 set.
+
+    cuDNN runs float32 convolutions in TF32 by default (~1e-3 relative rounding): off unless asked,
+    so that a float32 solve on the GPU means what it means on the CPU.
+    """
+    device = torch.device(name)
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise SystemExit(f"--device {name}: CUDA is not available here")
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    torch.cuda.set_device(device)
+    torch.backends.cudnn.allow_tf32 = allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = allow_tf32
+    return device
+
+
 def gpu_info(device: torch.device) -> dict:
     """The GPU's name, memory, CUDA version and TF32 flags (for ``--device cuda`` runs)."""
     props = torch.cuda.get_device_properties(device)

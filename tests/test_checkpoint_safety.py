@@ -314,3 +314,15 @@ def test_analysis_of_corrupted_metrics_names_file_and_line(made, tmp_path):
         result = CliRunner().invoke(app, command)
         _assert_clear_failure(result, metrics, "line 31")
     assert json.loads((done / "status.json").read_text())["status"] == "completed"
+
+
+def test_eigen_files_keep_extra_arrays_and_refuse_clashing_names(tmp_path):
+    store = RunStore(tmp_path / "r")
+    store.acquire()
+    store.save_eigen(3, np.array([2.0, 1.0]), np.array([1e-7, 1e-7]), None, params=np.arange(4.0))
+    with np.load(tmp_path / "r" / "eigen" / "step_00000003.npz") as f:
+        assert f["values"].tolist() == [2.0, 1.0] and f["params"].tolist() == [0.0, 1.0, 2.0, 3.0]
+    for name in ("file", "allow_pickle"):
+        with pytest.raises(ls.InputError, match=f"cannot be named {name}"):
+            store.save_eigen(4, np.array([1.0]), np.array([0.0]), None, **{name: np.zeros(1)})
+    assert not (tmp_path / "r" / "eigen" / "step_00000004.npz").exists()

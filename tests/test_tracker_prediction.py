@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
 from reference import random_orthogonal
 
 from landscope.curvature import DenseOperator, EigenTracker
-from landscope.curvature.tracking import MAX_ORDER, best_order, extrapolate
+from landscope.curvature.tracking import MAX_ORDER, extrapolate, prediction_errors
 
 N, K = 40, 3
 SPECTRUM = torch.cat([torch.tensor([10.0, 9.5, 9.0]), torch.linspace(0.0, 5.0, N - 3)]).double()
@@ -87,6 +88,11 @@ def test_order_zero_returns_the_last_vectors_and_every_order_has_unit_columns():
     for order in range(MAX_ORDER + 1):
         P = extrapolate(bases, order, torch.device("cpu"))
         assert torch.allclose(P.norm(dim=0), torch.ones(K, dtype=torch.float64), atol=1e-14)
+
+
+def best_order(history: list[torch.Tensor], new: torch.Tensor) -> int:
+    """The order EigenTracker.update picks: the least prediction error."""
+    return int(np.argmin(prediction_errors(history, new)))
 
 
 def test_best_order_is_quadratic_on_a_rotation_and_none_on_a_random_walk():

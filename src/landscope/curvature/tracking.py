@@ -108,11 +108,6 @@ def prediction_errors(history: list[torch.Tensor], new: torch.Tensor) -> list[fl
     return errors
 
 
-def best_order(history: list[torch.Tensor], new: torch.Tensor) -> int:
-    """The extrapolation order whose prediction from ``history`` comes closest to ``new``."""
-    return int(np.argmin(prediction_errors(history, new)))
-
-
 class EigenTracker:
     """Top-k eigenpairs of a changing operator, each solve warm-started from the last.
 
@@ -187,7 +182,7 @@ class EigenTracker:
         # only correct a prediction (their rounding, 6e-8, is far below its error), and so
         # the three take the memory of two float64 ones
         self._history: list[torch.Tensor] = []
-        self._order = 1  # the extrapolation order of the next prediction (best_order)
+        self._order = 1  # the extrapolation order of the next prediction (the last one's best)
         self._error = 1.0  # how far that order's prediction of the last solve was (1 − overlap)
         self.n_updates = 0
 

@@ -227,7 +227,14 @@ class RunStore:
         vectors: np.ndarray | None = None,
         **extra: np.ndarray,
     ) -> Path:
-        """Write ``eigen/step_XXXXXXXX.npz`` atomically (eigenpairs and any ``extra`` arrays)."""
+        """Write ``eigen/step_XXXXXXXX.npz`` atomically (eigenpairs and any ``extra`` arrays).
+
+        An extra array may not be named ``file`` or ``allow_pickle``: ``np.savez`` would take it
+        for its own argument, not store it.
+        """
+        clash = sorted(set(extra) & {"file", "allow_pickle"})
+        if clash:
+            raise InputError(f"RunStore.save_eigen: extra arrays cannot be named {', '.join(clash)}")
         arrays: dict[str, Any] = {k: np.asarray(v) for k, v in extra.items()}
         if values is not None:
             arrays["values"] = np.asarray(values, np.float64)
