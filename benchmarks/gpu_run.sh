@@ -8,11 +8,25 @@
 #
 # Each step has its own time limit and writes its JSON/Markdown as it goes, so a step cut short
 # keeps what it measured and the next one still runs. Products come first: they are the target.
+#
+# landscope need not be installed: src/ goes on PYTHONPATH. Dependencies missing on the machine
+# (a stock CUDA image lacks pydantic) can come as wheels in WHEELS (default .whl), installed into
+# a scratch folder first, e.g. fetched on a machine with pip for the GPU machine's Python:
+#   pip download --no-deps --only-binary=:all: --python-version 3.12 --platform manylinux_2_17_x86_64 \
+#     -d .whl pydantic pydantic_core annotated-types typing-inspection typing_extensions
 set -u
 out=${1:-benchmarks/results}
 py=${PYTHON:-python3}
 cd "$(dirname "$0")/.." || exit 1
+wheels=${WHEELS:-.whl}
+if compgen -G "$wheels/*.whl" >/dev/null; then
+  site=$(mktemp -d)
+  "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$wheels"/*.whl \
+    || { echo "gpu_run.sh: could not install the wheels in $wheels" >&2; exit 1; }
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 "$py" -c "import landscope" 2>/dev/null || export PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+"$py" -c "import landscope" || { echo "gpu_run.sh: landscope does not import (see above)" >&2; exit 1; }
 export PYTHONUNBUFFERED=1
 run() {  # seconds, then gpu_resnet.py arguments
   local limit=$1
