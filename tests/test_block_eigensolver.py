@@ -187,6 +187,26 @@ def test_float32_model_residuals_do_not_understate(mlp_case, loss):
     assert torch.allclose(theta, ref, rtol=1e-4, atol=0)
 
 
+def test_float32_below_its_rounding_stops_at_epsilon_not_at_the_budget():
+    """tol 1e-8 on a float32 operator cannot be verified: a few products and a warning, not 1,000.
+
+    The explicit residuals of float32 products stall near their rounding (here 2e-8 of the
+    scale): the solve stops at the dtype's epsilon and says why; the values match float64's.
+    """
+    X = torch.randn(200, 40, generator=_gen(0))
+    y = torch.randint(0, 10, (200,), generator=_gen(1))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(40, 32), torch.nn.Tanh(), torch.nn.Linear(32, 10))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    op32 = HessianOperator(model, loss_fn, (X, y))
+    op64 = HessianOperator(model, loss_fn, (X, y), dtype=torch.float64)
+    with pytest.warns(RuntimeWarning, match="below what torch.float32 products resolve|its own rounding"):
+        res = eigenpairs(op32, k=3, tol=1e-8, method="block", max_matvecs=1000)
+    assert not res.converged and res.n_matvecs < 300, res.n_matvecs
+    ref = eigenpairs(op64, k=3, tol=1e-11)
+    assert torch.allclose(res.values, ref.values, rtol=1e-6, atol=0)
+
+
 # -- 3. warm starts ------------------------------------------------------------------------------
 
 
