@@ -220,9 +220,10 @@ def block_solve(
         return_vectors,
         confirm,
     )
-    floor_only = bool((res <= target * floor).all()) and not bool((res <= tol * floor).all())
+    stopped_at_eps = target > tol and len(todo) == 0  # every residual reached eps, not tol
+    # finish's own rounding warning (its condition) already says why: then no second one
     rounding_named = result.rounding > 0 and bool((result.residuals - result.rounding <= tol * floor).all())
-    if floor_only and not result.converged and not rounding_named:
+    if stopped_at_eps and not result.converged and not rounding_named:
         warnings.warn(
             f"block eigensolver: tol={tol:g} is below what {op.dtype} products resolve; their "
             f"residuals stall near the dtype's epsilon ({target:.1e} of the eigenvalue scale), "
