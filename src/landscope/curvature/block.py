@@ -221,8 +221,8 @@ def block_solve(
         confirm,
     )
     stopped_at_eps = target > tol and len(todo) == 0  # every residual reached eps, not tol
-    # finish's own rounding warning (its condition) already says why: then no second one
-    rounding_named = result.rounding > 0 and bool((result.residuals - result.rounding <= tol * floor).all())
+    # finish has already warned, naming the rounding, where only the rounding fails tol: no second one
+    rounding_named = result.rounding > 0 and result.solver_converged
     if stopped_at_eps and not result.converged and not rounding_named:
         warnings.warn(
             f"block eigensolver: tol={tol:g} is below what {op.dtype} products resolve; their "
