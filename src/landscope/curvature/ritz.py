@@ -127,6 +127,9 @@ def finish(
     n_restarts: int,
     return_vectors: bool,
     confirm: bool | str,
+    *,
+    resolution: float = 0.0,
+    rounding: float | None = None,
 ) -> EigenResult:
     """Package Ritz pairs, values descending; measure residuals as ``confirm`` says.
 
@@ -139,17 +142,25 @@ def finish(
     (tried on a float32 1,000 × 1,000 matrix at tol 1e-6, five times its rounding: lowering
     their goal to ``tol − rounding`` rescued 5 of 6 such verdicts, at 250–540 more products
     each). On that matrix tol ≥ 15 × the rounding passed 9 times in 10.
+
+    ``resolution`` > ``tol``: the solver stopped at the relative residual its own residuals
+    resolve (the block solver's stored products: the dtype's epsilon or their measured rounding),
+    short of ``tol``; the verdict is then ``converged=False``, said once here for every solver.
+    ``rounding``: a probe the solver has already made (absolute), used instead of a new one.
     """
     th = torch.as_tensor(theta, dtype=torch.float64, device=Y.device)
     res: torch.Tensor
-    rounding = 0.0
+    probed, rounding = rounding, 0.0
     if confirm is True or residuals is None:
         HY = op.matmat(Y)
         n_matvecs += Y.shape[1]
         res = op.layout.column_norms(HY - Y * th, dim=0).cpu()
     else:
         res = torch.as_tensor(residuals, dtype=torch.float64)
-        if confirm == "probe":
+        if confirm == "probe" and probed is not None:
+            rounding = probed
+            res = res + rounding
+        elif confirm == "probe":
             explicit = op.layout.norm(op.matvec(Y[:, 0]) - th[0] * Y[:, 0])
             n_matvecs += 1
             rounding = max(explicit - float(res[0]), 0.0)
@@ -169,6 +180,16 @@ def finish(
             f"which puts them at {float(res.max()) / floor:.1e}: converged=False. "
             f"A tol of 20 x that ({20 * relative:.0e}) or more is verifiable with this operator; "
             "a float64 model (model.double()) goes below it",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    elif not converged and resolution > tol:
+        warnings.warn(
+            f"eigensolver ({method}): tol={tol:g} is below what {op.dtype} products resolve: "
+            f"its residuals stop at {resolution:.1e} of the eigenvalue scale (the dtype's epsilon "
+            f"or one product's measured rounding), and with the rounding they are at "
+            f"{float(res.max()) / floor:.1e}: converged=False. A float64 model (model.double()) "
+            "goes below it",
             RuntimeWarning,
             stacklevel=2,
         )
