@@ -186,10 +186,11 @@ def finish(
     elif not converged and resolution > tol:
         warnings.warn(
             f"eigensolver ({method}): tol={tol:g} is below what {op.dtype} products resolve: "
-            f"its residuals stop at {resolution:.1e} of the eigenvalue scale (the dtype's epsilon "
-            f"or one product's measured rounding), and with the rounding they are at "
-            f"{float(res.max()) / floor:.1e}: converged=False. A float64 model (model.double()) "
-            "goes below it",
+            f"its residuals stop at {resolution:.1e} of the eigenvalue scale (the larger of the "
+            f"dtype's epsilon and one product's measured rounding), and with the rounding they are "
+            f"at {float(res.max()) / floor:.1e}: converged=False. A tol of 20 x that "
+            f"({20 * resolution:.0e}) or more is verifiable with this operator; a float64 model "
+            "(model.double()) goes below it",
             RuntimeWarning,
             stacklevel=2,
         )
