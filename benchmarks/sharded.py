@@ -528,16 +528,14 @@ def notes(doc: dict[str, Any]) -> list[str]:
         "vectors (the gathered vector, the product and its all-reduce) and the product's "
         "activations stay whole on every rank. " + "; ".join(mem) + ".",
         "",
-        "**Time.** Over the data-parallel operator, a sharded Lanczos step adds one all-gather of "
-        "the vector and three small all-reduces (the two Gram–Schmidt passes and the norm: latency, "
-        "not bandwidth, see the last table), and halves the orthogonalisation arithmetic (each rank "
-        "orthogonalises its slice). Against one process, 2 ranks win only as far as the halved "
-        "product (half the data per rank) outweighs that communication and the product's own "
-        "all-reduce. The ranks need a core each: on a 2-core machine they compete with anything "
-        "else running, and every collective then also waits for a descheduled peer (the *waiting* "
-        "and inflated *exchange* columns above, against the isolated costs in the last table). "
-        + "; ".join(time_lines)
-        + ".",
+        "**Time.** Over the data-parallel operator, a sharded Lanczos step adds one all-gather of the "
+        "vector and two small all-reduces (the Gram–Schmidt passes, the second carrying the norm: "
+        "latency, not bandwidth, see the last table), and halves the orthogonalisation arithmetic (each "
+        "rank orthogonalises its slice). Against one process, 2 ranks win only as far as the halved "
+        "product (half the data per rank) outweighs that communication and the product's own all-reduce. "
+        "The ranks need a core each: on a 2-core machine they compete with anything else running, and "
+        "every collective then also waits for a descheduled peer (the *waiting* and inflated *exchange* "
+        "columns above, against the isolated costs in the last table). " + "; ".join(time_lines) + ".",
         "",
     ]
     slower = [

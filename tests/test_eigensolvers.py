@@ -435,3 +435,35 @@ def test_the_wanted_end_converges_when_the_other_end_dominates(which, wanted):
     for seed in range(6):
         res = ls.eigenpairs(A, k=1, which=which, tol=3e-2, seed=seed)
         assert res.values[0].item() == pytest.approx(wanted, rel=3e-2), seed
+
+
+@pytest.mark.parametrize(
+    "case, fallback",
+    [
+        ("random", False),
+        ("inside the basis", True),
+        ("1e-10 outside the basis", False),
+        ("1e8 along it", False),
+    ],
+)
+def test_orthogonalise_with_norm_is_the_explicit_norm(case, fallback):
+    """One reduction less than orthogonalise + norm, and the same norm: Pythagoras after two
+    passes, the explicit norm where the second pass's correction would make it cancel."""
+    from landscope.curvature.linear import VectorLayout
+    from landscope.curvature.ritz import orthogonalise, orthogonalise_with_norm
+
+    g = torch.Generator().manual_seed(0)
+    n, m = 500, 20
+    Q = torch.linalg.qr(torch.randn(n, m, generator=g, dtype=torch.float64))[0].T.contiguous()
+    inside = Q.T @ torch.randn(m, generator=g, dtype=torch.float64)
+    noise = torch.randn(n, generator=g, dtype=torch.float64)
+    w = {"random": noise, "inside the basis": inside, "1e-10 outside the basis": inside + 1e-10 * noise}
+    w["1e8 along it"] = 1e8 * inside + noise
+    layout = VectorLayout(n)
+    ref, h_ref = orthogonalise(w[case].clone(), Q, layout)
+    out, h, norm = orthogonalise_with_norm(w[case].clone(), Q, layout)
+    assert torch.equal(out, ref) and torch.equal(h, h_ref)  # the same two passes
+    first = w[case] - Q.T @ (Q @ w[case])
+    correction = Q @ first
+    assert (float(correction @ correction) > 0.5 * float(first @ first)) == fallback  # the branch taken
+    assert norm == pytest.approx(float(out.norm()), rel=1e-12, abs=0)

@@ -56,6 +56,7 @@ from landscope.curvature.ritz import (
     default_max_matvecs,
     finish,
     orthogonalise,
+    orthogonalise_with_norm,
     select,
     small_eigh,
     whole_only,
@@ -515,11 +516,10 @@ def _thick_restart_lanczos(
         w = None  # the previous product is freed before the next one is allocated
         w = op.matvec(Q[j])
         n_matvecs += 1
-        w, h = orthogonalise(w, Q[: j + 1], layout)
+        w, h, beta = orthogonalise_with_norm(w, Q[: j + 1], layout)
         h_np = h.cpu().numpy()
         A[: j + 1, j] = h_np
         A[j, : j + 1] = h_np
-        beta = layout.norm(w)
         j += 1
         theta, S = small_eigh(A[:j, :j])
         idx = select(theta, which)

@@ -7,6 +7,7 @@ same rules from below instead of from each other.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -112,6 +113,30 @@ def orthogonalise(
     h2 = layout.dot(Q, w)
     w.addmv_(Q.T, h2, alpha=-1.0)
     return w, h + h2
+
+
+def orthogonalise_with_norm(
+    w: torch.Tensor, Q: torch.Tensor, layout: VectorLayout
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """:func:`orthogonalise`, and the norm of the result, with one reduction less.
+
+    A sharded Lanczos step pays an all-reduce per reduction, each a latency (benchmarks/
+    sharded.py). The second pass sums ``Q w'`` and ``w'·w'`` in one, and the norm follows by
+    Pythagoras, ``‖w' − Qᵀh₂‖² = ‖w'‖² − ‖h₂‖²`` (orthonormal rows): exact up to rounding while
+    the correction ``h₂`` is small against ``w'``, as after a first pass it is unless ``w`` lay
+    almost inside the basis. Past ``‖h₂‖² > ‖w'‖² / 2`` the subtraction would cancel, and the
+    norm is measured directly.
+    """
+    if Q.shape[0] == 0:
+        return w, torch.zeros(0, dtype=w.dtype, device=w.device), layout.norm(w)
+    h = layout.dot(Q, w)
+    w.addmv_(Q.T, h, alpha=-1.0)
+    sums = layout.reduce(torch.cat([Q @ w, torch.dot(w, w).reshape(1)]))
+    h2, ww = sums[:-1], float(sums[-1])
+    w.addmv_(Q.T, h2, alpha=-1.0)
+    hh = float(torch.dot(h2, h2))
+    norm = math.sqrt(ww - hh) if hh <= 0.5 * ww else layout.norm(w)
+    return w, h + h2, norm
 
 
 def finish(
