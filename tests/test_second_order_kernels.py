@@ -41,6 +41,21 @@ def _net(*body: nn.Module, features: int, classes: int) -> nn.Sequential:
     return nn.Sequential(*body, nn.Tanh(), nn.Flatten(), nn.Linear(features, classes))
 
 
+class ConvBNResidual(nn.Module):
+    """A conv's output read by an eval batch norm *and* by the sum after it (the fold must not
+    take the conv's output away from its other reader)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 2, 3, padding=1)
+        self.bn = _affine_bn(nn.BatchNorm1d(2))
+        self.head = nn.Linear(2 * 5, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = self.conv(x)
+        return self.head(torch.tanh(self.bn(c) + c).flatten(1))
+
+
 CASES = {
     # name: (model builder, input shape, n_classes)
     "conv1d-stride2-bias": (
@@ -94,6 +109,30 @@ CASES = {
         (1, 3, 3, 3),
         3,
     ),
+    "conv1d-bias-bn-eval": (  # the fold's bias: b·s + shift
+        lambda: _net(nn.Conv1d(2, 3, 3, stride=2), _affine_bn(nn.BatchNorm1d(3)), features=3 * 4, classes=4),
+        (2, 9),
+        4,
+    ),
+    "conv2d-groups-bn-eval": (  # grouped weights scale along the output channels too
+        lambda: _net(
+            nn.Conv2d(4, 4, 3, groups=2, padding=1), _affine_bn(nn.BatchNorm2d(4)), features=4 * 16, classes=3
+        ),
+        (4, 4, 4),
+        3,
+    ),
+    "conv-inplace-relu-bn": (  # ReLU(inplace=True) changes the conv's output: no fold
+        lambda: _net(
+            nn.Conv1d(2, 3, 3, padding=1),
+            nn.ReLU(inplace=True),
+            _affine_bn(nn.BatchNorm1d(3)),
+            features=3 * 6,
+            classes=3,
+        ),
+        (2, 6),
+        3,
+    ),
+    "conv-bn-residual": (ConvBNResidual, (2, 5), 3),
     "bn1d-mlp": (
         lambda: nn.Sequential(nn.Linear(5, 6), _affine_bn(nn.BatchNorm1d(6)), nn.Tanh(), nn.Linear(6, 3)),
         (5,),
@@ -168,6 +207,37 @@ def test_the_rewrite_runs_by_default_and_not_with_kernels_torch(monkeypatch: pyt
     plain = ls.HessianOperator(model, cross_entropy, (X, y), kernels="torch").matvec(v)
     assert not calls
     assert torch.allclose(fast, plain, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("case", "folds"),
+    [("conv2d-bn-eval", True), ("conv1d-bias-bn-eval", True), ("conv-inplace-relu-bn", False)],
+)
+def test_an_eval_batch_norm_of_a_conv_output_folds_into_the_conv(
+    case: str, folds: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Folded: one convolution with the scaled weight, no activation-sized affine map; an
+    in-place op between them keeps the plain affine map."""
+    build, shape, classes = CASES[case]
+    torch.manual_seed(0)
+    model = build().double()
+    X = torch.randn(5, *shape, dtype=torch.float64)
+    y = torch.randint(0, classes, (5,))
+    op = ls.HessianOperator(model, cross_entropy, (X, y))
+    fold, affine = [], []
+    original = kernels._folded
+    monkeypatch.setattr(kernels, "_folded", lambda *a: fold.append(1) or original(*a))
+    real_mul = torch.Tensor.__mul__
+
+    def mul(a: torch.Tensor, b: object) -> torch.Tensor:
+        if isinstance(b, torch.Tensor) and a.dim() >= 3 and a.shape[0] == 5:  # activation × scale
+            affine.append(1)
+        return real_mul(a, b)
+
+    monkeypatch.setattr(torch.Tensor, "__mul__", mul)
+    op.gradient()
+    assert len(fold) == (1 if folds else 0)
+    assert bool(affine) is not folds
 
 
 def test_bad_kernels_value_is_named() -> None:
