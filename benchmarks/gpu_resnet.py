@@ -21,7 +21,11 @@ function). For each ``N`` (2,048 and 8,192 by default), all in float32 with TF32
   defaults (deflated power iteration, maxIter 100, tol 1e-3);
 * hessian-eigenthings 1.0 ``lanczos(HessianOperator(...), k=10, which="LA")`` with its defaults
   (20 Lanczos steps);
-* one product of each library against one gradient (``torch.autograd.grad`` of the mean loss);
+* one product of each library against one gradient (``torch.autograd.grad`` of the mean loss),
+  beside issue 17's candidates for the product's cost: PyTorch's double-backward formulas
+  (``kernels="torch"``), forward over reverse (``jvp`` of ``grad``; ``--compile`` adds its
+  ``torch.compile``), ``cudnn.benchmark`` and ``channels_last``; ``--profile`` adds the kernels
+  that take a product's time (torch.profiler);
 
 each library's error is measured against landscope's float64 solution (``HessianOperator(...,
 dtype=torch.float64)``, ``tol=1e-10``, on the same device). Every timer is read after
@@ -286,8 +290,68 @@ def run_library(
 # ------------------------------------------------------------------------------------------------
 
 
+def forward_over_reverse(
+    model: nn.Module, X: torch.Tensor, y: torch.Tensor, vs: list[torch.Tensor]
+) -> Callable[[], object]:
+    """One product as ``jvp`` of ``grad`` (PyTorch's formulas; forward and backward every time).
+
+    Issue 17's first candidate: it differentiates the backward pass forwards, so the double
+    backward of a convolution (whose weight term runs a feature-map-sized kernel) never runs.
+    """
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
+    params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
+    fixed = {n: b for n, b in model.named_buffers()}
+    tangents = dict(zip(names, vs, strict=True))
+
+    def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
+        return LOSS(torch.func.functional_call(model, {**p, **fixed}, (X,)), y)
+
+    return lambda: torch.func.jvp(torch.func.grad(loss_of), (params,), (tangents,))[1]
+
+
+PROFILED = ("landscope", "landscope_torch_kernels", "forward_over_reverse")
+
+
+def profile_products(fns: dict[str, Callable[[], object]], device: torch.device, top: int = 12) -> dict:
+    """The kernels that take a product's time (two products each): which double-backward kernels run."""
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    out: dict[str, Any] = {"clock": "device" if cuda else "cpu"}
+    for key in PROFILED:
+        if key not in fns:
+            continue
+        with profile(activities=activities) as prof:
+            for _ in range(2):
+                fns[key]()
+                sync(device)
+        attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+        events = sorted(prof.key_averages(), key=lambda e: getattr(e, attr, 0.0), reverse=True)
+        total = sum(getattr(e, attr, 0.0) for e in events)
+        out[key] = {
+            "total_ms_per_product": total / 2e3,
+            "top": [
+                {
+                    "name": e.key,
+                    "ms_per_product": getattr(e, attr, 0.0) / 2e3,
+                    "calls_per_product": e.count / 2,
+                }
+                for e in events[:top]
+            ],
+        }
+    return out
+
+
 def product_times(
-    model: nn.Module, X: torch.Tensor, y: torch.Tensor, reps: int, device: torch.device, skip: list[str]
+    model: nn.Module,
+    X: torch.Tensor,
+    y: torch.Tensor,
+    reps: int,
+    device: torch.device,
+    skip: list[str],
+    compile_fwd: bool = False,
+    profile: bool = False,
 ) -> dict:
     """Median time of one product of each library and of one gradient, interleaved rounds."""
     model.eval()
@@ -329,6 +393,9 @@ def product_times(
 
         fns["landscope_cudnn_benchmark"] = benchmarked(op)
         fns["landscope_torch_kernels_cudnn_benchmark"] = benchmarked(plain)
+    fns["forward_over_reverse"] = forward_over_reverse(model, X, y, vs)
+    if compile_fwd:  # torch.compile of that product (compiled in the untimed first call)
+        fns["forward_over_reverse_compiled"] = torch.compile(fns["forward_over_reverse"])
     if X.dim() == 4:
         model_cl = copy.deepcopy(model).to(memory_format=torch.channels_last)
         X_cl = X.contiguous(memory_format=torch.channels_last)
@@ -358,6 +425,7 @@ def product_times(
         except Exception as e:  # noqa: BLE001
             errors["eigenthings"] = error_text(e)
     times: dict[str, list[float]] = {k: [] for k in fns}
+    kernels = None
     try:
         for key, f in list(fns.items()):
             try:
@@ -372,6 +440,7 @@ def product_times(
                 f()
                 sync(device)
                 times[key].append(time.perf_counter() - t0)
+        kernels = profile_products(fns, device) if profile else None
     finally:
         for p in params:
             p.grad = None
@@ -386,6 +455,8 @@ def product_times(
         "min_s": {k: min(t) for k, t in times.items()},
         "errors": errors,
     }
+    if kernels is not None:
+        out["kernels"] = kernels
     g = med["gradient"]
     out["ratio_to_gradient"] = {k: t / g for k, t in med.items()}
     if "landscope" in med:
@@ -487,7 +558,9 @@ def run_size(
     try:
         if "products" in args.skip:
             raise RuntimeError("skipped (--skip products)")
-        out["products"] = product_times(model, X, y, args.product_reps, device, args.skip)
+        out["products"] = product_times(
+            model, X, y, args.product_reps, device, args.skip, args.compile, args.profile
+        )
     except Exception as e:  # noqa: BLE001
         out["products"] = {"error": error_text(e)}
     free(device)
@@ -516,6 +589,8 @@ PRODUCT_LABELS = {
     "landscope_torch_kernels_cudnn_benchmark": "landscope matvec, kernels='torch', cudnn.benchmark=True",
     "landscope_channels_last": "landscope matvec, channels_last model and inputs",
     "landscope_torch_kernels_channels_last": "landscope matvec, kernels='torch', channels_last",
+    "forward_over_reverse": "forward over reverse: torch.func jvp of grad (PyTorch's formulas, no cache)",
+    "forward_over_reverse_compiled": "forward over reverse, torch.compile",
     "pyhessian": "PyHessian hessian_vector_product (graph kept)",
     "eigenthings": "hessian-eigenthings matvec (forward + double backward each time)",
 }
@@ -655,6 +730,22 @@ def markdown(results: dict) -> str:
             )
             for k, e in pr.get("errors", {}).items():
                 lines += [f"{k}: product not timed: {e.splitlines()[0]}", ""]
+            kern = pr.get("kernels", {})
+            for k in PROFILED:
+                if k not in kern:
+                    continue
+                lines += [
+                    f"Kernels of one product, {PRODUCT_LABELS.get(k, k)} (torch.profiler, self "
+                    f"{kern['clock']} time, {fmt(kern[k]['total_ms_per_product'])} ms in all):",
+                    "",
+                ]
+                table(
+                    ["kernel", "ms / product", "calls / product"],
+                    [
+                        [f"`{e['name'][:90]}`", fmt(e["ms_per_product"]), fmt(e["calls_per_product"])]
+                        for e in kern[k]["top"]
+                    ],
+                )
         elif "error" in pr:
             lines += [f"Product timing failed: {pr['error'].splitlines()[0]}", ""]
     if results.get("notes"):
@@ -761,6 +852,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--allow-tf32",
         action="store_true",
         help="leave cuDNN's TF32 convolutions on (off by default: ~1e-3 rounding)",
+    )
+    p.add_argument(
+        "--compile", action="store_true", help="also time torch.compile of the forward-over-reverse product"
+    )
+    p.add_argument(
+        "--profile", action="store_true", help="profile the kernels of a product (torch.profiler tables)"
     )
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     p.add_argument("--out-name", default="gpu_resnet")

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Issue 17's GPU half as one prepared run: the product/gradient ratio of ResNet-lite (78k) and of
-# a CIFAR ResNet-18 (11.2M) with kernels="landscope" beside kernels="torch", cudnn.benchmark and
-# channels_last, then a float32 top-10 solve of ResNet-lite with its float64 reference.
+# a CIFAR ResNet-18 (11.2M) with kernels="landscope" beside kernels="torch", forward over reverse,
+# cudnn.benchmark and channels_last, with the kernels of a product profiled; then a float32 top-10
+# solve of ResNet-lite with its float64 reference; last, torch.compile of forward over reverse.
 #
-#   bash benchmarks/gpu_run.sh [OUT_DIR]        # default benchmarks/results; ~8 min on an H100
+#   bash benchmarks/gpu_run.sh [OUT_DIR]        # default benchmarks/results; ~9.5 min on an H100
 #   DEVICE=cpu EXTRA=--quick bash benchmarks/gpu_run.sh /tmp/smoke   # smoke test on a CPU
 #
 # Each step has its own time limit and writes its JSON/Markdown as it goes, so a step cut short
@@ -36,6 +37,8 @@ run() {  # seconds, then gpu_resnet.py arguments
     || echo "== exit $? (results written so far are kept)"
 }
 no_solves=(--skip landscope pyhessian eigenthings reference)
-run 120 --sizes 2048 "${no_solves[@]}" --product-reps 5 --out-name gpu_resnet_products
-run 150 --arch resnet18 --sizes 512 "${no_solves[@]}" --product-reps 5 --out-name gpu_resnet18_products
+run 120 --sizes 2048 "${no_solves[@]}" --product-reps 5 --profile --out-name gpu_resnet_products
+run 150 --arch resnet18 --sizes 512 "${no_solves[@]}" --product-reps 5 --profile --out-name gpu_resnet18_products
 run 210 --sizes 2048 --skip pyhessian eigenthings products --reps 1 --ref-tol 1e-8 --out-name gpu_resnet_solve
+# last, as it may not finish: torch.compile of the forward-over-reverse product (compiles in its first call)
+run 90 --sizes 2048 "${no_solves[@]}" --product-reps 3 --compile --out-name gpu_resnet_compile
