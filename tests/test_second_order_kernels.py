@@ -41,6 +41,20 @@ def _net(*body: nn.Module, features: int, classes: int) -> nn.Sequential:
     return nn.Sequential(*body, nn.Tanh(), nn.Flatten(), nn.Linear(features, classes))
 
 
+class UnbatchedConvBN(nn.Module):
+    """An unbatched conv's ``(C, L)`` output into a batch norm, which takes it as ``(N, C)``: its
+    channels are the conv's positions (square, so a fold along the conv's channels would fit)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3)
+        self.bn = _affine_bn(nn.BatchNorm1d(3))
+        self.head = nn.Linear(9, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([self.head(torch.tanh(self.bn(self.conv(s))).reshape(-1)) for s in x])
+
+
 class ConvBNResidual(nn.Module):
     """A conv's output read by an eval batch norm *and* by the sum after it (the fold must not
     take the conv's output away from its other reader)."""
@@ -139,6 +153,7 @@ CASES = {
         3,
     ),
     "unbatched-conv": (Unbatched, (2, 9), 4),
+    "unbatched-conv-bn": (UnbatchedConvBN, (2, 5), 4),
 }
 
 
@@ -238,6 +253,34 @@ def test_an_eval_batch_norm_of_a_conv_output_folds_into_the_conv(
     op.gradient()
     assert len(fold) == (1 if folds else 0)
     assert bool(affine) is not folds
+
+
+class InPlaceInput(nn.Module):
+    """The conv's input changed in place after the conv: invalid for gradients (the conv saved it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv1d(2, 3, 3)
+        self.bn = _affine_bn(nn.BatchNorm1d(3))
+        self.head = nn.Linear(9, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(x)
+        c = self.conv(h)
+        h.mul_(2.0)
+        return self.head(torch.tanh(self.bn(c)).flatten(1))
+
+
+@pytest.mark.parametrize("kern", ["landscope", "torch"])
+def test_a_conv_input_changed_in_place_fails_as_in_pytorch_not_folded_silently(kern: str) -> None:
+    """A fold would convolve the changed input again, with no error; PyTorch's autograd refuses."""
+    torch.manual_seed(0)
+    model = InPlaceInput().double()
+    X = torch.randn(4, 2, 5, dtype=torch.float64)
+    y = torch.randint(0, 3, (4,))
+    op = ls.HessianOperator(model, cross_entropy, (X, y), kernels=kern)
+    with pytest.raises(ls.DataError, match="modified by an inplace operation"):
+        op.gradient()
 
 
 def test_bad_kernels_value_is_named() -> None:

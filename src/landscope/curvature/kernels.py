@@ -170,6 +170,7 @@ class _ConvCall:
 
     output: weakref.ref  # the output tensor: a recycled ``id`` must not match
     version: int  # its version counter: an in-place op since (``ReLU(inplace=True)``) must not fold
+    x_version: int  # the input's: the fold convolves the input again
     x: torch.Tensor  # batched input
     w: torch.Tensor
     b: torch.Tensor | None
@@ -189,7 +190,7 @@ def _conv(nd: int, a: dict[str, Any]) -> tuple[torch.Tensor, _ConvCall] | None:
     x = x.unsqueeze(0) if unbatched else x
     out = _Conv.apply(x, w, a["bias"], cfg)
     out = out.squeeze(0) if unbatched else out
-    return out, _ConvCall(weakref.ref(out), out._version, x, w, a["bias"], cfg, unbatched)
+    return out, _ConvCall(weakref.ref(out), out._version, x._version, x, w, a["bias"], cfg, unbatched)
 
 
 def _eval_affine(a: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -231,6 +232,8 @@ def _eval_batch_norm(a: dict[str, Any], conv: _ConvCall | None) -> torch.Tensor 
         conv is not None
         and conv.output() is x
         and x._version == conv.version
+        and conv.x._version == conv.x_version
+        and not conv.unbatched  # there batch norm's channels (dim 1) are not the conv's
         and scale.dim() == 1
         and scale.numel() == conv.w.shape[0]
     ):
