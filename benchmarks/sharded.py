@@ -103,6 +103,7 @@ COLLECTIVES = (
     "all-reduce, 50 floats",
     "all-gather, dim floats",
     "all-reduce, dim floats",
+    "reduce-scatter, dim floats",
 )
 
 
@@ -218,6 +219,8 @@ def collective_costs(dim: int, reps: int = 30) -> dict[str, float]:
     cases["all-reduce, 50 floats"] = lambda: dist.all_reduce(fifty)
     cases["all-gather, dim floats"] = lambda: dist.all_gather(parts, part)
     cases["all-reduce, dim floats"] = lambda: dist.all_reduce(whole)
+    scattered = torch.zeros(world * chunk, dtype=torch.float64)
+    cases["reduce-scatter, dim floats"] = lambda: dist.reduce_scatter_tensor(part, scattered)
     out = {}
     for name, fn in cases.items():
         fn()
