@@ -20,8 +20,9 @@ into that convolution, ``conv(x, w·s) + (b·s + shift)``, so that no derivative
 activation-sized tensor for it at all: on a 2-core CPU the product of ``benchmarks/
 curvature.py``'s MNIST-1D CNN with BatchNorm went from 2.30 to 1.45 gradients, ResNet-lite's
 (CIFAR-shaped, N = 256) from 2.38 to 1.85 in one process (PyTorch's formulas: 3.27). The fold
-is skipped where the convolution's output changed in place first (``ReLU(inplace=True)``: its
-version counter). Train-mode batch norm and string paddings (``"same"``) are left to PyTorch.
+is skipped where the convolution's output or input changed in place first
+(``ReLU(inplace=True)``: their version counters) and for an unbatched convolution. Train-mode
+batch norm and string paddings (``"same"``) are left to PyTorch.
 
 :func:`second_order_kernels` is a ``TorchFunctionMode``; inside it ``torch.conv1d/2d/3d`` (what
 ``nn.Conv*d`` calls) and ``F.batch_norm`` with running statistics take these forms. The values
@@ -210,8 +211,7 @@ def _folded(conv: _ConvCall, scale: torch.Tensor, shift: torch.Tensor) -> torch.
     """``conv``'s convolution followed by the per-output-channel affine map, as one convolution."""
     w = conv.w * scale.reshape(-1, *[1] * (conv.w.dim() - 1))
     b = shift if conv.b is None else conv.b * scale + shift
-    out = _Conv.apply(conv.x, w, b, conv.cfg)
-    return out.squeeze(0) if conv.unbatched else out
+    return _Conv.apply(conv.x, w, b, conv.cfg)  # batched: an unbatched output does not fold
 
 
 def _eval_batch_norm(a: dict[str, Any], conv: _ConvCall | None) -> torch.Tensor | None:
