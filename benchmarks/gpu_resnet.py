@@ -298,10 +298,9 @@ def forward_over_reverse(
     Issue 17's first candidate: it differentiates the backward pass forwards, so the double
     backward of a convolution (whose weight term runs a feature-map-sized kernel) never runs.
     """
-    names = [n for n, p in model.named_parameters() if p.requires_grad]
     params = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad}
-    fixed = {n: b for n, b in model.named_buffers()}
-    tangents = dict(zip(names, vs, strict=True))
+    fixed = dict(model.named_buffers())
+    tangents = dict(zip(params, vs, strict=True))
 
     def loss_of(p: dict[str, torch.Tensor]) -> torch.Tensor:
         return LOSS(torch.func.functional_call(model, {**p, **fixed}, (X,)), y)

@@ -120,16 +120,26 @@ def trajectory(name: str, steps: int, seed: int = 0) -> tuple[torch.nn.Module, C
     return model, loss_fn, (X, y), thetas
 
 
-def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
-    model, loss_fn, data, thetas = trajectory(name, steps)
+def operators(
+    model: torch.nn.Module, loss_fn: Callable, data: tuple
+) -> tuple[HessianOperator, torch.nn.Module, HessianOperator]:
+    """The model's eval-mode Hessian, and a float64 copy of the model with its Hessian.
+
+    The copy is the reference: a float32 product cannot reach a tol of 1e-9.
+    """
     model.eval()
     op = HessianOperator(model, loss_fn, data, model_mode="eval")
-    # the reference: the same Hessian in float64 (a float32 product cannot reach tol 1e-9)
     model64 = copy.deepcopy(model).double()
     X, y = data
     ref_op = HessianOperator(
         model64, loss_fn, (X.double(), y.double() if y.is_floating_point() else y), model_mode="eval"
     )
+    return op, model64, ref_op
+
+
+def run_workload(name: str, steps: int, k: int, tol: float) -> dict:
+    model, loss_fn, data, thetas = trajectory(name, steps)
+    op, model64, ref_op = operators(model, loss_fn, data)
     solvers = {
         "cold": None,
         "cold-no-probe": None,

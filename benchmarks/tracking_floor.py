@@ -31,7 +31,6 @@ Writes results/tracking_floor.{json,md,png}.
 from __future__ import annotations
 
 import argparse
-import copy
 import math
 import platform
 import statistics
@@ -39,11 +38,12 @@ from pathlib import Path
 
 import torch
 from machine import cpu_name, markdown_table, write_results
-from tracking import WORKLOADS, trajectory
+from tracking import WORKLOADS, operators, trajectory
 
 import landscope as ls
 from landscope.curvature import EigenTracker, HessianOperator
 from landscope.curvature.block import block_solve
+from landscope.curvature.tracking import aligned
 
 RESULTS = Path(__file__).parent / "results"
 ANGLES = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5)
@@ -55,12 +55,6 @@ def sin_angle(A: torch.Tensor, B: torch.Tensor) -> float:
     """Sine of the largest principal angle between the column spans of orthonormal A and B."""
     s = torch.linalg.svdvals(A.T @ B)
     return math.sqrt(max(0.0, 1.0 - float(s.min()) ** 2))
-
-
-def aligned(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
-    """``old`` rotated onto ``new`` (orthogonal Procrustes): signs and rotations in clusters."""
-    W, _, Zt = torch.linalg.svd(old.T @ new)
-    return old @ (W @ Zt)
 
 
 def along_step(U: torch.Tensor, U_prev: torch.Tensor, r0: float, k: int) -> torch.Tensor:
@@ -113,11 +107,7 @@ def needed_angle(angles: list[float], ratios: list[float]) -> float | None:
 
 def run_workload(name: str, steps: int, at: list[int], tol: float, ks: tuple[int, ...]) -> dict:
     model, loss_fn, data, thetas = trajectory(name, steps)
-    model.eval()
-    op = HessianOperator(model, loss_fn, data, model_mode="eval")
-    model64 = copy.deepcopy(model).double()
-    X, y = data
-    op64 = HessianOperator(model64, loss_fn, (X.double(), y.double() if y.is_floating_point() else y))
+    op, model64, op64 = operators(model, loss_fn, data)
     kmax = max(ks) + GUARDS
     exact, trackers = [], {k: EigenTracker(k=k, tol=tol) for k in ks}
     prediction: dict[int, list[float]] = {k: [] for k in ks}

@@ -172,26 +172,28 @@ class _ConvCall:
     output: weakref.ref  # the output tensor: a recycled ``id`` must not match
     version: int  # its version counter: an in-place op since (``ReLU(inplace=True)``) must not fold
     x_version: int  # the input's: the fold convolves the input again
-    x: torch.Tensor  # batched input
+    x: torch.Tensor
     w: torch.Tensor
     b: torch.Tensor | None
     cfg: _Cfg
-    unbatched: bool
 
 
-def _conv(nd: int, a: dict[str, Any]) -> tuple[torch.Tensor, _ConvCall] | None:
-    """The rewritten convolution, or ``None`` where PyTorch's own must run (string padding)."""
+def _conv(nd: int, a: dict[str, Any]) -> tuple[torch.Tensor, _ConvCall | None] | None:
+    """The rewritten convolution and what a fold needs, or ``None`` where PyTorch's own must run.
+
+    String paddings stay PyTorch's. An unbatched ``(C, L…)`` output never folds (``None`` beside
+    it): its batch norm would take the positions as channels.
+    """
     x, w = a["input"], a["weight"]
     if isinstance(a["padding"], str) or not isinstance(x, torch.Tensor) or w.dim() != nd + 2:
         return None
-    unbatched = x.dim() == nd + 1
     cfg = _Cfg(
         _expand(a["stride"], nd), _expand(a["padding"], nd), _expand(a["dilation"], nd), int(a["groups"])
     )
-    x = x.unsqueeze(0) if unbatched else x
+    if x.dim() == nd + 1:  # unbatched
+        return _Conv.apply(x.unsqueeze(0), w, a["bias"], cfg).squeeze(0), None
     out = _Conv.apply(x, w, a["bias"], cfg)
-    out = out.squeeze(0) if unbatched else out
-    return out, _ConvCall(weakref.ref(out), out._version, x._version, x, w, a["bias"], cfg, unbatched)
+    return out, _ConvCall(weakref.ref(out), out._version, x._version, x, w, a["bias"], cfg)
 
 
 def _eval_affine(a: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -211,7 +213,7 @@ def _folded(conv: _ConvCall, scale: torch.Tensor, shift: torch.Tensor) -> torch.
     """``conv``'s convolution followed by the per-output-channel affine map, as one convolution."""
     w = conv.w * scale.reshape(-1, *[1] * (conv.w.dim() - 1))
     b = shift if conv.b is None else conv.b * scale + shift
-    return _Conv.apply(conv.x, w, b, conv.cfg)  # batched: an unbatched output does not fold
+    return _Conv.apply(conv.x, w, b, conv.cfg)
 
 
 def _eval_batch_norm(a: dict[str, Any], conv: _ConvCall | None) -> torch.Tensor | None:
@@ -233,7 +235,6 @@ def _eval_batch_norm(a: dict[str, Any], conv: _ConvCall | None) -> torch.Tensor 
         and conv.output() is x
         and x._version == conv.version
         and conv.x._version == conv.x_version
-        and not conv.unbatched  # there batch norm's channels (dim 1) are not the conv's
         and scale.dim() == 1
         and scale.numel() == conv.w.shape[0]
     ):
@@ -254,7 +255,8 @@ class _SecondOrderKernels(TorchFunctionMode):
             done = _conv(_CONV_DIMS[func], _bound(_CONV_ARGS, _CONV_DEFAULTS, args, kwargs))
             if done is not None:
                 out, call = done
-                self._convs[id(out)] = call
+                if call is not None:
+                    self._convs[id(out)] = call
         elif func is F.batch_norm:
             a = _bound(_BN_ARGS, _BN_DEFAULTS, args, kwargs)
             x = a["input"]

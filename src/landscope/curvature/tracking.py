@@ -87,20 +87,27 @@ MAX_ORDER = 2  # extrapolation orders tried: none, linear, quadratic
 _COEFFICIENTS = {0: (1.0,), 1: (2.0, -1.0), 2: (3.0, -3.0, 1.0)}  # newest solve first
 
 
+def aligned(old: torch.Tensor, new: torch.Tensor) -> torch.Tensor:
+    """The columns of ``old`` rotated onto those of ``new`` (orthogonal Procrustes).
+
+    Fixes the signs and the rotations among close eigenvalues that make raw eigenvectors of
+    consecutive solves jump, so that they can be compared and combined column by column.
+    """
+    W, _, Zt = torch.linalg.svd(old.T @ new)
+    return old @ (W @ Zt)
+
+
 def extrapolate(history: list[torch.Tensor], order: int, device: torch.device) -> torch.Tensor:
     """Unit columns extrapolated with a polynomial of ``order`` through the last ``order + 1`` bases.
 
-    Each older basis is first aligned to the newest (orthogonal Procrustes), which fixes the
-    signs and the rotations among close eigenvalues that make raw vectors jump between solves.
+    Each older basis is first :func:`aligned` to the newest.
     """
     U = history[-1].to(device)
     if order == 0:
         return U
     P = _COEFFICIENTS[order][0] * U
     for back, c in enumerate(_COEFFICIENTS[order][1:], start=2):
-        old = history[-back].to(device=device, dtype=U.dtype)
-        W, _, Zt = torch.linalg.svd(old.T @ U)
-        P = P + c * (old @ (W @ Zt))
+        P = P + c * aligned(history[-back].to(device=device, dtype=U.dtype), U)
     return P / P.norm(dim=0, keepdim=True)
 
 
