@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
-import torch.multiprocessing as mp
+from gloo import spawn
 
 import landscope as ls
 from landscope.distributed import DistributedHessianOperator, is_main_process
@@ -54,27 +52,10 @@ def _worker(rank: int, world: int, init: str, out: str) -> None:
 @pytest.fixture(scope="module")
 def gloo_results(tmp_path_factory):
     """Two gloo processes, each computing products and eigenpairs on its shard (every split)."""
-    if sys.platform == "win32":
-        pytest.skip("file:// rendezvous")
     tmp = tmp_path_factory.mktemp("gloo")
     files = {split: [Path(f"{tmp / 'res'}.{split}.{r}") for r in (0, 1)] for split in SHARDS}
-    context = mp.start_processes(
-        _worker,
-        args=(2, f"file://{tmp / 'rendezvous'}", str(tmp / "res")),
-        nprocs=2,
-        start_method="spawn",
-        join=False,
-    )
-    try:
-        while not context.join(timeout=120):
-            pass
-    except mp.ProcessExitedException as exc:
-        # gloo can abort in its own teardown (CI saw SIGABRT, "terminate called without an active
-        # exception", once in many runs). Only the results are under test: a worker that died
-        # before writing every one of them fails the test; one that died after is reported.
-        if exc.signal_name is None or not all(f.exists() for fs in files.values() for f in fs):
-            raise
-        warnings.warn(f"a gloo worker died after writing its results: {exc}", stacklevel=1)
+    args = (2, f"file://{tmp / 'rendezvous'}", str(tmp / "res"))
+    spawn(_worker, 2, args, [f for fs in files.values() for f in fs], timeout=120)
     return {split: [torch.load(f) for f in fs] for split, fs in files.items()}
 
 

@@ -7,14 +7,12 @@ basis allocations are recorded by wrapping ``torch.empty`` in the worker).
 
 from __future__ import annotations
 
-import sys
-import warnings
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
+from gloo import spawn
 
 import landscope as ls
 from landscope.distributed import ShardedHessianOperator, ShardedOperator
@@ -131,24 +129,9 @@ def _fsdp_case(rank: int) -> dict:
 
 @pytest.fixture(scope="module")
 def sharded_results(tmp_path_factory):
-    if sys.platform == "win32":
-        pytest.skip("file:// rendezvous")
     tmp = tmp_path_factory.mktemp("sharded")
     files = [Path(f"{tmp / 'res'}.{r}") for r in range(WORLD)]
-    context = mp.start_processes(
-        _worker,
-        args=(f"file://{tmp / 'rendezvous'}", str(tmp / "res")),
-        nprocs=WORLD,
-        start_method="spawn",
-        join=False,
-    )
-    try:
-        while not context.join(timeout=300):
-            pass
-    except mp.ProcessExitedException as exc:  # gloo's own teardown abort: see test_distributed
-        if exc.signal_name is None or not all(f.exists() for f in files):
-            raise
-        warnings.warn(f"a gloo worker died after writing its results: {exc}", stacklevel=1)
+    spawn(_worker, WORLD, (f"file://{tmp / 'rendezvous'}", str(tmp / "res")), files)
     return [torch.load(f) for f in files]
 
 

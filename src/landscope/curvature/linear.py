@@ -26,6 +26,32 @@ FLOAT_DTYPES = (torch.float64, torch.float32, torch.float16, torch.bfloat16)
 NORMAL_CHUNK = 1 << 24  # random start vectors beyond this length are drawn chunk by chunk
 
 
+def normal_parts(n: int, segments: list[tuple[int, int]], generator: torch.Generator) -> torch.Tensor:
+    """Entries ``[start, start + length)`` of one standard normal float64 vector of length ``n``.
+
+    The segments (ascending, not overlapping) are concatenated: whatever part of the vector a
+    process holds, it gets the numbers a whole draw would have there. Up to :data:`NORMAL_CHUNK`
+    entries come from one draw from ``generator``; beyond, chunk ``c`` comes from its own generator
+    seeded by one draw from ``generator`` plus ``c``, so a process draws only the chunks it overlaps.
+    """
+    if n <= NORMAL_CHUNK:
+        full = torch.randn(n, generator=generator, dtype=torch.float64)
+        if segments == [(0, n)]:
+            return full
+        return torch.cat([full[a : a + m] for a, m in segments] or [full[:0]]).clone()
+    base = int(torch.randint(0, 2**62, (1,), generator=generator).item())
+    parts, drawn = [], (-1, torch.zeros(0, dtype=torch.float64))  # the last chunk drawn, reused
+    for a, m in segments:
+        for c in range(a // NORMAL_CHUNK, (a + m - 1) // NORMAL_CHUNK + 1 if m > 0 else 0):
+            if drawn[0] != c:
+                size = min(NORMAL_CHUNK, n - c * NORMAL_CHUNK)
+                gen = torch.Generator().manual_seed(base + c)
+                drawn = (c, torch.randn(size, generator=gen, dtype=torch.float64))
+            start = c * NORMAL_CHUNK
+            parts.append(drawn[1][max(a - start, 0) : a + m - start])
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
 class VectorLayout:
     """Where an operator's vectors live: whole on this process, or one shard of a global vector.
 
@@ -66,26 +92,10 @@ class VectorLayout:
     def normal(self, generator: torch.Generator, device: torch.device) -> torch.Tensor:
         """The part held here of one standard normal float64 vector of length ``global_dim``.
 
-        Drawn on the CPU, so the same numbers on every device and for every sharding: up to
-        :data:`NORMAL_CHUNK` entries in one draw from ``generator``; beyond, chunk ``c`` comes
-        from its own generator seeded by one draw from ``generator`` plus ``c`` (a shard draws
-        only the chunks it overlaps).
+        Drawn on the CPU, so the same numbers on every device and for every sharding
+        (:func:`normal_parts`).
         """
-        n, lo, hi = self.global_dim, self.offset, self.offset + self.dim
-        if n <= NORMAL_CHUNK:
-            full = torch.randn(n, generator=generator, dtype=torch.float64)
-            return (full if (lo, hi) == (0, n) else full[lo:hi].clone()).to(device)
-        base = int(torch.randint(0, 2**62, (1,), generator=generator).item())
-        parts = []
-        for c in range(lo // NORMAL_CHUNK, (hi - 1) // NORMAL_CHUNK + 1 if hi > lo else 0):
-            start = c * NORMAL_CHUNK
-            chunk = torch.randn(
-                min(NORMAL_CHUNK, n - start),
-                generator=torch.Generator().manual_seed(base + c),
-                dtype=torch.float64,
-            )
-            parts.append(chunk[max(lo - start, 0) : hi - start])
-        return (torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)).to(device)
+        return normal_parts(self.global_dim, [(self.offset, self.dim)], generator).to(device)
 
     def same_as(self, other: VectorLayout) -> bool:
         """Whether two operators' vectors are laid out alike (they can be combined)."""

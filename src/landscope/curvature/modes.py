@@ -17,19 +17,33 @@ from torch import nn
 BATCH_STATISTICS = (nn.modules.batchnorm._BatchNorm, nn.modules.instancenorm._InstanceNorm)
 
 
-def math_attention() -> contextlib.AbstractContextManager:
-    """``scaled_dot_product_attention`` on its math kernel, which has a double backward.
+@contextlib.contextmanager
+def math_attention() -> Iterator[None]:
+    """Attention on kernels with derivatives of every order: the math ``scaled_dot_product_attention``.
 
     The fused kernels (flash, memory-efficient, and the CPU flash kernel PyTorch picks by default)
-    have no derivative of their backward, so a Hessian product through attention fails on them.
+    have no derivative of their backward, so a Hessian product through attention fails on them;
+    ``nn.MultiheadAttention``'s and ``nn.TransformerEncoderLayer``'s native fast path (taken in
+    eval mode where no input requires grad, as under forward-mode AD) has no forward derivative.
     """
     try:
         from torch.nn.attention import SDPBackend, sdpa_kernel
     except ImportError:  # torch < 2.3: the older switch
-        return torch.backends.cuda.sdp_kernel(
+        kernel = torch.backends.cuda.sdp_kernel(
             enable_flash=False, enable_math=True, enable_mem_efficient=False
         )
-    return sdpa_kernel([SDPBackend.MATH])
+    else:
+        kernel = sdpa_kernel([SDPBackend.MATH])
+    mha = getattr(torch.backends, "mha", None)
+    fast = mha.get_fastpath_enabled() if mha is not None else None
+    try:
+        if mha is not None:
+            mha.set_fastpath_enabled(False)
+        with kernel:
+            yield
+    finally:
+        if mha is not None:
+            mha.set_fastpath_enabled(fast)
 
 
 def cuda_devices(*where: nn.Module | torch.Tensor | torch.device | None) -> list[torch.device]:

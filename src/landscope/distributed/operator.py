@@ -27,7 +27,7 @@ def require_process_group(name: str, instead: str) -> None:
         )
 
 
-def _has_data(data: Any) -> bool:
+def has_data(data: Any) -> bool:
     """Whether a shard holds samples (``None``, an empty list or an empty ``(X, y)`` do not)."""
     if data is None:
         return False
@@ -56,7 +56,7 @@ class DistributedHessianOperator(CurvatureOperator):
     ) -> None:
         require_process_group("DistributedHessianOperator", "HessianOperator")
         self.group = group
-        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if _has_data(local_data) else None
+        self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if has_data(local_data) else None
         n_local = self.local.n_samples if self.local is not None else 0
         w_local = self.local.data.total_weight if self.local is not None else 0.0
         counts = torch.tensor([float(n_local), w_local], dtype=torch.float64)
