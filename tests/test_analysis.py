@@ -109,6 +109,13 @@ def test_subspace_overlap_is_rotation_invariant_and_zero_for_orthogonal_subspace
     assert subspace_overlap(Q[:, :5], half) == pytest.approx(2 / 5)
 
 
+def test_subspace_overlap_names_a_wrongly_shaped_input():
+    """A (dim, 1, 1) tensor (an extra [:, None]) is an error, not a silent batch transpose."""
+    U = torch.as_tensor(_orthonormal(50, 1, 0))
+    with pytest.raises(ls.InputError, match=r"V must be \(dim, k\) or 1-D, got shape \(50, 1, 1\)"):
+        subspace_overlap(U, U[:, None])
+
+
 def test_spectrum_with_planted_outliers():
     g = np.random.default_rng(0)
     bulk = np.sort(g.uniform(0.05, 0.5, 40))[::-1]

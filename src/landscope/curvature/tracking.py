@@ -74,6 +74,9 @@ def subspace_overlap(U: torch.Tensor | np.ndarray, V: torch.Tensor | np.ndarray)
         U = U[:, None]
     if V.dim() == 1:
         V = V[:, None]
+    for name, t in (("U", U), ("V", V)):
+        if t.dim() != 2:
+            raise InputError(f"subspace_overlap: {name} must be (dim, k) or 1-D, got shape {tuple(t.shape)}")
     if U.shape[0] != V.shape[0]:
         raise InputError(f"subspace_overlap: U has {U.shape[0]} rows but V has {V.shape[0]}")
     k = min(U.shape[1], V.shape[1])
