@@ -76,10 +76,11 @@ def _data(case: str):
     return X, torch.randint(0, 4, (N,), generator=g), nn.functional.cross_entropy
 
 
-# (name, model, data, operator keywords)
+# (name, model, data, operator keywords); the conv cases run both kernels (landscope's default
+# second-order forms, and PyTorch's formulas)
 CASES = {
     "cnn-bn": (_cnn, "cnn", {"chunk_size": 8}),
-    "cnn-bn-train": (_cnn, "cnn", {"chunk_size": 5, "model_mode": "train"}),
+    "cnn-bn-train": (_cnn, "cnn", {"chunk_size": 5, "model_mode": "train", "kernels": "torch"}),
     "transformer": (_transformer, "transformer", {}),
     "mse": (_mlp, "mse", {}),
 }
@@ -299,6 +300,8 @@ def test_bad_input_names_the_value(one_rank):
         ls.InputError, match=r"shard of '0.weight' has shape \(2, 4\); rank 0 of 1 holds rows \[0, 2\)"
     ):
         ParamShardedHessianOperator(meta, loss_fn, (X, y), shards=shards)
+    with pytest.raises(ls.InputError, match="kernels must be 'landscope' or 'torch', got 'cudnn'"):
+        ParamShardedHessianOperator(_mlp(), loss_fn, (X, y), kernels="cudnn")
     with pytest.raises(ls.InputError, match="shards has no entry for parameter '0.bias'"):
         ParamShardedHessianOperator(meta, loss_fn, (X, y), shards={"0.weight": torch.zeros(2, 5)})
 

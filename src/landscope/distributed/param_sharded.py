@@ -40,6 +40,7 @@ from torch.func import functional_call, grad, jvp, vjp
 
 from landscope.curvature import CurvatureOperator
 from landscope.curvature.batches import Chunk, HessianSet, is_pair
+from landscope.curvature.kernels import second_order_kernels
 from landscope.curvature.linear import VectorLayout, normal_parts
 from landscope.curvature.modes import model_mode
 from landscope.distributed.operator import has_data, require_process_group
@@ -142,7 +143,9 @@ class ParamShardedHessianOperator(CurvatureOperator):
         group: the process group (default: the whole world).
         shards: this rank's rows of every parameter by name (FSDP2's ``p.to_local()``); default:
             cut from the stages' own parameters.
-        model_mode, chunk_size, dtype: as for :class:`~landscope.HessianOperator`. Buffers
+        model_mode, chunk_size, dtype, kernels: as for :class:`~landscope.HessianOperator`
+            (``kernels="landscope"``: convolutions and eval-mode batch norm in the forms whose
+            second derivatives run the gradient's kernels, in the backward pass). Buffers
             (BatchNorm statistics) stay whole on every rank and must be real tensors.
 
     Vectors (``matvec``'s, the eigenvectors of ``ls.eigenpairs``) are this rank's part, in the
@@ -160,8 +163,12 @@ class ParamShardedHessianOperator(CurvatureOperator):
         model_mode: Literal["eval", "train"] = "eval",
         chunk_size: int | None = None,
         dtype: torch.dtype | None = None,
+        kernels: Literal["landscope", "torch"] = "landscope",
     ) -> None:
         require_process_group(type(self).__name__, "HessianOperator")
+        if kernels not in ("landscope", "torch"):
+            raise InputError(f"kernels must be 'landscope' or 'torch', got {kernels!r}")
+        self.kernels = kernels
         listed = isinstance(stages, (nn.Sequential, list, tuple, nn.ModuleList))
         self.stages: list[nn.Module] = list(stages) if listed else []
         if not self.stages or not all(isinstance(s, nn.Module) for s in self.stages):
@@ -407,9 +414,11 @@ class ParamShardedHessianOperator(CurvatureOperator):
             return (dg * out).sum() + sum((gt[k] * tv[k]).sum() for k in gt), gt
 
         if dx is None:  # the stage's input carries no tangent (the data): only the parameters' terms
-            res = grad(inner_theta, has_aux=True)(theta)
+            with second_order_kernels(self.kernels == "landscope"):
+                res = grad(inner_theta, has_aux=True)(theta)
             return None, None, res[1], res[0]
-        res = grad(inner, argnums=(0, 1), has_aux=True)(x, theta)
+        with second_order_kernels(self.kernels == "landscope"):
+            res = grad(inner, argnums=(0, 1), has_aux=True)(x, theta)
         (dgi, dG), (gi, G) = res[0], res[1]
         return gi, dgi, G, dG
 
