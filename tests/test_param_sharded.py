@@ -300,6 +300,10 @@ def test_bad_input_names_the_value(one_rank):
         ls.InputError, match=r"shard of '0.weight' has shape \(2, 4\); rank 0 of 1 holds rows \[0, 2\)"
     ):
         ParamShardedHessianOperator(meta, loss_fn, (X, y), shards=shards)
+    tied = nn.Sequential(nn.Embedding(11, 4), nn.Linear(4, 11, bias=False))
+    tied[1].weight = tied[0].weight  # a tied head
+    with pytest.raises(ls.InputError, match=r"parameter '1.weight' is the same tensor as '0.weight'"):
+        ParamShardedHessianOperator(tied, loss_fn, (X, y))
     with pytest.raises(ls.InputError, match="kernels must be 'landscope' or 'torch', got 'cudnn'"):
         ParamShardedHessianOperator(_mlp(), loss_fn, (X, y), kernels="cudnn")
     with pytest.raises(ls.InputError, match="shards has no entry for parameter '0.bias'"):

@@ -239,9 +239,16 @@ class ParamShardedHessianOperator(CurvatureOperator):
         out: dict[str, torch.Tensor] = {}
         params: list[_Param] = []
         offset = local = 0
+        owner: dict[int, str] = {}
         for s, stage in enumerate(self.stages):
             for name, p in stage.named_parameters():
                 key = f"{s}.{name}"
+                if id(p) in owner:  # tied weights would be differentiated as two parameters
+                    raise InputError(
+                        f"parameter {key!r} is the same tensor as {owner[id(p)]!r}: stages must not "
+                        "share parameters (untie them, or use HessianOperator)"
+                    )
+                owner[id(p)] = key
                 shape = _rows_shape(p.shape)
                 lo, hi = row_bounds(shape[0], self.world, self.rank)
                 want = torch.Size([hi - lo, *shape[1:]])
