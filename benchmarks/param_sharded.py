@@ -9,14 +9,16 @@ Against the same workload, in the same run:
   vector and only its rows of every parameter: the model is built on ``meta`` and takes its rows
   as ``shards``, the whole model is freed before the measurement).
 
-Workload: a float64 tanh MLP 40-1024-1024-10 (1,101,834 parameters) on 128 MNIST-1D samples, mean
-cross-entropy, PyTorch's default init (seed 0); ``ls.eigenpairs(op, k, tol=1e-6, seed=0)`` at
-k = 1 and k = 10. Ranks use one torch thread each and gloo on 127.0.0.1. Per rank: the parameter
-bytes it holds, the peak resident memory above the RSS before the solve (``VmHWM`` reset through
-``/proc/self/clear_refs``, ``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave RSS), the
-median time of 5 products after a warm-up, and the solve's wall time (a 2-rank time is the slower
-rank's), products and top eigenvalue. Memory is measured in processes of their own (the
-malloc setting slows allocation), the times in fresh processes after.
+Workloads: float64 tanh MLPs on 128 MNIST-1D samples, mean cross-entropy, PyTorch's default init
+(seed 0): ``mlp-1024`` = 40-1024-1024-10 (1,101,834 parameters, its middle layer, one stage, 95 %
+of them) and ``deep-512`` = 40-512×8-10 (1,864,714 parameters in 9 stages, the largest 14 %);
+``ls.eigenpairs(op, k, tol=1e-6, seed=0)`` at k = 1 and k = 10. Ranks use one torch thread each
+and gloo on 127.0.0.1. Per rank: the parameter bytes it holds, the peak resident memory above
+the RSS before the solve (``VmHWM`` reset through ``/proc/self/clear_refs``,
+``MALLOC_MMAP_THRESHOLD_=65536`` so that freed tensors leave RSS), the median time of 5 products
+after a warm-up, and the solve's wall time (a 2-rank time is the slower rank's), products and
+top eigenvalue. Memory is measured in processes of their own (the malloc setting slows
+allocation), the times in fresh processes after.
 
     .venv/bin/python benchmarks/param_sharded.py [--quick]
 
@@ -52,9 +54,17 @@ CONFIGS = {"single": 1, "sharded, 2 ranks": 2, "param-sharded, 2 ranks": 2}
 KS = (1, 10)
 
 
-def build(config: str, width: int, n: int, rank: int, world: int) -> tuple[ls.CurvatureOperator, int]:
+WORKLOADS = {
+    "mlp-1024": {"width": 1024, "depth": 2, "n": 128},
+    "deep-512": {"width": 512, "depth": 8, "n": 128},
+}
+QUICK = {"quick": {"width": 128, "depth": 2, "n": 64}}
+
+
+def build(config: str, w: dict[str, int], rank: int, world: int) -> tuple[ls.CurvatureOperator, int]:
     """The operator, and the parameter bytes this process holds for it."""
-    model, X, y = problem(width, n)
+    n = w["n"]
+    model, X, y = problem(w["width"], n, w["depth"])
     loss = torch.nn.functional.cross_entropy
     whole = sum(p.numel() * p.element_size() for p in model.parameters())
     if config == "single":
@@ -66,25 +76,25 @@ def build(config: str, width: int, n: int, rank: int, world: int) -> tuple[ls.Cu
     shards = cut.local_shards()
     del cut, model
     with torch.device("meta"):
-        skeleton = problem_skeleton(width)
+        skeleton = problem_skeleton(w["width"], w["depth"])
     op = ParamShardedHessianOperator(skeleton, loss, (X[lo:hi], y[lo:hi]), shards=shards)
     return op, sum(t.numel() * t.element_size() for t in op.local_shards().values())
 
 
-def problem_skeleton(width: int) -> torch.nn.Module:
+def problem_skeleton(width: int, depth: int) -> torch.nn.Module:
     from landscope.models import mlp
 
-    return mlp(40, 10, width=width, depth=2, activation="tanh").double()
+    return mlp(40, 10, width=width, depth=depth, activation="tanh").double()
 
 
-def worker(rank: int, config: str, width: int, n: int, port: int, out: str, memory: bool) -> None:
+def worker(rank: int, config: str, w: dict[str, int], port: int, out: str, memory: bool) -> None:
     world = CONFIGS[config]
     torch.set_num_threads(1)
     if world > 1:
         dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         before_build = rss()
-        op, param_bytes = build(config, width, n, rank, world)
+        op, param_bytes = build(config, w, rank, world)
         v = torch.randn(op.dim, generator=torch.Generator().manual_seed(rank), dtype=torch.float64)
         op.matvec(v)  # warm-up (builds a cached graph where there is one)
         times = []
@@ -129,17 +139,17 @@ def worker(rank: int, config: str, width: int, n: int, port: int, out: str, memo
             dist.destroy_process_group()
 
 
-def run(config: str, width: int, n: int, tmp: Path) -> list[dict[str, Any]]:
+def run(config: str, w: dict[str, int], tmp: Path) -> list[dict[str, Any]]:
     """Memory in processes of their own (``MALLOC_MMAP_THRESHOLD_`` slows allocation), then times."""
     world = CONFIGS[config]
     out = {m: tmp / (config.replace(" ", "_").replace(",", "") + m) for m in ("memory", "time")}
     os.environ["MALLOC_MMAP_THRESHOLD_"] = "65536"
     try:
-        args = (config, width, n, free_port(), str(out["memory"]), True)
+        args = (config, w, free_port(), str(out["memory"]), True)
         mp.start_processes(worker, args=args, nprocs=world, start_method="spawn")
     finally:
         del os.environ["MALLOC_MMAP_THRESHOLD_"]
-    args = (config, width, n, free_port(), str(out["time"]), False)
+    args = (config, w, free_port(), str(out["time"]), False)
     mp.start_processes(worker, args=args, nprocs=world, start_method="spawn")
     ranks = []
     for r in range(world):
@@ -151,19 +161,30 @@ def run(config: str, width: int, n: int, tmp: Path) -> list[dict[str, Any]]:
 
 
 def markdown(doc: dict[str, Any]) -> list[str]:
-    per = doc["configs"]
-    single = per["single"][0]
     md = [
         "# Parameters sharded too: memory and time per rank, 2 gloo ranks against one process",
         "",
         f"Generated by `python benchmarks/param_sharded.py{' --quick' if doc['quick'] else ''}` on "
         f"{doc['date']} — {doc['cpu']}, torch {doc['torch']}, Python {doc['python']}; one torch thread per "
-        f"process. Load average at start {doc['load_start']} / end {doc['load_end']}. Workload: float64 tanh "
-        f"MLP 40-{doc['width']}-{doc['width']}-10 ({single['global_dim']:,} parameters) on {doc['n']} "
-        "MNIST-1D samples, mean cross-entropy; `ls.eigenpairs(op, k, tol=1e-6, seed=0)`. Memory in "
+        f"process. Load average at start {doc['load_start']} / end {doc['load_end']}. Float64 tanh MLPs "
+        "on MNIST-1D samples, mean cross-entropy; `ls.eigenpairs(op, k, tol=1e-6, seed=0)`. Memory in "
         "processes of its own with `MALLOC_MMAP_THRESHOLD_=65536` (freed tensors leave RSS), times in fresh "
-        "processes without it. A 2-rank number is rank 0 / rank 1; "
-        "a 2-rank wall time is the slower rank's.",
+        "processes without it. A 2-rank number is rank 0 / rank 1; a 2-rank wall time is the slower "
+        "rank's. *Peak RSS above start*: what a solve allocates above what the process held before it "
+        "(for `HessianOperator` the cached graph was built by a warm-up product).",
+    ]
+    for name, wl in doc["workloads"].items():
+        md += workload_markdown(name, wl)
+    return md
+
+
+def workload_markdown(name: str, wl: dict[str, Any]) -> list[str]:
+    per, w = wl["configs"], wl["spec"]
+    single = per["single"][0]
+    md = [
+        "",
+        f"## {name}: 40-{'-'.join([str(w['width'])] * w['depth'])}-10, {single['global_dim']:,} parameters, "
+        f"{w['n']} samples",
         "",
     ]
     header = ["configuration", "parameters held, MB per rank", "vector entries per rank", "product, ms"]
@@ -201,7 +222,7 @@ def markdown(doc: dict[str, Any]) -> list[str]:
     ps_mb = " / ".join(f"{r['param_mb']:.2f}" for r in ps)
     md += [
         "",
-        "## What the numbers mean",
+        "What the numbers mean:",
         "",
         f"- **Parameters:** each param-sharded rank holds {held:.3f} of the model "
         f"({ps_mb} MB against {single['param_mb']:.2f}); the "
@@ -212,13 +233,10 @@ def markdown(doc: dict[str, Any]) -> list[str]:
         "products a layer against 4 for a product through a cached graph), and it gathers each "
         "stage's parameters and direction twice (2 × 2 × the model's size a product, against one "
         "vector for the sharded operator).",
-        "- **Peak memory** during a solve counts what the solve allocates above what the process "
-        "held before it (for `HessianOperator` the cached graph was built by the warm-up product). "
-        f"The param-sharded peak is {extra:.0f} MB (k = 1) above the sharded one's, about "
-        f"{extra / single['param_mb']:.1f} models: the largest stage gathered whole with its direction, and "
-        "its product before the all-reduce. Here the middle layer is 95 % of the model, so a stage is "
-        "nearly the model; the saving grows with the number of stages (a transformer's blocks), and "
-        "the parameters held between products are 1/R whatever the stages.",
+        f"- **Peak memory:** the param-sharded peak is {extra:+.0f} MB (k = 1) against the sharded "
+        f"one's ({extra / single['param_mb']:+.1f} models): it gathers its largest stage whole with "
+        "its direction and holds that stage's product before the all-reduce, but not the model; "
+        f"the largest stage is {wl['largest_stage']:.0%} of this model.",
     ]
     return md
 
@@ -227,27 +245,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    width, n = (128, 64) if args.quick else (1024, 128)
+    workloads = QUICK if args.quick else WORKLOADS
     import tempfile
 
     load_start = [round(x, 2) for x in os.getloadavg()]
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        configs = {}
-        for config in CONFIGS:
-            tic = time.perf_counter()
-            configs[config] = run(config, width, n, Path(tmp))
-            print(f"{config}: {time.perf_counter() - tic:.1f} s", flush=True)
+        for name, w in workloads.items():
+            configs = {}
+            for config in CONFIGS:
+                tic = time.perf_counter()
+                configs[config] = run(config, w, Path(tmp))
+                print(f"{name} {config}: {time.perf_counter() - tic:.1f} s", flush=True)
+            model = problem_skeleton(w["width"], w["depth"])
+            sizes = [sum(p.numel() for p in m.parameters()) for m in model]
+            results[name] = {"spec": w, "configs": configs, "largest_stage": max(sizes) / sum(sizes)}
     doc = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "cpu": cpu_name(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "quick": args.quick,
-        "width": width,
-        "n": n,
         "load_start": load_start,
         "load_end": [round(x, 2) for x in os.getloadavg()],
-        "configs": configs,
+        "workloads": results,
     }
     write_results(
         HERE / "results", "param_sharded_quick" if args.quick else "param_sharded", doc, markdown(doc)

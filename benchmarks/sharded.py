@@ -174,11 +174,11 @@ class Timers:
             events.clear()
 
 
-def problem(width: int, n: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The float64 tanh MLP 40-width-width-10 at init (seed 0) and the first ``n`` MNIST-1D samples."""
+def problem(width: int, n: int, depth: int = 2) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The float64 tanh MLP 40-width×depth-10 at init (seed 0) and the first ``n`` MNIST-1D samples."""
     ds = load_mnist1d(n_train=4000, n_test=100)
     torch.manual_seed(0)
-    model = mlp(40, 10, width=width, depth=2, activation="tanh").double()
+    model = mlp(40, 10, width=width, depth=depth, activation="tanh").double()
     return model, ds.X_train[:n].double(), ds.y_train[:n]
 
 
