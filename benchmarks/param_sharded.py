@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from machine import cpu_name, high_water, markdown_table, rss, write_results
-from sharded import free_port, problem, reset_high_water
+from sharded import architecture, free_port, problem, reset_high_water
 
 import landscope as ls
 from landscope.distributed import ParamShardedHessianOperator, ShardedHessianOperator
@@ -76,15 +76,9 @@ def build(config: str, w: dict[str, int], rank: int, world: int) -> tuple[ls.Cur
     shards = cut.local_shards()
     del cut, model
     with torch.device("meta"):
-        skeleton = problem_skeleton(w["width"], w["depth"])
+        skeleton = architecture(w["width"], w["depth"])
     op = ParamShardedHessianOperator(skeleton, loss, (X[lo:hi], y[lo:hi]), shards=shards)
     return op, sum(t.numel() * t.element_size() for t in op.local_shards().values())
-
-
-def problem_skeleton(width: int, depth: int) -> torch.nn.Module:
-    from landscope.models import mlp
-
-    return mlp(40, 10, width=width, depth=depth, activation="tanh").double()
 
 
 def worker(rank: int, config: str, w: dict[str, int], port: int, out: str, memory: bool) -> None:
@@ -257,7 +251,8 @@ def main() -> None:
                 tic = time.perf_counter()
                 configs[config] = run(config, w, Path(tmp))
                 print(f"{name} {config}: {time.perf_counter() - tic:.1f} s", flush=True)
-            model = problem_skeleton(w["width"], w["depth"])
+            with torch.device("meta"):  # only the sizes are read
+                model = architecture(w["width"], w["depth"])
             sizes = [sum(p.numel() for p in m.parameters()) for m in model]
             results[name] = {"spec": w, "configs": configs, "largest_stage": max(sizes) / sum(sizes)}
     doc = {

@@ -174,11 +174,16 @@ class Timers:
             events.clear()
 
 
+def architecture(width: int, depth: int = 2) -> torch.nn.Module:
+    """The float64 tanh MLP 40-width×depth-10 (built on the current default device)."""
+    return mlp(40, 10, width=width, depth=depth, activation="tanh").double()
+
+
 def problem(width: int, n: int, depth: int = 2) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The float64 tanh MLP 40-width×depth-10 at init (seed 0) and the first ``n`` MNIST-1D samples."""
+    """:func:`architecture` at init (seed 0) and the first ``n`` MNIST-1D samples."""
     ds = load_mnist1d(n_train=4000, n_test=100)
     torch.manual_seed(0)
-    model = mlp(40, 10, width=width, depth=depth, activation="tanh").double()
+    model = architecture(width, depth)
     return model, ds.X_train[:n].double(), ds.y_train[:n]
 
 

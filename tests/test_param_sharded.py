@@ -101,7 +101,7 @@ def _direction(dim: int) -> torch.Tensor:
     return torch.randn(dim, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
 
 
-def _fsdp_meta_case(rank: int, world: int, group) -> dict:
+def _fsdp_meta_case(rank: int, world: int) -> dict:
     """A model never whole on this rank: built on meta, its rows taken from an FSDP2-wrapped copy."""
     from torch.distributed.fsdp import fully_shard
 
@@ -152,7 +152,7 @@ def _worker(rank: int, init: str, out: str) -> None:
                 "local": op.dim,
                 "local_params": sum(t.numel() for t in op.local_shards().values()),
             }
-    results["fsdp"] = _fsdp_meta_case(rank, WORLD, None)
+    results["fsdp"] = _fsdp_meta_case(rank, WORLD)
     torch.save(results, f"{out}.{rank}.part")
     Path(f"{out}.{rank}.part").rename(f"{out}.{rank}")
     dist.barrier()

@@ -38,7 +38,7 @@ def normal_parts(n: int, segments: list[tuple[int, int]], generator: torch.Gener
         full = torch.randn(n, generator=generator, dtype=torch.float64)
         if segments == [(0, n)]:
             return full
-        return torch.cat([full[a : a + m] for a, m in segments] or [full[:0]]).clone()
+        return torch.cat([full[a : a + m] for a, m in segments] or [full[:0]])  # a copy, not a view
     base = int(torch.randint(0, 2**62, (1,), generator=generator).item())
     parts, drawn = [], (-1, torch.zeros(0, dtype=torch.float64))  # the last chunk drawn, reused
     for a, m in segments:

@@ -38,6 +38,30 @@ def has_data(data: Any) -> bool:
     return True
 
 
+def reduce_floats(values: list[float], group: Any = None, op: Any = dist.ReduceOp.SUM) -> list[float]:
+    """``values`` combined over the ranks of ``group`` (summed by default): one all-reduce.
+
+    Of a float64 tensor, on the current GPU where the backend is NCCL (which takes no CPU tensors).
+    """
+    t = torch.tensor(values, dtype=torch.float64)
+    if dist.get_backend(group) == "nccl":
+        t = t.cuda()
+    dist.all_reduce(t, op=op, group=group)
+    return t.tolist()
+
+
+def shard_share(n_local: int, w_local: float, group: Any = None) -> tuple[float, int]:
+    """The share ``w_r / W`` of the Hessian set's total weight held here, and the total sample count.
+
+    The products of a data-parallel operator are weighted by it, so that every rank holds the
+    curvature of the mean loss over all shards.
+    """
+    n_total, w_total = reduce_floats([float(n_local), w_local], group)
+    if int(n_total) == 0:
+        raise InputError("every rank's shard is empty: the Hessian set has no samples")
+    return w_local / w_total, int(n_total)
+
+
 class DistributedHessianOperator(CurvatureOperator):
     """``H = Σ_r (w_r / W) H_r``: the Hessian of the mean loss over every rank's shard.
 
@@ -59,14 +83,8 @@ class DistributedHessianOperator(CurvatureOperator):
         self.local = HessianOperator(model, loss_fn, local_data, **kwargs) if has_data(local_data) else None
         n_local = self.local.n_samples if self.local is not None else 0
         w_local = self.local.data.total_weight if self.local is not None else 0.0
-        counts = torch.tensor([float(n_local), w_local], dtype=torch.float64)
-        if dist.get_backend(group) == "nccl":
-            counts = counts.cuda()
-        dist.all_reduce(counts, group=group)
-        self.n_local, self.n_total = n_local, int(counts[0].item())
-        if self.n_total == 0:
-            raise InputError("every rank's shard is empty: the Hessian set has no samples")
-        self.weight = w_local / float(counts[1].item())
+        self.weight, self.n_total = shard_share(n_local, w_local, group)
+        self.n_local = n_local
         if self.local is None:  # a rank without data still takes part in every all-reduce
             if kwargs.get("params") is not None:
                 raise InputError("a rank without data needs params=None (it cannot resolve a subset)")

@@ -43,7 +43,7 @@ from landscope.curvature.batches import Chunk, HessianSet, is_pair
 from landscope.curvature.kernels import second_order_kernels
 from landscope.curvature.linear import VectorLayout, normal_parts
 from landscope.curvature.modes import model_mode
-from landscope.distributed.operator import has_data, require_process_group
+from landscope.distributed.operator import has_data, reduce_floats, require_process_group, shard_share
 from landscope.distributed.sharded import ShardLayout
 from landscope.errors import DataError, InputError
 
@@ -108,10 +108,10 @@ def _steps(stages: list[nn.Module]) -> list[list[int]]:
     A parameter-free stage (an activation, a reshape) joins the step before it (the first, for
     leading ones): one gather and one pair of transforms fewer for each.
     """
+    has = [next(stage.parameters(), None) is not None for stage in stages]
     steps: list[list[int]] = []
-    for s, stage in enumerate(stages):
-        has = next(stage.parameters(), None) is not None
-        if not steps or (has and any(next(stages[t].parameters(), None) is not None for t in steps[-1])):
+    for s in range(len(stages)):
+        if not steps or (has[s] and any(has[t] for t in steps[-1])):
             steps.append([s])
         else:
             steps[-1].append(s)
@@ -122,6 +122,9 @@ def _jvp(f: Callable, primals: tuple, tangents: tuple) -> tuple[Any, Any]:
     """``torch.func.jvp`` without ``has_aux``: (output, tangent)."""
     out = jvp(f, primals, tangents)
     return out[0], out[1]
+
+
+_Want = Literal["product", "gradient", "loss"]  # what a sweep is for
 
 
 def _rows_shape(shape: torch.Size) -> torch.Size:
@@ -186,6 +189,7 @@ class ParamShardedHessianOperator(CurvatureOperator):
         self._shards, self._params = self._cut(shards, dtype)
         self._steps = _steps(self.stages)
         self._by_step = [[p for p in self._params if p.stage in step] for step in self._steps]
+        self._params_of = [[p for p in self._params if p.stage == s] for s in range(len(self.stages))]
         if not self._params:
             raise InputError("the stages have no parameters: there is no Hessian to take")
         dt = dtype or next(iter(self._shards.values())).dtype
@@ -208,25 +212,12 @@ class ParamShardedHessianOperator(CurvatureOperator):
         super().__init__(local_dim, dt, device)
         self.layout = ParamShardLayout(global_dim, segments, group)
         self.data = HessianSet(local_data, chunk_size=chunk_size) if has_data(local_data) else None
-        counts = torch.tensor(
-            [
-                float(self.data.total_weight if self.data else 0.0),
-                float(sum(1 for _ in self.data.chunks()) if self.data else 0),
-                float(self.data.n_samples if self.data else 0),
-            ],
-            dtype=torch.float64,
-        )
-        if dist.get_backend(group) == "nccl":
-            counts = counts.to(device)
-        total = counts.clone()
-        dist.all_reduce(total, group=group)
-        rounds = counts[1:2].clone()
-        dist.all_reduce(rounds, op=dist.ReduceOp.MAX, group=group)
-        if total[0].item() <= 0:
-            raise InputError("every rank's shard is empty: the Hessian set has no samples")
-        self.weight = float(counts[0].item() / total[0].item())
-        self.n_local, self.n_total = int(counts[2].item()), int(total[2].item())
-        self._rounds = int(rounds.item())  # every rank takes part in this many sweeps' collectives
+        n_local = self.data.n_samples if self.data else 0
+        self.weight, self.n_total = shard_share(n_local, self.data.total_weight if self.data else 0.0, group)
+        self.n_local = n_local
+        chunks = float(sum(1 for _ in self.data.chunks()) if self.data else 0)
+        # every rank takes part in as many sweeps' collectives as the rank with the most chunks
+        self._rounds = int(reduce_floats([chunks], group, dist.ReduceOp.MAX)[0])
         if self.data is not None:
             self._check_data()
 
@@ -363,7 +354,7 @@ class ParamShardedHessianOperator(CurvatureOperator):
     def _stage_call(self, k: int, theta: dict[str, torch.Tensor], a: Any) -> torch.Tensor:
         """Step ``k``: its stages in turn, each with its own parameters (``theta`` by full name)."""
         for s in self._steps[k]:
-            own = {key.split(".", 1)[1]: t for key, t in theta.items() if key.split(".", 1)[0] == str(s)}
+            own = {p.name: theta[p.key] for p in self._params_of[s]}
             a = functional_call(self.stages[s], (own, self._buffers[s]), (a,))
             if not isinstance(a, torch.Tensor) or not a.is_floating_point():
                 raise InputError(
@@ -378,13 +369,16 @@ class ParamShardedHessianOperator(CurvatureOperator):
         for _ in range(self._rounds):
             yield next(it, None)
 
-    def _sweep(self, v: torch.Tensor, gradient: bool = False) -> tuple[torch.Tensor, float]:
-        """The part held here of ``Hv`` (or of the gradient), and the mean loss (module docstring)."""
+    def _sweep(self, v: torch.Tensor, want: _Want = "product") -> tuple[torch.Tensor, float]:
+        """The part held here of ``Hv`` (or of the gradient), and the mean loss (module docstring).
+
+        ``want="loss"`` stops after the forward pass: the vector returned is then zero.
+        """
         out = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         loss = torch.zeros(1, dtype=torch.float64, device=self.device)
         with model_mode(self._container, self.model_mode, device=self.device):
             for chunk in self._chunks():
-                loss += self._sweep_chunk(chunk, v, out, gradient)
+                loss += self._sweep_chunk(chunk, v, out, want)
         dist.all_reduce(loss, group=self.group)
         return out, float(loss.item())
 
@@ -429,7 +423,7 @@ class ParamShardedHessianOperator(CurvatureOperator):
         (dgi, dG), (gi, G) = res[0], res[1]
         return gi, dgi, G, dG
 
-    def _sweep_chunk(self, chunk: Chunk | None, v: torch.Tensor, out: torch.Tensor, gradient: bool) -> float:
+    def _sweep_chunk(self, chunk: Chunk | None, v: torch.Tensor, out: torch.Tensor, want: _Want) -> float:
         """One chunk's share of ``Hv`` (or the gradient) and the loss; ``None``: only the collectives."""
         n = len(self._steps)
         boundary: list[tuple[Any, Any]] = []  # (a_{s-1}, ȧ_{s-1}) at each stage's input
@@ -453,6 +447,8 @@ class ParamShardedHessianOperator(CurvatureOperator):
             g, pull, lv = vjp(loss_grad, a, has_aux=True)  # type: ignore[misc]
             dg = pull(da)[0]
             value = float(lv) * chunk.weight * self.weight
+        if want == "loss":  # on every rank alike: no backward pass, no more collectives
+            return value
         for s in reversed(range(n)):
             params = self._by_step[s]
             theta, tv = self._gather_step(s, v)
@@ -463,7 +459,7 @@ class ParamShardedHessianOperator(CurvatureOperator):
             if not params:
                 continue
             if chunk is not None:
-                share = G if gradient else dG
+                share = G if want == "gradient" else dG
                 whole = torch.cat([share[p.key].reshape(-1) for p in params]).mul_(chunk.weight * self.weight)
             else:
                 whole = out.new_zeros(sum(math.prod(p.shape) for p in params))
@@ -481,11 +477,11 @@ class ParamShardedHessianOperator(CurvatureOperator):
 
     def gradient(self) -> torch.Tensor:
         """The part held here of the gradient of the mean loss over all shards."""
-        return self._sweep(torch.zeros(self.dim, dtype=self.dtype, device=self.device), gradient=True)[0]
+        return self._sweep(torch.zeros(self.dim, dtype=self.dtype, device=self.device), "gradient")[0]
 
     def loss(self) -> float:
         """The mean loss over all shards."""
-        return self._sweep(torch.zeros(self.dim, dtype=self.dtype, device=self.device))[1]
+        return self._sweep(torch.zeros(self.dim, dtype=self.dtype, device=self.device), "loss")[1]
 
     def local_shards(self) -> dict[str, torch.Tensor]:
         """The rows held here of every parameter, by name (what the operator keeps of the model)."""
